@@ -1,0 +1,239 @@
+"""The embedded local model, run in process: no network, no key.
+
+Two runtimes for the same GGUF file. llama-cpp-python (~35 tok/s on 2 cores) is the default;
+transformers (dequantises the GGUF to fp32: ~50 s to load, ~6 tok/s) needs no compiler and is
+chosen when llama_cpp is not importable. Both render prompts with the chat template carried
+in the GGUF, tools included, and parse tool calls out of the reply text, since the model
+writes them as JSON (fenced or in <tool_call> tags) rather than as structured output.
+
+Timeouts are real in both: decoding stops at the deadline through a stopping criterion
+(llama.cpp) or max_time (transformers), and the call raises LLMTimeout. Prompt evaluation
+itself cannot be interrupted; it is bounded by the context size (~120 tok/s prefill here).
+"""
+
+import importlib.util
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, LLMTimeout
+from agent.llm.parsing import parse_tool_calls
+
+Runtime = Literal["auto", "llama_cpp", "transformers"]
+
+
+def _template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    # Qwen's template renders role "tool" as a <tool_response> block in a user turn.
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _require_file(model_path: Path) -> None:
+    if not model_path.is_file():
+        raise LLMError(f"no model at {model_path}; run `toolrec models get`")
+
+
+def _deadline(timeout: float | None, default: float | None, start: float) -> float | None:
+    budget = timeout if timeout is not None else default
+    return None if budget is None else start + budget
+
+
+class LlamaCppLLM:
+    """A GGUF model through llama-cpp-python. One generation at a time (a lock guards the
+    context); consecutive calls that share a prompt prefix reuse its evaluated KV cache."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        default_timeout: float | None = None,
+    ) -> None:
+        _require_file(model_path)
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = f"llama_cpp:{model_path.stem}"
+        self.default_timeout = default_timeout
+        start = time.monotonic()
+        self._llama = llama_cpp.Llama(
+            model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
+            n_threads_batch=n_threads, verbose=False,
+        )  # fmt: skip
+        self.load_seconds = time.monotonic() - start
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LLMError(f"{model_path} carries no chat template")
+        eos_id, bos_id = self._llama.token_eos(), self._llama.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(eos_id),
+            bos_token=self._token_text(bos_id),
+            stop_token_ids=[eos_id],
+        )
+        self._lock = threading.Lock()
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self._llama.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+        timeout: float | None = None,
+    ) -> LLMReply:
+        import llama_cpp
+
+        with self._lock:
+            start = time.monotonic()
+            deadline = _deadline(timeout, self.default_timeout, start)
+            rendered = self._formatter(messages=_template_messages(messages), tools=tools)
+            prompt = self._llama.tokenize(
+                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+            )
+            n_ctx = self._llama.n_ctx()
+            if len(prompt) + 1 >= n_ctx:
+                raise LLMError(f"{self.name}: prompt of {len(prompt)} tokens exceeds n_ctx {n_ctx}")
+            out_of_time = False
+
+            def past_deadline(_ids: Any, _logits: Any) -> bool:
+                nonlocal out_of_time
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                return out_of_time
+
+            criteria = [past_deadline, *(rendered.stopping_criteria or [])]
+            result = self._llama.create_completion(
+                prompt=prompt,
+                max_tokens=min(max_tokens, n_ctx - len(prompt)),
+                temperature=temperature,
+                seed=seed,
+                stop=rendered.stop,
+                # Neutral: JSON legitimately repeats quotes and braces, and max_tokens bounds loops.
+                repeat_penalty=1.0,
+                stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
+            )
+            seconds = time.monotonic() - start
+        assert isinstance(result, dict)  # not streaming
+        usage = result["usage"]
+        if out_of_time:
+            raise LLMTimeout(
+                f"{self.name}: stopped at the {seconds:.1f}s deadline after "
+                f"{usage['completion_tokens']} tokens"
+            )
+        text = result["choices"][0]["text"].strip()
+        return LLMReply(
+            text=text,
+            tool_calls=parse_tool_calls(text) if tools else [],
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            seconds=seconds,
+            model=self.name,
+        )
+
+
+class TransformersLLM:
+    """The same GGUF through transformers (dequantised to fp32 on load). Slow; for machines
+    where llama-cpp-python cannot be built."""
+
+    def __init__(
+        self, model_path: Path, *, n_threads: int = 2, default_timeout: float | None = None
+    ) -> None:
+        _require_file(model_path)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = f"transformers:{model_path.stem}"
+        self.default_timeout = default_timeout
+        torch.set_num_threads(n_threads)
+        start = time.monotonic()
+        directory, gguf = str(model_path.parent), model_path.name
+        self._tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+        self._model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf)
+        self._model.eval()
+        eos = self._model.generation_config.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.load_seconds = time.monotonic() - start
+        self._lock = threading.Lock()
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+        timeout: float | None = None,
+    ) -> LLMReply:
+        import torch
+
+        with self._lock:
+            start = time.monotonic()
+            deadline = _deadline(timeout, self.default_timeout, start)
+            inputs = self._tokenizer.apply_chat_template(
+                _template_messages(messages), tools=tools, add_generation_prompt=True,
+                return_tensors="pt", return_dict=True,
+            )  # fmt: skip
+            torch.manual_seed(seed)
+            sampling: dict[str, Any] = (
+                {"do_sample": True, "temperature": temperature}
+                if temperature > 0
+                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            )
+            with torch.inference_mode():
+                output = self._model.generate(
+                    **inputs,
+                    max_new_tokens=max_tokens,
+                    max_time=None if deadline is None else max(deadline - time.monotonic(), 0.0),
+                    pad_token_id=self._tokenizer.eos_token_id,
+                    **sampling,
+                )
+            seconds = time.monotonic() - start
+        n_prompt = int(inputs["input_ids"].shape[1])
+        new_tokens = output[0, n_prompt:].tolist()
+        # Generation stops at EOS, at max_tokens, or at max_time; only the last is a timeout.
+        ended = bool(new_tokens) and new_tokens[-1] in self._eos_ids
+        capped = len(new_tokens) >= max_tokens
+        if deadline is not None and not (ended or capped) and time.monotonic() >= deadline:
+            raise LLMTimeout(
+                f"{self.name}: stopped at the {seconds:.1f}s deadline "
+                f"after {len(new_tokens)} tokens"
+            )
+        text = self._tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        return LLMReply(
+            text=text,
+            tool_calls=parse_tool_calls(text) if tools else [],
+            prompt_tokens=n_prompt,
+            completion_tokens=int(len(new_tokens)),
+            seconds=seconds,
+            model=self.name,
+        )
+
+
+def resolve_runtime(runtime: Runtime) -> Literal["llama_cpp", "transformers"]:
+    if runtime != "auto":
+        return runtime
+    return "llama_cpp" if importlib.util.find_spec("llama_cpp") is not None else "transformers"
+
+
+def load_embedded(
+    model_path: Path,
+    *,
+    runtime: Runtime = "auto",
+    n_ctx: int = 4096,
+    n_threads: int = 2,
+    default_timeout: float | None = None,
+) -> LLM:
+    if resolve_runtime(runtime) == "llama_cpp":
+        return LlamaCppLLM(
+            model_path, n_ctx=n_ctx, n_threads=n_threads, default_timeout=default_timeout
+        )
+    return TransformersLLM(model_path, n_threads=n_threads, default_timeout=default_timeout)

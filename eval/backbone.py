@@ -1,0 +1,28 @@
+"""Full-ranking evaluation of a backbone: every item in the catalogue is a candidate, the
+user's history is masked, the held-out item is ranked among all the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from eval.metrics import KS, summarise, target_ranks
+from tools.data.sequences import SequenceDataset, Split
+from tools.models.base import Recommender
+from tools.models.scoring import score_histories
+
+
+def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, batch_size: int = 1024) -> np.ndarray:
+    inputs, targets = dataset.split(split)
+    rows = np.arange(len(targets)) if users is None else np.asarray(users)
+    ranks = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        scores = score_histories(model, [inputs[i] for i in chunk], batch_size=batch_size)
+        ranks.append(target_ranks(scores, targets[chunk]))
+    return np.concatenate(ranks) if ranks else np.empty(0, dtype=np.int64)
+
+
+def evaluate_backbone(model: Recommender, dataset: SequenceDataset, split: Split, ks: Sequence[int] = KS) -> dict[str, float]:
+    return summarise(backbone_ranks(model, dataset, split), ks)

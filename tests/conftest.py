@@ -1,0 +1,34 @@
+"""Shared fixtures. Real MovieLens-100K is fetched once (through the registry route, as on a
+machine without internet) into a cache folder that every test session reuses:
+TOOLREC_DATA_DIR when set, else <repo>/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tools.data.fetch import fetch_dataset
+from tools.data.loaders import load_directory
+from tools.data.schema import RawDataset
+from tools.data.sequences import SequenceDataset, build_sequences
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return Path(os.environ.get("TOOLREC_DATA_DIR", REPO / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def ml100k_raw(data_dir: Path) -> RawDataset:
+    # offline: skip the GroupLens attempt, tests must not depend on the internet
+    return load_directory(fetch_dataset("ml-100k", data_dir, offline=True))
+
+
+@pytest.fixture(scope="session")
+def ml100k(ml100k_raw: RawDataset) -> SequenceDataset:
+    return build_sequences(ml100k_raw)

@@ -1,0 +1,69 @@
+"""What every backbone shares: its configuration and the scoring interface the tools use."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+ModelKind = Literal["sasrec", "sasrec-attr", "bert4rec", "popularity"]
+
+
+class ModelConfig(BaseModel):
+    kind: ModelKind
+    num_items: int
+    max_len: int = Field(200, description="Most recent items a model reads")
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    loss: Literal["ce", "bce", "bpr"] = Field("ce", description="Full softmax cross-entropy, or sampled BCE/BPR")
+    negatives: int = Field(1, description="Sampled negatives per positive for bce/bpr")
+    mask_prob: float = Field(0.2, description="BERT4Rec cloze masking rate")
+    attribute: str | None = Field(None, description="Attribute type fused into item vectors (sasrec-attr)")
+    attribute_values: list[str] = Field(default_factory=list)
+
+
+class Recommender(nn.Module):
+    """Scores the whole catalogue for a batch of histories in one forward pass."""
+
+    config: ModelConfig
+
+    @property
+    def device(self) -> torch.device:
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """[batch, num_items + 1] raw scores; column 0 (padding) is -inf. History items are not
+        masked here: what to exclude is the caller's decision."""
+        raise NotImplementedError
+
+    def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
+        """Training loss on a batch of training sequences."""
+        raise NotImplementedError
+
+    def item_vectors(self) -> np.ndarray | None:
+        """[num_items + 1, dim] output item embeddings for the vector index, if the model has them."""
+        return None
+
+
+def sampled_loss(kind: str, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, negatives: int) -> torch.Tensor:
+    """Loss of hidden states [T, d] against target ids [T] over item vectors [num_items + 1, d].
+
+    "ce" is the full softmax over every item (the strong setting); "bce" and "bpr" sample
+    uniform negatives, as the original SASRec and ToolRec's backbone did.
+    """
+    if kind == "ce":
+        logits = hidden @ vectors[1:].T
+        return nn.functional.cross_entropy(logits, targets - 1)
+    sampled = torch.randint(1, vectors.shape[0], (targets.shape[0], negatives), device=hidden.device)
+    positive = (hidden * vectors[targets]).sum(-1, keepdim=True)
+    negative = torch.einsum("td,tnd->tn", hidden, vectors[sampled])
+    if kind == "bce":
+        return -(nn.functional.logsigmoid(positive).mean() + nn.functional.logsigmoid(-negative).mean())
+    return -nn.functional.logsigmoid(positive - negative).mean()

@@ -1,0 +1,46 @@
+"""BERT4Rec (Sun et al. 2019): bidirectional self-attention trained by cloze (masked items are
+predicted from both sides); at inference a mask token after the history asks for the next item."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tools.models.base import ModelConfig, Recommender, sampled_loss
+from tools.models.layers import Encoder, ItemEmbedding, left_pad
+
+
+class BERT4Rec(Recommender):
+    def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_token = config.num_items + 1
+        values = len(config.attribute_values)
+        self.embedding = ItemEmbedding(config.num_items + 2, config.dim, attribute_table, values)
+        self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=False)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embedding(tokens), padding=tokens == 0)
+
+    def _item_vectors(self) -> torch.Tensor:
+        return self.embedding.all()[: self.config.num_items + 1]
+
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        tokens = left_pad([np.append(h[-(self.config.max_len - 1) :], self.mask_token) for h in histories], self.config.max_len).to(self.device)
+        scores = self.encode(tokens)[:, -1] @ self._item_vectors().T
+        scores[:, 0] = -torch.inf
+        return scores
+
+    def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
+        tokens = left_pad(sequences, self.config.max_len).to(self.device)
+        real = tokens > 0
+        masked = (torch.rand(tokens.shape, device=self.device) < self.config.mask_prob) & real
+        # the last position is masked half the time so training also looks like inference
+        masked[:, -1] |= torch.rand(tokens.shape[0], device=self.device) < 0.5
+        masked &= real
+        inputs = tokens.masked_fill(masked, self.mask_token)
+        hidden = self.encode(inputs)
+        return sampled_loss(self.config.loss, hidden[masked], self._item_vectors(), tokens[masked], self.config.negatives)
+
+    def item_vectors(self) -> np.ndarray:
+        return self._item_vectors().detach().cpu().numpy()

@@ -1,0 +1,83 @@
+"""Build a backbone from its configuration, and save and load it with the dataset it belongs to.
+
+A checkpoint is a folder: `model.safetensors` (weights), `config.json` (model configuration and
+the dataset's fingerprint) and `id_maps.json` (dense id -> source id for items and users).
+Loading against another dataset is refused: dense ids would silently mean other items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel
+from safetensors.torch import load_file, save_file
+
+from tools.data.schema import DataError
+from tools.data.sequences import SequenceDataset
+from tools.io import atomic_path, write_json
+from tools.models.attributes import AttributeVocab
+from tools.models.base import ModelConfig, ModelKind, Recommender
+from tools.models.bert4rec import BERT4Rec
+from tools.models.popularity import Popularity
+from tools.models.sasrec import SASRec
+
+WEIGHTS, CONFIG, ID_MAPS = "model.safetensors", "config.json", "id_maps.json"
+
+
+class CheckpointMeta(BaseModel):
+    model: ModelConfig
+    dataset: str
+    fingerprint: str
+
+
+def fingerprint(dataset: SequenceDataset) -> str:
+    """Hash of the item id order: equal fingerprints mean dense ids name the same items."""
+    digest = hashlib.sha256("\n".join(item.id for item in dataset.items).encode())
+    return digest.hexdigest()[:16]
+
+
+def new_config(kind: ModelKind, dataset: SequenceDataset, attribute: str | None = None, **overrides: object) -> ModelConfig:
+    if kind == "sasrec-attr" and attribute is None:
+        raise ValueError("sasrec-attr needs an attribute type (e.g. genre or year)")
+    values = AttributeVocab.from_items(dataset.items, attribute).values if attribute else []
+    return ModelConfig(kind=kind, num_items=dataset.num_items, attribute=attribute, attribute_values=values, **overrides)
+
+
+def build_model(config: ModelConfig, dataset: SequenceDataset) -> Recommender:
+    table = None
+    if config.attribute:
+        table = AttributeVocab(attribute=config.attribute, values=config.attribute_values).table(dataset.items)
+    if config.kind in ("sasrec", "sasrec-attr"):
+        return SASRec(config, table)
+    if config.kind == "bert4rec":
+        return BERT4Rec(config, table)
+    return Popularity(config, dataset.popularity())
+
+
+def save_model(run_dir: Path, model: Recommender, dataset: SequenceDataset) -> None:
+    meta = CheckpointMeta(model=model.config, dataset=dataset.name, fingerprint=fingerprint(dataset))
+    with atomic_path(run_dir / WEIGHTS) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(run_dir / CONFIG, meta.model_dump())
+    write_json(run_dir / ID_MAPS, {"items": [i.id for i in dataset.items], "users": dataset.user_ids})
+
+
+def read_meta(run_dir: Path) -> CheckpointMeta:
+    path = run_dir / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint here (train one with `toolrec train`)")
+    return CheckpointMeta.model_validate_json(path.read_text())
+
+
+def load_model(run_dir: Path, dataset: SequenceDataset) -> Recommender:
+    meta = read_meta(run_dir)
+    if meta.dataset != dataset.name or meta.fingerprint != fingerprint(dataset):
+        raise DataError(
+            f"{run_dir} was trained on {meta.dataset} (items {meta.fingerprint}), "
+            f"not on {dataset.name} (items {fingerprint(dataset)})"
+        )
+    model = build_model(meta.model, dataset)
+    model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+    return model.eval()
+

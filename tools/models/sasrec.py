@@ -1,0 +1,41 @@
+"""SASRec (Kang & McAuley 2018): causal self-attention over the history, next-item targets at
+every position. With `attribute` set it is the attribute-aware variant: item vectors are fused
+with an attribute's value vectors (genre, release decade, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tools.models.base import ModelConfig, Recommender, sampled_loss
+from tools.models.layers import Encoder, ItemEmbedding, left_pad
+
+
+class SASRec(Recommender):
+    def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.config = config
+        values = len(config.attribute_values)
+        self.embedding = ItemEmbedding(config.num_items + 1, config.dim, attribute_table, values)
+        self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=True)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        scale = self.config.dim**0.5
+        return self.encoder(self.embedding(tokens) * scale, padding=tokens == 0)
+
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        tokens = left_pad(histories, self.config.max_len).to(self.device)
+        last = self.encode(tokens)[:, -1]
+        scores = last @ self.embedding.all().T
+        scores[:, 0] = -torch.inf
+        return scores
+
+    def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
+        tokens = left_pad(sequences, self.config.max_len + 1).to(self.device)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        hidden = self.encode(inputs)
+        present = (targets > 0) & (inputs > 0)
+        return sampled_loss(self.config.loss, hidden[present], self.embedding.all(), targets[present], self.config.negatives)
+
+    def item_vectors(self) -> np.ndarray:
+        return self.embedding.all().detach().cpu().numpy()
