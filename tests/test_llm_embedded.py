@@ -95,8 +95,8 @@ def test_deadline_stops_decoding(llm: LLM) -> None:
     start = time.monotonic()
     with pytest.raises(LLMTimeout, match="deadline"):
         llm.chat(messages, max_tokens=2000, timeout=0.5)
-    # prompt evaluation (~30 tokens) plus a token or so past the deadline
-    assert time.monotonic() - start < 2.0
+    # 2000 tokens would take ~50 s at ~40 tok/s; the slack is for cores shared with other jobs
+    assert time.monotonic() - start < 6.0
     # and the model is still usable afterwards
     reply = llm.chat([ChatMessage(role="user", content="Say OK.")], max_tokens=8)
     assert reply.text

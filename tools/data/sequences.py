@@ -26,6 +26,7 @@ class SequenceDataset:
     user_ids: list[str]
     sequences: list[np.ndarray]  # dense item ids, oldest first
     user_features: dict[str, dict[str, str]] = field(default_factory=dict)
+    min_core: int = 0  # the k-core filter it was built with, so a run can rebuild it
 
     @property
     def num_items(self) -> int:
@@ -109,4 +110,5 @@ def build_sequences(raw: RawDataset, min_core: int = 0, min_length: int = 3) -> 
         user_ids=user_ids,
         sequences=[by_user[u] for u in user_ids],
         user_features={u: f for u, f in raw.user_features.items() if u in by_user},
+        min_core=min_core,
     )

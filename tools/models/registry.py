@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 
+from tools.data.fetch import load_sequences
 from tools.data.schema import DataError
 from tools.data.sequences import SequenceDataset
 from tools.io import atomic_path, write_json
@@ -28,6 +29,7 @@ WEIGHTS, CONFIG, ID_MAPS = "model.safetensors", "config.json", "id_maps.json"
 class CheckpointMeta(BaseModel):
     model: ModelConfig
     dataset: str
+    min_core: int = 0
     fingerprint: str
 
 
@@ -56,7 +58,7 @@ def build_model(config: ModelConfig, dataset: SequenceDataset) -> Recommender:
 
 
 def save_model(run_dir: Path, model: Recommender, dataset: SequenceDataset) -> None:
-    meta = CheckpointMeta(model=model.config, dataset=dataset.name, fingerprint=fingerprint(dataset))
+    meta = CheckpointMeta(model=model.config, dataset=dataset.name, min_core=dataset.min_core, fingerprint=fingerprint(dataset))
     with atomic_path(run_dir / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     write_json(run_dir / CONFIG, meta.model_dump())
@@ -81,3 +83,10 @@ def load_model(run_dir: Path, dataset: SequenceDataset) -> Recommender:
     model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
     return model.eval()
 
+
+
+def load_run(run_dir: Path, data_dir: Path) -> tuple[SequenceDataset, Recommender]:
+    """The dataset a run was trained on, rebuilt from `data_dir`, and its best model."""
+    meta = read_meta(run_dir)
+    dataset = load_sequences(meta.dataset, data_dir, min_core=meta.min_core)
+    return dataset, load_model(run_dir, dataset)
