@@ -17,18 +17,20 @@ from rich.table import Table
 
 from eval.backbone import evaluate_backbone
 from eval.metrics import KS
+from agent.cli import models_app
 from tools.cli import data_app
 from tools.data.fetch import load_sequences
 from tools.data.schema import DataError
 from tools.io import write_json
 from tools.models.base import Recommender
 from tools.models.registry import build_model, load_model, load_run, new_config
-from tools.models.train import TrainConfig, train as train_model
+from tools.models.train import TrainConfig, seed_everything, train as train_model
 from tools.settings import PathSettings
 
 console = Console()
 app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 VALID_KS = (10,)
 
@@ -79,6 +81,7 @@ def train(
     except (DataError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
+    seed_everything(seed)  # initial weights too, not only the batch order
     net = build_model(config, data).to(_device(device))
     settings = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, max_seconds=max_seconds)
     console.print(f"[bold]{model}[/bold] on {data.name}: {len(data.user_ids):,} users, {data.num_items:,} items -> {out}")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tools.data.fetch import fetch_dataset
 from tools.data.loaders import load_directory
@@ -16,6 +17,12 @@ from tools.data.sequences import SequenceDataset, build_sequences
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One torch thread: on a 2-core machine shared with the embedded LLM, OpenMP's spinning
+    # threads slowed training steps tenfold; one thread keeps the suite fast and deterministic.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

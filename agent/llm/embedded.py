@@ -125,8 +125,8 @@ class LlamaCppLLM:
         usage = result["usage"]
         if out_of_time:
             raise LLMTimeout(
-                f"{self.name}: stopped at the {seconds:.1f}s deadline after "
-                f"{usage['completion_tokens']} tokens"
+                f"{self.name}: past the deadline; stopped after {seconds:.1f}s "
+                f"and {usage['completion_tokens']} tokens"
             )
         text = result["choices"][0]["text"].strip()
         return LLMReply(
@@ -204,8 +204,8 @@ class TransformersLLM:
         capped = len(new_tokens) >= max_tokens
         if deadline is not None and not (ended or capped) and time.monotonic() >= deadline:
             raise LLMTimeout(
-                f"{self.name}: stopped at the {seconds:.1f}s deadline "
-                f"after {len(new_tokens)} tokens"
+                f"{self.name}: past the deadline; stopped after {seconds:.1f}s "
+                f"and {len(new_tokens)} tokens"
             )
         text = self._tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return LLMReply(

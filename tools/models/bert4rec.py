@@ -19,15 +19,15 @@ class BERT4Rec(Recommender):
         self.embedding = ItemEmbedding(config.num_items + 2, config.dim, attribute_table, values)
         self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=False)
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.embedding(tokens), padding=tokens == 0)
+    def encode(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        return self.encoder(self.embedding(tokens), padding=tokens == 0, last_only=last_only)
 
     def _item_vectors(self) -> torch.Tensor:
         return self.embedding.all()[: self.config.num_items + 1]
 
     def score(self, histories: list[np.ndarray]) -> torch.Tensor:
         tokens = left_pad([np.append(h[-(self.config.max_len - 1) :], self.mask_token) for h in histories], self.config.max_len).to(self.device)
-        scores = self.encode(tokens)[:, -1] @ self._item_vectors().T
+        scores = self.encode(tokens, last_only=True)[:, -1] @ self._item_vectors().T
         scores[:, 0] = -torch.inf
         return scores
 

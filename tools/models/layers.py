@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,6 +41,38 @@ class ItemEmbedding(nn.Module):
         return self.all()[tokens] if self.values is not None else self.items(tokens)
 
 
+class Block(nn.Module):
+    """Pre-LN transformer block. Parameter names follow nn.TransformerEncoderLayer so that
+    checkpoints stay interchangeable; the forward is written out so that the final block can
+    compute the last position alone when only that one is scored (half the inference cost)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.linear1, self.linear2 = nn.Linear(dim, dim * 4), nn.Linear(dim * 4, dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        drop = self.dropout if self.training else 0.0
+        dim = x.shape[-1]
+        weight, bias = self.self_attn.in_proj_weight, self.self_attn.in_proj_bias
+        context = self.norm1(x)
+        if last_only:
+            x, allowed = x[:, -1:], allowed[:, -1:]
+        query = F.linear(context[:, -x.shape[1] :], weight[:dim], bias[:dim])
+        key, value = F.linear(context, weight[dim:], bias[dim:]).chunk(2, dim=-1)
+        attended = F.scaled_dot_product_attention(
+            self._heads(query), self._heads(key), self._heads(value), attn_mask=allowed[:, None], dropout_p=drop
+        )
+        x = x + F.dropout(self.self_attn.out_proj(attended.transpose(1, 2).flatten(2)), drop, self.training)
+        hidden = F.dropout(F.gelu(self.linear1(self.norm2(x))), drop, self.training)
+        return x + F.dropout(self.linear2(hidden), drop, self.training)
+
+
 class Encoder(nn.Module):
     """Positional embedding plus pre-LN transformer blocks over left-padded sequences."""
 
@@ -48,14 +81,12 @@ class Encoder(nn.Module):
         self.causal = causal
         self.positions = nn.Embedding(max_len, dim)
         self.dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=dim * 4, dropout=dropout, batch_first=True, norm_first=True, activation="gelu"
-        )
-        self.blocks = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.blocks = nn.Module()
+        self.blocks.layers = nn.ModuleList(Block(dim, heads, dropout) for _ in range(blocks))
         self.norm = nn.LayerNorm(dim)
-        self.heads = heads
 
-    def forward(self, embedded: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def forward(self, embedded: torch.Tensor, padding: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[batch, length, dim] hidden states, or [batch, 1, dim] for the last position alone."""
         batch, length, _ = embedded.shape
         positions = torch.arange(length, device=embedded.device)
         hidden = self.dropout(embedded + self.positions(positions))
@@ -65,8 +96,10 @@ class Encoder(nn.Module):
         if self.causal:
             allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=embedded.device).tril()
         allowed = allowed | torch.eye(length, dtype=torch.bool, device=embedded.device)
-        mask = (~allowed).repeat_interleave(self.heads, dim=0)
-        return self.norm(self.blocks(hidden, mask=mask))
+        layers = self.blocks.layers
+        for index, block in enumerate(layers):
+            hidden = block(hidden, allowed, last_only=last_only and index == len(layers) - 1)
+        return self.norm(hidden)
 
 
 def left_pad(histories: list[np.ndarray], max_len: int, pad: int = 0) -> torch.Tensor:

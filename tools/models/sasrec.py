@@ -19,13 +19,13 @@ class SASRec(Recommender):
         self.embedding = ItemEmbedding(config.num_items + 1, config.dim, attribute_table, values)
         self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=True)
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         scale = self.config.dim**0.5
-        return self.encoder(self.embedding(tokens) * scale, padding=tokens == 0)
+        return self.encoder(self.embedding(tokens) * scale, padding=tokens == 0, last_only=last_only)
 
     def score(self, histories: list[np.ndarray]) -> torch.Tensor:
         tokens = left_pad(histories, self.config.max_len).to(self.device)
-        last = self.encode(tokens)[:, -1]
+        last = self.encode(tokens, last_only=True)[:, -1]
         scores = last @ self.embedding.all().T
         scores[:, 0] = -torch.inf
         return scores

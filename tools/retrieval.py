@@ -1,0 +1,151 @@
+"""Retrieval tools: `retrieve` (a backbone's full-catalogue ranking for a user, masked by
+attribute-value constraints, optionally fused with a free-text query), `semantic_search` (items
+for a free-text description) and `similar_items` (items like given ones).
+
+Each scores the whole catalogue once (one forward pass, or one pass over the text vectors),
+masks it with `tools.constraints.to_mask` and cuts the top k with `np.argpartition`. The
+user's history is always excluded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from tools.constraints import Constraints, Filters, to_mask
+from tools.schemas import MAX_K, Id, InvalidArguments, ItemsOutput, Provenance, StrList, ToolInput
+from tools.toolbox import TEXT_SPACE, Toolbox
+
+
+def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """Dense ids of the k best-scoring items where `mask` holds, best first (ties: lower id)."""
+    candidates = np.flatnonzero(mask)
+    values = scores[candidates]
+    k = min(k, len(candidates))
+    if k < len(candidates):
+        part = np.argpartition(-values, k - 1)[:k]
+    else:
+        part = np.arange(len(candidates))
+    order = part[np.lexsort((candidates[part], -values[part]))]
+    ids: np.ndarray = candidates[order]
+    return ids
+
+
+def zscore(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Scores standardised over the items in `mask` (the ones that can be returned)."""
+    values = scores[mask]
+    spread = float(values.std())
+    out: np.ndarray = (scores - float(values.mean())) / (spread if spread > 0 else 1.0)
+    return out
+
+
+def _notes(matched: int, k: int) -> list[str]:
+    return [f"only {matched} item(s) match the constraints, fewer than k={k}"] if matched < k else []
+
+
+class _UserArgs(ToolInput):
+    user_id: Id | None = Field(None, description="The user's id")
+    history: StrList | None = Field(None, description="Instead of user_id: the items the user saw, ids or titles, oldest first")
+
+
+class _RetrieveHead(_UserArgs):
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
+    variant: str | None = Field(
+        None,
+        description='Backbone: "plain" (the sequence model), or an attribute type an attribute-aware model was trained with (e.g. "genre"); default: the main model',
+    )
+
+
+class RetrieveInput(Constraints, _RetrieveHead):
+    """Top-k items for a user from a sequential recommender, with optional constraints."""
+
+
+def retrieve(toolbox: Toolbox, args: RetrieveInput) -> ItemsOutput:
+    """The backbone's ranking of the whole catalogue for the user, masked by the constraints.
+    With `query`, the order is the sum of the backbone score and the query's text similarity,
+    each z-scored over the items that pass the constraints (equal weights); all three scores
+    are returned ("model:VARIANT", "text", "fused")."""
+    variant = toolbox.variant(args.variant)
+    history = toolbox.history(args.user_id, args.history)
+    assert history is not None
+    candidates = to_mask(toolbox, args.filters(), exclude=history)
+    scores = toolbox.score(variant, history)
+    named = {f"model:{variant}": scores}
+    order = scores
+    applied = dict(candidates.applied)
+    if args.query:
+        text = toolbox.text_scores(args.query)
+        order = zscore(scores, candidates.mask) + zscore(text, candidates.mask)
+        named |= {"text": text, "fused": order}
+        applied["query"] = args.query
+    provenance = Provenance(tool="retrieve", variant=variant, constraints=applied)
+    top = top_k(order, candidates.mask, args.k)
+    return ItemsOutput(
+        items=[toolbox.scored_item(int(d), {n: s[d] for n, s in named.items()}, provenance) for d in top],
+        matched=candidates.count,
+        notes=_notes(candidates.count, args.k),
+    )
+
+
+class _SearchHead(ToolInput):
+    query: str = Field(min_length=1, description='What to look for, in words: "space opera with a rebellion", "quiet french drama"')
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
+
+
+class SemanticSearchInput(Filters, _UserArgs, _SearchHead):
+    """Items whose text (title, genres, year, description) best matches a description."""
+
+
+def semantic_search(toolbox: Toolbox, args: SemanticSearchInput) -> ItemsOutput:
+    """Cosine similarity of the query to every item's text (score "text"), masked by the
+    filters; a given user's history is excluded."""
+    history = toolbox.history(args.user_id, args.history, required=False)
+    candidates = to_mask(toolbox, args.filters(), exclude=history)
+    text = toolbox.text_scores(args.query)
+    provenance = Provenance(tool="semantic_search", variant=TEXT_SPACE, constraints={"query": args.query, **candidates.applied})
+    top = top_k(text, candidates.mask, args.k)
+    return ItemsOutput(
+        items=[toolbox.scored_item(int(d), {"text": text[d]}, provenance) for d in top],
+        matched=candidates.count,
+        notes=_notes(candidates.count, args.k),
+    )
+
+
+class _SimilarHead(ToolInput):
+    items: StrList = Field(min_length=1, max_length=50, description="Item ids or titles to find similar items for")
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
+    space: str = Field(
+        TEXT_SPACE,
+        description='Similar in what: "text" (content: title, genres, year) or "model" (the backbone\'s item embeddings: watched by the same people); a variant name picks that variant\'s embeddings',
+    )
+
+
+class SimilarItemsInput(Filters, _UserArgs, _SimilarHead):
+    """Items most like the given ones (cosine to their centroid)."""
+
+
+def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
+    """Cosine similarity to the mean of the given items' vectors (score "similarity"); the
+    given items and a given user's history are excluded."""
+    seeds = toolbox.resolve_items(args.items, "items")
+    space = args.space
+    if space != TEXT_SPACE:
+        space = toolbox.default_variant if space == "model" else toolbox.variant(space)
+    index = toolbox.space(space)
+    history = toolbox.history(args.user_id, args.history, required=False)
+    exclude = seeds if history is None else np.concatenate([seeds, history])
+    candidates = to_mask(toolbox, args.filters(), exclude=exclude, exclude_name="items and history")
+    similarity = index.scores(index.vectors(seeds).mean(axis=0))
+    if not np.isfinite(similarity[candidates.mask]).all():
+        raise InvalidArguments(f"space {space!r} lacks vectors for some items", field="space")
+    provenance = Provenance(
+        tool="similar_items",
+        variant=space,
+        constraints={"items": [toolbox.dataset.item(int(d)).id for d in seeds], **candidates.applied},
+    )
+    top = top_k(similarity, candidates.mask, args.k)
+    return ItemsOutput(
+        items=[toolbox.scored_item(int(d), {"similarity": similarity[d]}, provenance) for d in top],
+        matched=candidates.count,
+        notes=_notes(candidates.count, args.k),
+    )

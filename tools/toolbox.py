@@ -1,0 +1,418 @@
+"""Everything the tools need for one dataset, loaded once and kept in memory.
+
+A `Toolbox` holds the catalogue (`SequenceDataset`), one or more backbone *variants* (a plain
+sequential model, and attribute-aware ones named by their attribute type, as ToolRec's
+retrieval tools), popularity counts, per-attribute value -> item-id arrays (so constraints are
+array operations), a title table for lookups, and the item vector indexes (loaded from
+`RUN/index` or built on first need). A tool call is then one forward pass plus numpy masks,
+never a checkpoint reload.
+
+At the tool boundary items are their dataset ids (`Item.id`) and users their source ids; the
+dense integers of the models stay inside.
+
+    toolbox = Toolbox.open(Path("runs/ml1m-sasrec"), variants={"genre": Path("runs/ml1m-sasrec-genre")})
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from rapidfuzz import fuzz, process, utils
+
+from tools.data.fetch import load_dataset
+from tools.data.schema import Item
+from tools.data.sequences import SequenceDataset, build_sequences
+from tools.index.item_index import ItemIndexes
+from tools.index.vector_index import IndexConfig, IndexMismatchError, VectorIndex
+from tools.models.attributes import YEAR, available_attributes, item_values
+from tools.models.base import Recommender
+from tools.models.registry import CheckpointMeta, load_model, read_meta
+from tools.models.scoring import score_histories
+from tools.schemas import InvalidArguments, Provenance, ScoredItem, Unavailable, UnknownValue
+from tools.settings import PathSettings
+
+log = logging.getLogger(__name__)
+
+HistorySplit = Literal["valid", "test", "full"]
+INDEX_DIR = "index"
+PLAIN = "plain"
+TEXT_SPACE = "text"
+# The attribute `genres` / `exclude_genres` stand for, first one the catalogue has
+PRIMARY_ATTRIBUTES = ("genre", "category", "categories")
+_ARTICLES = ("the", "a", "an", "les", "la", "le", "il", "das", "der", "die", "el")
+
+
+def normalize(text: str) -> str:
+    """Case, spaces and punctuation folded away: "sci fi", "Sci-Fi" and "SCIFI" meet."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def variant_name(meta: CheckpointMeta) -> str:
+    """An attribute-aware model is named by its attribute type ("genre"), any other "plain"."""
+    return meta.model.attribute or PLAIN
+
+
+def natural_title(title: str) -> str:
+    """"Matrix, The" as people say it: "The Matrix"."""
+    head, sep, tail = title.rpartition(", ")
+    return f"{tail} {head}" if sep and tail.casefold() in _ARTICLES else title
+
+
+def _title_keys(item: Item) -> list[str]:
+    """Normalised spellings of a title: "Matrix, The" also as "The Matrix", with and without
+    "(year)"."""
+    titles = list(dict.fromkeys([item.title, natural_title(item.title)]))
+    keys = [normalize(t) for t in titles]
+    if item.year is not None:
+        keys += [normalize(f"{t} ({item.year})") for t in titles]
+    return keys
+
+
+class Toolbox:
+    def __init__(
+        self,
+        dataset: SequenceDataset,
+        variants: Mapping[str, Recommender],
+        *,
+        run_dir: Path | None = None,
+        index_dir: Path | None = None,
+        split: HistorySplit = "test",
+        ratings: pd.Series | None = None,
+        indexes: ItemIndexes | None = None,
+        index_config: IndexConfig | None = None,
+    ) -> None:
+        """Prefer `Toolbox.open`. `variants` maps a name to a model trained on `dataset`; the
+        first is the default. `split` decides what a user's history is: "test" (everything but
+        the held-out test item, the default, so evaluation never sees its target), "valid", or
+        "full" (the whole sequence, for live use). `ratings` is indexed by (user_id, item_id)."""
+        if not variants:
+            raise ValueError("a toolbox needs at least one backbone variant")
+        for name, model in variants.items():
+            if model.config.num_items != dataset.num_items:
+                raise ValueError(f"variant {name!r} scores {model.config.num_items} items, the dataset has {dataset.num_items}")
+            model.eval()
+        self.dataset = dataset
+        self.variants: dict[str, Recommender] = dict(variants)
+        self.default_variant = next(iter(self.variants))
+        self.run_dir = run_dir
+        self.index_dir = index_dir if index_dir is not None else (run_dir / INDEX_DIR if run_dir is not None else None)
+        self.split: HistorySplit = split
+        self.ratings = ratings
+        self.index_config = index_config or IndexConfig()
+        self._indexes = indexes
+        self._spaces: dict[str, VectorIndex] = {}
+
+        n = dataset.num_items
+        self.num_items = n
+        self.popularity = dataset.popularity()
+        self.years = np.full(n + 1, -1, dtype=np.int64)  # -1: unknown
+        for dense, item in enumerate(dataset.items, start=1):
+            if item.year is not None:
+                self.years[dense] = item.year
+        known = self.years[1:][self.years[1:] >= 0]
+        self.year_span: tuple[int, int] | None = (int(known.min()), int(known.max())) if known.size else None
+
+        # attribute type -> value -> dense ids having it; "year" holds decades ("1990s")
+        self.attribute_items: dict[str, dict[str, np.ndarray]] = {}
+        for attribute in available_attributes(dataset.items):
+            members: dict[str, list[int]] = {}
+            for dense, item in enumerate(dataset.items, start=1):
+                for value in item_values(item, attribute):
+                    members.setdefault(value, []).append(dense)
+            self.attribute_items[attribute] = {v: np.asarray(ids, dtype=np.int64) for v, ids in sorted(members.items())}
+        self._value_keys = {
+            attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()
+        }
+        self.primary_attribute = next((a for a in PRIMARY_ATTRIBUTES if a in self.attribute_items), None)
+
+        self._titles: dict[str, list[int]] = {}
+        for dense, item in enumerate(dataset.items, start=1):
+            for key in dict.fromkeys(_title_keys(item)):
+                self._titles.setdefault(key, []).append(dense)
+        # fuzzy matching sees "The Matrix (1999)", not "Matrix, The (1999)"
+        self._choices = [
+            f"{natural_title(item.title)} ({item.year})" if item.year is not None else natural_title(item.title)
+            for item in dataset.items
+        ]
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: Path,
+        data_dir: Path | None = None,
+        variants: Mapping[str, Path] | Sequence[Path] | None = None,
+        *,
+        split: HistorySplit = "test",
+        index_dir: Path | None = None,
+        threads: int | None = 1,
+        index_config: IndexConfig | None = None,
+    ) -> Toolbox:
+        """Load a run's dataset (rebuilt from `data_dir`, default TOOLREC_DATA_DIR) and model,
+        plus further variants trained on the same dataset: a mapping name -> run folder, or
+        run folders named by their attribute type. The run's own model is named "plain" (or its
+        attribute type if it is attribute-aware) and is the default variant.
+
+        `threads` sets torch's intra-op threads for the whole process: a batch-1 forward is
+        fastest on one thread (2 threads were 7x slower at p50 on a busy 2-core machine);
+        None leaves torch's setting alone."""
+        if threads is not None:
+            torch.set_num_threads(threads)
+        data_dir = data_dir if data_dir is not None else PathSettings().data_dir
+        meta = read_meta(run_dir)
+        raw = load_dataset(meta.dataset, data_dir)
+        dataset = build_sequences(raw, min_core=meta.min_core)
+        models: dict[str, Recommender] = {variant_name(meta): load_model(run_dir, dataset)}
+        named = variants.items() if isinstance(variants, Mapping) else ((variant_name(read_meta(p)), p) for p in variants or ())
+        for name, path in named:
+            if name in models:
+                raise ValueError(f"two variants named {name!r}: name them explicitly (name -> run folder)")
+            models[name] = load_model(Path(path), dataset)  # refuses a model of another dataset
+        frame = raw.interactions
+        ratings = None
+        if "rating" in frame and frame["rating"].notna().any():
+            ratings = frame.drop_duplicates(["user_id", "item_id"], keep="last").set_index(["user_id", "item_id"])["rating"].sort_index()
+        return cls(
+            dataset, models, run_dir=run_dir, index_dir=index_dir, split=split, ratings=ratings, index_config=index_config
+        )
+
+    # --- users, items, variants -----------------------------------------------------------
+
+    def variant(self, name: str | None) -> str:
+        """The variant's canonical name (None: the default); unknown names list the valid ones."""
+        if name is None:
+            return self.default_variant
+        if name in self.variants:
+            return name
+        match = {normalize(v): v for v in self.variants}.get(normalize(name))
+        if match is None:
+            raise UnknownValue(
+                f"unknown variant {name!r}: this toolbox has {', '.join(self.variants)}", field="variant", valid=list(self.variants)
+            )
+        return match
+
+    def model(self, name: str | None) -> Recommender:
+        return self.variants[self.variant(name)]
+
+    def user_history(self, user_id: str) -> np.ndarray:
+        index = self.dataset.user_index.get(user_id)
+        if index is None:
+            examples = self.dataset.user_ids[:5]
+            raise UnknownValue(
+                f"unknown user {user_id!r}: {len(self.dataset.user_ids)} users, ids like {', '.join(map(repr, examples))}",
+                field="user_id",
+                valid=examples,
+            )
+        sequence = self.dataset.sequences[index]
+        cut = {"test": 1, "valid": 2, "full": 0}[self.split]
+        return sequence[: len(sequence) - cut]
+
+    def history(self, user_id: str | None, items: Sequence[str] | None, required: bool = True) -> np.ndarray | None:
+        """Dense history from a user id or a raw history (item ids or titles, oldest first)."""
+        if user_id is not None and items is not None:
+            raise InvalidArguments("give either user_id or history, not both", field="history")
+        if user_id is not None:
+            return self.user_history(user_id)
+        if items is not None:
+            return self.resolve_items(items, "history")
+        if required:
+            raise InvalidArguments("this tool needs the user: give user_id, or history (item ids, oldest first)", field="user_id")
+        return None
+
+    def resolve_item(self, ref: str, field: str) -> int:
+        return int(self.resolve_items([ref], field)[0])
+
+    def resolve_items(self, refs: Sequence[str], field: str) -> np.ndarray:
+        """Dense ids for item ids or titles ("Alien", "Alien (1979)", "The Matrix"); an unknown
+        or ambiguous reference raises UnknownValue with the closest catalogue ids."""
+        dense: list[int] = []
+        problems: list[str] = []
+        suggestions: list[str] = []
+        for ref in refs:
+            found = self.dataset.item_index.get(ref)
+            if found is not None:
+                dense.append(found)
+                continue
+            matches = self._titles.get(normalize(ref), [])
+            if len(matches) == 1:
+                dense.append(matches[0])
+                continue
+            if matches:
+                problems.append(f"{ref!r} is ambiguous ({'; '.join(self.display(d, with_id=True) for d in matches)})")
+                suggestions += [self.dataset.item(d).id for d in matches]
+            else:
+                close = [d for d, _ in self.fuzzy_titles(ref, limit=3)]
+                hint = f" (closest: {'; '.join(self.display(d, with_id=True) for d in close)})" if close else ""
+                problems.append(f"{ref!r} is not an item id or title{hint}")
+                suggestions += [self.dataset.item(d).id for d in close]
+        if problems:
+            raise UnknownValue(f"{field}: {', '.join(problems)}", field=field, valid=list(dict.fromkeys(suggestions)))
+        return np.asarray(dense, dtype=np.int64)
+
+    def fuzzy_titles(self, query: str, limit: int = 5, cutoff: float = 0.0) -> list[tuple[int, float]]:
+        """Dense ids whose "Title (year)" is closest to `query`, best first, scored 0-100: the
+        mean of rapidfuzz's WRatio (which shortlists, with `cutoff`) and token-set ratio (which
+        separates "Star Wars: Episode V - The Empire Strikes Back" from the other episodes
+        for "star wars empire strikes back"). An exact title (any spelling `resolve_items`
+        accepts) scores 100; equal scores go to the more popular item."""
+        exact = {dense: 100.0 for dense in self._titles.get(normalize(query), [])}
+        found = process.extract(
+            query, self._choices, scorer=fuzz.WRatio, processor=utils.default_process, limit=limit * 4, score_cutoff=cutoff
+        )
+        processed = utils.default_process(query)
+        for choice, score, index in found:
+            both = (score + fuzz.token_set_ratio(processed, utils.default_process(choice))) / 2
+            exact.setdefault(index + 1, float(both))
+        ranked = sorted(exact.items(), key=lambda hit: (-hit[1], -self.popularity[hit[0]]))
+        return ranked[:limit]
+
+    def display(self, dense: int, with_id: bool = False) -> str:
+        item = self.dataset.item(dense)
+        name = item.title if item.year is None or str(item.year) in item.title else f"{item.title} ({item.year})"
+        return f"{item.id}: {name}" if with_id and item.id != name else name
+
+    # --- attributes -----------------------------------------------------------------------
+
+    def attribute(self, name: str, field: str) -> str:
+        """The canonical attribute type for `name` ("genres" finds "genre")."""
+        if name in self.attribute_items:
+            return name
+        key = normalize(name)
+        for attribute in self.attribute_items:
+            if key in (normalize(attribute), normalize(attribute) + "s"):
+                return attribute
+        raise UnknownValue(
+            f"unknown attribute type {name!r}: this catalogue has {', '.join(self.attribute_items) or 'none'}",
+            field=field,
+            valid=list(self.attribute_items),
+        )
+
+    def values(self, attribute: str, given: Sequence[str], field: str) -> list[str]:
+        """Canonical values ("sci fi" -> "Sci-Fi"); a value that is a comma-separated list of
+        known values is split. Unknown values raise with the valid ones."""
+        keys = self._value_keys[attribute]
+        out: list[str] = []
+        unknown: list[str] = []
+        for value in given:
+            canonical = keys.get(normalize(value))
+            if canonical is not None:
+                out.append(canonical)
+                continue
+            parts = [keys.get(normalize(p)) for p in value.replace("|", ",").split(",")]
+            if len(parts) > 1 and all(parts):
+                out += [p for p in parts if p]
+            else:
+                unknown.append(value)
+        if unknown:
+            valid = list(self.attribute_items[attribute])
+            shown = ", ".join(valid[:40]) + (" ..." if len(valid) > 40 else "")
+            raise UnknownValue(f"unknown {attribute} value(s) {unknown}: valid {attribute} values are {shown}", field=field, valid=valid)
+        return list(dict.fromkeys(out))
+
+    def items_with(self, attribute: str, values: Sequence[str]) -> np.ndarray:
+        """Boolean mask over dense ids 0..n: items with at least one of the (canonical) values."""
+        mask = np.zeros(self.num_items + 1, dtype=bool)
+        for value in values:
+            mask[self.attribute_items[attribute][value]] = True
+        return mask
+
+    # --- scores ---------------------------------------------------------------------------
+
+    def score(self, variant: str | None, history: np.ndarray) -> np.ndarray:
+        """One forward pass: float32 scores over dense ids 0..n (0 is -inf), history unmasked."""
+        model = self.model(variant)
+        with torch.inference_mode():
+            scores: np.ndarray = model.score([history])[0].float().cpu().numpy()
+        return scores
+
+    def score_batch(self, variant: str | None, histories: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        return score_histories(self.model(variant), histories, batch_size=batch_size, exclude_history=False)
+
+    @property
+    def indexes(self) -> ItemIndexes:
+        """The item indexes: loaded from the run's `index/` folder, or built (and saved there)
+        the first time a text query needs them."""
+        if self._indexes is None:
+            self._indexes = self._load_or_build_indexes()
+        return self._indexes
+
+    def _load_or_build_indexes(self) -> ItemIndexes:
+        from tools.index.encoder import TextEncoder  # transformers: only when text is needed
+
+        try:
+            encoder = TextEncoder()
+        except FileNotFoundError as err:
+            raise Unavailable(f"text search is unavailable: {err}", field="query") from err
+        if self.index_dir is not None and self.index_dir.is_dir():
+            try:
+                return ItemIndexes.load(self.index_dir, self.dataset, encoder)
+            except (IndexMismatchError, FileNotFoundError) as err:
+                log.warning("item index at %s cannot be used (%s); rebuilding it", self.index_dir, err)
+        where = f"; saving it to {self.index_dir}" if self.index_dir is not None else ""
+        log.warning(
+            "no item index for %s: embedding %d item texts now (one-time; `toolrec index build` does it ahead)%s",
+            self.dataset.name, self.num_items, where,
+        )
+        main = self.variants[self.default_variant].item_vectors()
+        indexes = ItemIndexes.build(self.dataset, encoder, item_embeddings=main, config=self.index_config)
+        if self.index_dir is not None:
+            indexes.save(self.index_dir)
+        return indexes
+
+    def text_scores(self, query: str) -> np.ndarray:
+        """Cosine similarity of a free-text query to every item's text, over dense ids 0..n."""
+        if not query.strip():
+            raise InvalidArguments("query is empty: describe what to look for", field="query")
+        return self.indexes.query_text(query)
+
+    def space(self, name: str) -> VectorIndex:
+        """Item vectors to compare items in: "text" (the catalogue text index) or a variant's
+        own item embeddings, indexed from the weights in memory (never from a file that an
+        older checkpoint could have left)."""
+        if name == TEXT_SPACE:
+            return self.indexes.text
+        variant = self.variant(name)
+        if variant not in self._spaces:
+            vectors = self.variants[variant].item_vectors()
+            if vectors is None:
+                raise Unavailable(f"variant {variant!r} has no item embeddings", field="space", valid=[TEXT_SPACE])
+            self._spaces[variant] = VectorIndex.build(vectors[1:], encoder=f"model:{variant}")
+        return self._spaces[variant]
+
+    # --- results --------------------------------------------------------------------------
+
+    def scored_item(self, dense: int, scores: dict[str, float], provenance: Provenance) -> ScoredItem:
+        item = self.dataset.item(dense)
+        return ScoredItem(
+            id=item.id,
+            title=item.title,
+            year=item.year,
+            attributes={kind: list(values) for kind, values in item.attributes.items()},
+            scores={name: round(float(value), 6) for name, value in scores.items()},
+            provenance=[provenance],
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What a prompt needs to know about the catalogue: variants, attribute types with
+        their values and item counts, the span of release years."""
+        return {
+            "dataset": self.dataset.name,
+            "items": self.num_items,
+            "users": len(self.dataset.user_ids),
+            "variants": list(self.variants),
+            "default_variant": self.default_variant,
+            "genre_attribute": self.primary_attribute,
+            "attributes": {
+                attribute: {value: int(len(ids)) for value, ids in values.items()}
+                for attribute, values in self.attribute_items.items()
+                if attribute != YEAR
+            },
+            "years": list(self.year_span) if self.year_span else None,
+        }
