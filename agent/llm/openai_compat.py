@@ -11,7 +11,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
 from agent.llm.base import ChatMessage, LLMError, LLMReply, LLMTimeout, ToolCall
-from agent.llm.parsing import loads_lenient, parse_tool_calls
+from agent.llm.parsing import loads_lenient, parse_tool_calls, tool_names
 
 # Worth another try: the server or the network may recover. Everything else (401, 400, 404,
 # a malformed response) will fail the same way again and is raised at once.
@@ -110,7 +110,7 @@ class OpenAICompatLLM:
             except openai.APIError as exc:
                 raise LLMError(f"{self.name}: {exc}") from exc
             else:
-                return self._reply(completion, tools is not None, time.monotonic() - start)
+                return self._reply(completion, tools, time.monotonic() - start)
             if attempt == self.max_retries:
                 break
             delay = self.backoff_s * 2**attempt * (1 + random.random() / 4)  # jitter
@@ -123,16 +123,18 @@ class OpenAICompatLLM:
             f"{self.name}: failed after {self.max_retries + 1} attempts: {last_error}"
         ) from last_error
 
-    def _reply(self, completion: ChatCompletion, with_tools: bool, seconds: float) -> LLMReply:
+    def _reply(
+        self, completion: ChatCompletion, tools: list[dict[str, Any]] | None, seconds: float
+    ) -> LLMReply:
         if not completion.choices:
             raise LLMError(f"{self.name}: the response has no choices")
         text = completion.choices[0].message.content or ""
         calls, unparsed = _native_tool_calls(completion)
         if unparsed:
             text = "\n".join([text, *unparsed]).strip()
-        if with_tools and not calls and not unparsed:
+        if tools and not calls and not unparsed:
             # Servers without a tool-call parser return the call as text in the content.
-            calls = parse_tool_calls(text)
+            calls = parse_tool_calls(text, tool_names(tools))
         usage = completion.usage  # optional in the protocol; some servers omit it
         return LLMReply(
             text=text,

@@ -8,7 +8,7 @@ shape through; it only stops a good answer from being thrown away for its packag
 import ast
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -117,40 +117,54 @@ def find_json(text: str) -> Any:
     raise ReplyParseError("the reply contains no JSON value", text)
 
 
-def _as_tool_call(value: Any) -> ToolCall | None:
+_ARGUMENT_KEYS = ("arguments", "parameters", "args", "input")
+
+
+def _as_tool_call(value: Any, offered: Collection[str]) -> ToolCall | None:
     if not isinstance(value, dict):
         return None
     if isinstance(value.get("function"), dict):  # OpenAI shape {"type":..., "function": {...}}
         value = value["function"]
     name = next((value[k] for k in ("name", "tool", "tool_name") if k in value), None)
-    args: Any = next(
-        (value[k] for k in ("arguments", "parameters", "args", "input") if k in value), {}
-    )
+    if not isinstance(name, str) or not name:
+        return None
+    key = next((k for k in _ARGUMENT_KEYS if k in value), None)
+    # Without an arguments key, {"name": "Alien", "year": 1979} would pass for a call;
+    # such a dict counts only when it names one of the offered tools.
+    if key is None and name not in offered:
+        return None
+    args: Any = value[key] if key is not None else {}
     if isinstance(args, str):  # OpenAI sends arguments as a JSON string
         try:
             args = loads_lenient(args) if args.strip() else {}
         except ValueError:
             return None
-    if not isinstance(name, str) or not name or not isinstance(args, dict):
+    if not isinstance(args, dict):
         return None
     return ToolCall(name=name, arguments=args)
 
 
-def parse_tool_calls(text: str) -> list[ToolCall]:
+def tool_names(tools: Sequence[dict[str, Any]] | None) -> set[str]:
+    """The function names in OpenAI tool specs."""
+    return {t["function"]["name"] for t in tools or [] if isinstance(t.get("function"), dict)}
+
+
+def parse_tool_calls(text: str, offered: Collection[str] = ()) -> list[ToolCall]:
     """All tool calls in a reply: `<tool_call>` tags, fenced or bare {"name", "arguments"}
     objects, or a JSON list of them. Duplicates (the same call seen through two wrappers)
-    are dropped."""
+    are dropped. `offered` (names of the offered tools) also admits calls written without
+    arguments; calls to other names are kept, so that the caller can report them."""
     calls: list[ToolCall] = []
     for value in iter_json(text):
         for item in value if isinstance(value, list) else [value]:
-            call = _as_tool_call(item)
+            call = _as_tool_call(item, offered)
             if call is not None and call not in calls:
                 calls.append(call)
     return calls
 
 
-def parse_tool_call(text: str) -> ToolCall | None:
-    calls = parse_tool_calls(text)
+def parse_tool_call(text: str, offered: Collection[str] = ()) -> ToolCall | None:
+    calls = parse_tool_calls(text, offered)
     return calls[0] if calls else None
 
 

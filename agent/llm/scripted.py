@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.llm.base import ChatMessage, LLMReply
-from agent.llm.parsing import parse_tool_calls
+from agent.llm.parsing import parse_tool_calls, tool_names
 
 
 class ScriptExhausted(RuntimeError):
@@ -69,7 +69,7 @@ class ScriptedLLM:
             return item
         return LLMReply(
             text=item,
-            tool_calls=parse_tool_calls(item) if tools else [],
+            tool_calls=parse_tool_calls(item, tool_names(tools)) if tools else [],
             # Whitespace word counts: enough for token accounting to be non-trivial in tests.
             prompt_tokens=sum(len(m.content.split()) for m in messages),
             completion_tokens=len(item.split()),

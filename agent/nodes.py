@@ -1,0 +1,272 @@
+"""The graph's nodes: profile -> plan -> act -> (plan | assemble) -> validate.
+
+Each node reads the state and returns the keys it changes. The LLM chooses tools and their
+attribute arguments; the agent owns who the user is (user_id / history are always overwritten
+with the request's), how many items a probe adds, and what may end up in the list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, create_model
+
+from agent.llm.base import LLM, ChatMessage
+from agent.llm.parsing import StructuredResult, ask_structured
+from agent.prompts import domain_of, render
+from agent.state import AgentConfig, AgentState, Candidate, TraceEvent
+from tools.registry import TOOLS, ToolResult, call_tool
+from tools.schemas import ItemsOutput, ScoredItem
+from tools.toolbox import Toolbox
+
+FINISH = "finish"
+# Arguments the agent sets itself: the LLM never chooses whose history is read.
+AGENT_OWNED = ("user_id", "history")
+HIDDEN_ARGUMENTS = {*AGENT_OWNED, "exclude_ids", "attributes", "exclude_attributes", "space"}
+SHOWN = 5  # items per observation: small models read short prompts best
+
+
+class RecommendError(ValueError):
+    """The request cannot be served (unknown user, empty history, ...); says why."""
+
+
+@cache
+def plan_step_model(names: tuple[str, ...]) -> type[BaseModel]:
+    """A plan step whose `name` must be one of the allowed tools (or finish)."""
+    return create_model(
+        "PlanStep",
+        name=(Literal[(*names, FINISH)], Field(description="Tool to call")),  # type: ignore[valid-type]
+        arguments=(dict[str, Any], Field(default_factory=dict)),
+    )
+
+
+class RerankReply(BaseModel):
+    items: list[int | str] = Field(min_length=1, description="Candidate numbers (or ids), best first")
+
+
+def tool_lines(names: list[str]) -> str:
+    """The tool catalogue for the prompt, from the tools' own schemas: name(arguments): what it does."""
+    lines = []
+    for name in names:
+        spec = TOOLS[name]
+        fields = [f for f in spec.input_model.model_fields if f not in HIDDEN_ARGUMENTS]
+        lines.append(f"- {name}({', '.join(fields)}): {spec.description.split('. ')[0].rstrip('.')}.")
+    return "\n".join(lines)
+
+
+def item_line(item: ScoredItem, primary: str | None) -> str:
+    year = f" ({item.year})" if item.year is not None and str(item.year) not in item.title else ""
+    values = ", ".join(item.attributes.get(primary, [])) if primary else ""
+    return f"{item.title}{year}" + (f" - {values}" if values else "")
+
+
+def describe(result: ToolResult, primary: str | None) -> str:
+    if result.error is not None:
+        valid = f" Valid values: {', '.join(result.error.valid[:25])}." if result.error.valid else ""
+        return f"error: {result.error.message}.{valid}"
+    output = result.output
+    if not isinstance(output, ItemsOutput):
+        return result.to_message()
+    lines = [f"{i}. {item_line(item, primary)}" for i, item in enumerate(output.items[:SHOWN], start=1)]
+    more = len(output.items) - SHOWN
+    return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
+
+
+def _llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
+    return [
+        TraceEvent(
+            node=node,
+            kind="llm",
+            seconds=attempt.reply.seconds if attempt.reply else 0.0,
+            messages=attempt.messages,
+            reply=attempt.reply.text if attempt.reply else None,
+            prompt_tokens=attempt.reply.prompt_tokens if attempt.reply else 0,
+            completion_tokens=attempt.reply.completion_tokens if attempt.reply else 0,
+            cached=attempt.reply.cached if attempt.reply else False,
+            error=attempt.error,
+            valid_first_try=result.first_valid if index == 0 else None,
+        )
+        for index, attempt in enumerate(result.attempts)
+    ]
+
+
+class Nodes:
+    def __init__(self, llm: LLM, toolbox: Toolbox, config: AgentConfig) -> None:
+        unknown = [t for t in config.tools if t not in TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; known: {', '.join(TOOLS)}")
+        self.llm, self.toolbox, self.config = llm, toolbox, config
+        self.domain = domain_of(toolbox.dataset.name)
+        self.primary = toolbox.primary_attribute
+        values = list(toolbox.attribute_items.get(self.primary, {})) if self.primary else []
+        self.example_value = values[0] if values else ""
+        self.system = render(self.domain, "system", tools=tool_lines(config.tools), values=", ".join(values) or "(none)")
+        self.plan_model = plan_step_model(tuple(config.tools))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _tool(self, node: str, name: str, arguments: dict[str, Any]) -> tuple[ToolResult, TraceEvent]:
+        result = call_tool(self.toolbox, name, arguments)
+        event = TraceEvent(
+            node=node,
+            kind="tool",
+            seconds=result.elapsed_ms / 1000,
+            tool=name,
+            arguments=arguments,
+            observation=describe(result, self.primary),
+            error=result.error.message if result.error else None,
+        )
+        return result, event
+
+    def _ask(self, messages: list[ChatMessage], model: type[BaseModel]) -> StructuredResult[Any]:
+        c = self.config
+        return ask_structured(
+            self.llm, messages, model, retries=c.retries, max_tokens=c.max_tokens,
+            temperature=c.temperature, seed=c.seed, timeout=c.llm_timeout_s,
+        )
+
+    # --- nodes ---------------------------------------------------------------------------
+
+    def profile(self, state: AgentState) -> dict[str, Any]:
+        request = state["request"]
+        profile, profile_event = self._tool("profile", "user_profile", {**request.subject(), "recent": 8, "top_values": 5})
+        if profile.error is not None:
+            raise RecommendError(profile.error.message)
+        seed, seed_event = self._tool(
+            "profile", "retrieve", {**request.subject(), "k": self.config.seed_k, "exclude_ids": request.exclude}
+        )
+        if seed.error is not None or not isinstance(seed.output, ItemsOutput):
+            raise RecommendError(f"the backbone could not rank for this user: {seed.error.message if seed.error else 'no output'}")
+        out = profile.output
+        primary = self.primary or ""
+        recent = "\n".join(f"- {item_line(ScoredItem(**h.model_dump(include={'id', 'title', 'year', 'attributes'})), self.primary)}" for h in out.recent_items)
+        plan = render(
+            self.domain, "plan",
+            recent=recent or "(nothing yet)",
+            top_values=", ".join(f"{v.value} ({v.count})" for v in out.attributes.get(primary, [])) or "-",
+            recent_values=", ".join(v.value for v in out.recent_attributes.get(primary, [])) or "-",
+            request=f"\nWhat you ask for now: {request.request}\n" if request.request else "",
+            round=1, max_rounds=self.config.max_rounds, example_value=self.example_value,
+        )
+        return {
+            "profile": out,
+            "pool": {item.id: Candidate(item=item) for item in seed.output.items},
+            "backbone": [item.id for item in seed.output.items],
+            "messages": [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=plan)],
+            "round": 0,
+            "step": None,
+            "finished": self.config.max_rounds == 0,
+            "trace": [profile_event, seed_event],
+        }
+
+    def plan(self, state: AgentState) -> dict[str, Any]:
+        result = self._ask(state["messages"], self.plan_model)
+        events = _llm_events("plan", result)
+        if not result.ok:
+            fallback = TraceEvent(node="plan", kind="fallback", error="no usable plan step: assembling from the pool so far")
+            return {"step": None, "finished": True, "trace": [*events, fallback]}
+        step = result.value.model_dump()
+        reply = ChatMessage(role="assistant", content=json.dumps(step, ensure_ascii=False))
+        return {"step": step, "finished": step["name"] == FINISH, "messages": [*state["messages"], reply], "trace": events}
+
+    def act(self, state: AgentState) -> dict[str, Any]:
+        request, step = state["request"], state["step"]
+        assert step is not None
+        arguments = {k: v for k, v in step["arguments"].items() if k not in AGENT_OWNED}
+        requested_k = arguments.get("k")
+        arguments["k"] = min(requested_k, self.config.probe_k) if isinstance(requested_k, int) and requested_k > 0 else self.config.probe_k
+        if request.exclude:
+            given = arguments.get("exclude_ids")
+            arguments["exclude_ids"] = [*request.exclude, *(given if isinstance(given, list) else [given] if given else [])]
+        arguments.update(request.subject())
+        result, event = self._tool("act", step["name"], arguments)
+
+        pool = dict(state["pool"])
+        if isinstance(result.output, ItemsOutput):
+            for item in result.output.items:
+                known = pool.get(item.id)
+                if known is None:
+                    pool[item.id] = Candidate(item=item, probes=1)
+                else:
+                    merged = known.item.model_copy(update={
+                        "scores": {**known.item.scores, **item.scores},
+                        "provenance": [*known.item.provenance, *item.provenance],
+                    })
+                    pool[item.id] = Candidate(item=merged, probes=known.probes + 1)
+        done = state["round"] + 1
+        observation = render(
+            self.domain, "observe", tool=step["name"], result=event.observation,
+            round=min(done + 1, self.config.max_rounds), max_rounds=self.config.max_rounds,
+        )
+        return {
+            "pool": pool,
+            "round": done,
+            "messages": [*state["messages"], ChatMessage(role="user", content=observation)],
+            "trace": [event],
+        }
+
+    def assemble(self, state: AgentState) -> dict[str, Any]:
+        started = time.perf_counter()
+        ids = list(state["pool"])
+        ranked, event = self._tool("assemble", "rank", {**state["request"].subject(), "candidates": ids, "by": "model"})
+        if not isinstance(ranked.output, ItemsOutput):
+            # the pool came from the backbone itself; its seed order is the fallback
+            return {"final": state["backbone"], "scores": {}, "trace": [event]}
+        model_score = {item.id: next(iter(item.scores.values())) for item in ranked.output.items}
+        values = np.array([model_score[i] for i in ids])
+        z = (values - values.mean()) / (values.std() or 1.0)
+        bonus = self.config.probe_bonus if self.config.assembly == "fused" else 0.0
+        fused = {i: float(z[n]) + bonus * (state["pool"][i].probes > 0) for n, i in enumerate(ids)}
+        order = sorted(ids, key=lambda i: -fused[i])
+        events = [event]
+        if self.config.assembly == "llm":
+            order, llm_events = self._rerank(state, order)
+            events += llm_events
+        note = TraceEvent(node="assemble", kind="assembly", seconds=time.perf_counter() - started, observation=f"{self.config.assembly}: {len(order)} ordered")
+        return {"final": order, "scores": fused, "trace": [*events, note]}
+
+    def _rerank(self, state: AgentState, order: list[str]) -> tuple[list[str], list[TraceEvent]]:
+        shown = order[: self.config.rerank_candidates]
+        pool = state["pool"]
+        candidates = "\n".join(f"{n}. {item_line(pool[i].item, self.primary)}" for n, i in enumerate(shown, start=1))
+        recent = "; ".join(h.title for h in state["profile"].recent_items[:5])
+        prompt = render(self.domain, "rerank", recent=recent, candidates=candidates, k=self.config.k)
+        result = self._ask([ChatMessage(role="user", content=prompt)], RerankReply)
+        events = _llm_events("assemble", result)
+        if not result.ok:
+            return order, [*events, TraceEvent(node="assemble", kind="fallback", error="no usable ranking: backbone order kept")]
+        # numbers map to candidates; ids are taken as given and checked in validate
+        picked = [shown[p - 1] if isinstance(p, int) and 1 <= p <= len(shown) else str(p) for p in result.value.items]
+        return picked, events
+
+    def validate(self, state: AgentState) -> dict[str, Any]:
+        """Exactly k items, all from the pool (never an item no tool returned), none from the
+        history or the exclusions, no duplicates; what is missing comes from the backbone."""
+        k, pool, request = self.config.k, state["pool"], state["request"]
+        history = self.toolbox.history(request.user_id, request.history)
+        assert history is not None  # the profile node already refused an unknown user
+        excluded = set(request.exclude) | {self.toolbox.dataset.item(int(d)).id for d in history}
+        chosen: list[str] = []
+        dropped: list[str] = []
+        for item_id in state["final"]:
+            if item_id in pool and item_id not in excluded and item_id not in chosen:
+                chosen.append(item_id)
+            else:
+                dropped.append(item_id)
+        chosen = chosen[:k]
+        filled = 0
+        for item_id in [*state["backbone"], *pool]:
+            if len(chosen) >= k:
+                break
+            if item_id not in chosen and item_id not in excluded:
+                chosen.append(item_id)
+                filled += 1
+        detail = f"{len(chosen)} items; {filled} completed from the backbone"
+        if dropped:
+            detail += f"; dropped {len(dropped)} not in the pool or repeated: {dropped[:10]}"
+        event = TraceEvent(node="validate", kind="validation", observation=detail, error=None if len(chosen) == k else f"only {len(chosen)} items could be found")
+        return {"final": chosen, "backfilled": filled, "trace": [event]}

@@ -1,0 +1,32 @@
+"""Prompt templates from the `prompts` package (files, so they ship in the wheel), one folder
+per domain, rendered with string.Template: a missing variable is an error, not a blank."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from string import Template
+
+DOMAINS = ("movies", "books", "businesses")
+
+
+def domain_of(dataset: str) -> str:
+    """Which template folder suits a dataset: MovieLens -> movies, Amazon -> books, Yelp ->
+    businesses; anything else reads as movies-like items."""
+    name = dataset.lower()
+    if "amazon" in name or "book" in name:
+        return "books"
+    if "yelp" in name:
+        return "businesses"
+    return "movies"
+
+
+@cache
+def template(domain: str, name: str) -> Template:
+    if domain not in DOMAINS:
+        raise ValueError(f"no prompts for domain {domain!r}; known: {', '.join(DOMAINS)}")
+    return Template(resources.files("prompts").joinpath(domain, f"{name}.md").read_text(encoding="utf-8"))
+
+
+def render(domain: str, name: str, **values: object) -> str:
+    return template(domain, name).substitute({k: str(v) for k, v in values.items()}).strip()

@@ -1,0 +1,121 @@
+"""The agent's typed state and the records it hands back.
+
+The graph state is a TypedDict of pydantic values (LangGraph merges node updates key by key;
+`trace` accumulates). The candidate pool is the "candidate bus": every item any tool returned,
+once, with all of its scores and provenance.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, Field, model_validator
+
+from agent.llm.base import ChatMessage
+from tools.profile import UserProfileOutput
+from tools.schemas import Provenance, ScoredItem
+
+Assembly = Literal["fused", "backbone", "llm"]
+AGENT_TOOLS = ("retrieve", "semantic_search", "similar_items")
+
+
+class AgentConfig(BaseModel):
+    """How one recommendation is made; the evaluation's ablations vary these."""
+
+    k: int = Field(10, ge=1, le=100)
+    max_rounds: int = Field(2, ge=0, le=10, description="Plan steps (LLM calls) before assembly")
+    tools: list[str] = Field(default_factory=lambda: list(AGENT_TOOLS), description="Tools the LLM may call")
+    probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")
+    seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
+    assembly: Assembly = Field("fused", description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks")
+    probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")
+    rerank_candidates: int = Field(20, ge=1, le=50, description="llm assembly: pool items shown to the LLM")
+    max_tokens: int = 96
+    temperature: float = 0.0
+    seed: int = 0
+    llm_timeout_s: float | None = 60.0
+    retries: int = Field(1, ge=0, le=3, description="Corrective retries after an unusable reply")
+
+
+class RecommendRequest(BaseModel):
+    """Who the list is for: a known user, or a raw history (ids or titles, oldest first)."""
+
+    user_id: str | None = None
+    history: list[str] | None = None
+    request: str | None = Field(None, description="What the person asked for, in words (conversation)")
+    exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend (already shown, rejected)")
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> RecommendRequest:
+        if (self.user_id is None) == (self.history is None):
+            raise ValueError("give exactly one of user_id and history")
+        return self
+
+    def subject(self) -> dict[str, Any]:
+        """The arguments that name the user in a tool call; the agent sets them, never the LLM."""
+        return {"user_id": self.user_id} if self.user_id is not None else {"history": self.history}
+
+
+class TraceEvent(BaseModel):
+    node: str
+    kind: Literal["llm", "tool", "assembly", "validation", "fallback"]
+    seconds: float = 0.0
+    messages: list[ChatMessage] | None = None
+    reply: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    tool: str | None = None
+    arguments: dict[str, Any] | None = None
+    observation: str | None = None
+    error: str | None = None
+    valid_first_try: bool | None = None
+
+
+class Candidate(BaseModel):
+    item: ScoredItem
+    probes: int = Field(0, description="LLM-chosen tool calls that returned this item")
+
+
+class RecommendedItem(BaseModel):
+    id: str
+    title: str
+    year: int | None = None
+    attributes: dict[str, list[str]] = Field(default_factory=dict)
+    score: float
+    provenance: list[Provenance]
+    reason: str
+
+
+class Recommendation(BaseModel):
+    user_id: str | None
+    k: int
+    items: list[RecommendedItem]
+    backfilled: int = Field(description="Items completed from the backbone's ranking")
+    rounds: int
+    trace: list[TraceEvent]
+    seconds: float
+
+    @property
+    def llm_events(self) -> list[TraceEvent]:
+        return [e for e in self.trace if e.kind == "llm"]
+
+    @property
+    def tokens(self) -> int:
+        return sum(e.prompt_tokens + e.completion_tokens for e in self.llm_events)
+
+
+class AgentState(TypedDict, total=False):
+    request: RecommendRequest
+    profile: UserProfileOutput
+    messages: list[ChatMessage]
+    pool: dict[str, Candidate]
+    backbone: list[str]  # the backbone's own order of the seed candidates, for backfill
+    round: int
+    step: dict[str, Any] | None  # the validated plan step: {"name", "arguments"}
+    finished: bool
+    final: list[str]
+    scores: dict[str, float]  # assembly's score per pool item (fused or backbone)
+    backfilled: int
+    trace: Annotated[list[TraceEvent], operator.add]
