@@ -171,6 +171,10 @@ class Nodes:
             return {"step": None, "finished": True, "trace": [*events, fallback]}
         step = result.value.model_dump()
         reply = ChatMessage(role="assistant", content=json.dumps(step, ensure_ascii=False))
+        if reply.content in {m.content for m in state["messages"] if m.role == "assistant"}:
+            # a repeated call would only return the same items again: the search has converged
+            repeat = TraceEvent(node="plan", kind="fallback", error="the same tool call again: finishing")
+            return {"step": None, "finished": True, "trace": [*events, repeat]}
         return {"step": step, "finished": step["name"] == FINISH, "messages": [*state["messages"], reply], "trace": events}
 
     def act(self, state: AgentState) -> dict[str, Any]:

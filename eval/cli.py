@@ -18,7 +18,7 @@ from rich.table import Table
 from eval.backbone import evaluate_backbone
 from eval.metrics import KS
 from agent.cli import models_app, recommend_command
-from tools.cli import data_app
+from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.fetch import load_sequences
 from tools.data.schema import DataError
 from tools.io import write_json
@@ -32,6 +32,11 @@ app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_hel
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.command("recommend")(recommend_command)
+app.add_typer(index_app, name="index")
+app.command("tool")(tool_command)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+bench_app.command("tools")(bench_tools_command)
+app.add_typer(bench_app, name="bench")
 
 VALID_KS = (10,)
 

@@ -64,6 +64,14 @@ def test_rounds_are_capped(toolbox: Toolbox) -> None:
     assert len(tool_events(rec)) == 2 and llm.remaining == 1 and rec.rounds == 2
 
 
+def test_a_repeated_call_ends_the_search(toolbox: Toolbox) -> None:
+    llm = ScriptedLLM([call("retrieve", genres=["Drama"]), call("retrieve", genres=["Drama"]), call("retrieve", genres=["War"])])
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=3))
+    assert_valid(rec, toolbox)
+    assert len(tool_events(rec)) == 1 and llm.remaining == 1
+    assert any(e.kind == "fallback" and "same tool call" in e.error for e in rec.trace)
+
+
 def test_invalid_json_gets_one_corrective_retry(toolbox: Toolbox) -> None:
     llm = ScriptedLLM(["I would like some sci-fi please", call("retrieve", genres=["Sci-Fi"]), FINISH])
     rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))

@@ -71,6 +71,19 @@ def test_json_literals_inside_python_style_dict() -> None:
     }
 
 
+@pytest.mark.parametrize("snippet", ["{1, 2}", "{'a': b'x'}", "[" * 5000 + "]" * 5000])
+def test_python_only_values_are_refused(snippet: str) -> None:
+    with pytest.raises(ValueError):
+        loads_lenient(snippet)
+
+
+def test_python_tuples_and_keys_become_json() -> None:
+    assert loads_lenient("{1: (2, 3)}") == {"1": [2, 3]}
+    assert parse_tool_call("{'name': 'f', 'arguments': {1: 'x'}}") == ToolCall(
+        name="f", arguments={"1": "x"}
+    )
+
+
 def test_no_json_raises() -> None:
     with pytest.raises(ReplyParseError, match="no JSON"):
         parse_model("I think the user likes comedies.", Plan)

@@ -1,8 +1,11 @@
-"""Command-line commands over `tools`: one typer sub-app per area (`data` now; index and bench
-commands join as their own sub-apps). The top-level `toolrec` app mounts them."""
+"""Command-line commands over `tools`: one typer sub-app per area (`data`, `index`), plus the
+`tool` command (call any tool from the shell) and `bench_tools_command` (`toolrec bench
+tools`). The top-level `toolrec` app (eval/cli.py) mounts them."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +13,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tools.bench import bench_tools
 from tools.data.fetch import KNOWN_DATASETS, fetch_dataset, read_manifest
 from tools.data.schema import DataError
+from tools.index.item_index import ItemIndexes
+from tools.index.vector_index import IndexConfig
+from tools.io import write_text
+from tools.models.registry import load_run
+from tools.registry import TOOLS, call_tool, openai_tools
+from tools.schemas import ToolError, Unavailable
 from tools.settings import PathSettings
+from tools.toolbox import INDEX_DIR, Toolbox
 
 console = Console()
 
@@ -45,3 +56,116 @@ def get(
         table.add_row(field.replace("_", " "), f"{value:,}")
     console.print(table)
     console.print("[green]verified[/green]: counts match the published figures")
+
+
+# --- item indexes, tool calls, benchmarks ----------------------------------------------------
+
+index_app = typer.Typer(help="Vector indexes over item text (MiniLM) and a run's item embeddings (faiss).", no_args_is_help=True)
+
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (default: TOOLREC_DATA_DIR or ./data).")]
+VariantOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--variant",
+        help="Another backbone on the same dataset: NAME=RUN_DIR, or RUN_DIR (named by its attribute type). Repeatable.",
+    ),
+]
+
+
+def _variants(specs: list[str] | None) -> dict[str, Path] | list[Path]:
+    specs = specs or []
+    if all("=" in spec for spec in specs):
+        return {name: Path(path) for name, path in (spec.split("=", 1) for spec in specs)}
+    if any("=" in spec for spec in specs):
+        raise typer.BadParameter("name every variant (NAME=RUN_DIR) or none", param_hint="--variant")
+    return [Path(spec) for spec in specs]
+
+
+def _open_toolbox(run: Path, variants: list[str] | None, data_dir: Path | None, threads: int | None, split: str = "test") -> Toolbox:
+    if split not in ("test", "valid", "full"):
+        raise typer.BadParameter("split is test, valid or full", param_hint="--split")
+    try:
+        return Toolbox.open(run, data_dir, _variants(variants), split=split, threads=threads)  # type: ignore[arg-type]
+    except (DataError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from err
+
+
+@index_app.command("build")
+def index_build(
+    run: Annotated[Path, typer.Option(help="Run folder written by `toolrec train`; the index goes to RUN/index")],
+    kind: Annotated[str, typer.Option(help="flat (exact) | ivf | hnsw")] = "flat",
+    data_dir: DataDirOption = None,
+    embedding_cache: Annotated[
+        Path | None, typer.Option(help="Reuse item text embeddings stored here (keyed by encoder and texts)")
+    ] = None,
+) -> None:
+    """Embed every item's text with MiniLM, index it and the run's item embeddings, save them
+    under RUN/index and print the build time and peak memory."""
+    from tools.index.encoder import TextEncoder  # transformers: only for this command
+
+    if kind not in ("flat", "ivf", "hnsw"):
+        raise typer.BadParameter("kind is flat, ivf or hnsw", param_hint="--kind")
+    try:
+        dataset, model = load_run(run, data_dir if data_dir is not None else PathSettings().data_dir)
+        encoder = TextEncoder()
+    except (DataError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from err
+    config = IndexConfig(kind=kind, nlist=max(1, min(IndexConfig().nlist, dataset.num_items // 39)))  # type: ignore[arg-type]
+    indexes = ItemIndexes.build(dataset, encoder, item_embeddings=model.item_vectors(), config=config, cache_dir=embedding_cache)
+    indexes.save(run / INDEX_DIR)
+    stats = {k: round(v, 3) for k, v in indexes.build_stats.items()}
+    report = {"run": str(run), "index_dir": str(run / INDEX_DIR), "kind": kind, "encoder": encoder.name,
+              "encoder_load_s": round(encoder.load_seconds, 3), "has_model_index": indexes.model is not None, **stats}
+    typer.echo(json.dumps(report, indent=2))
+
+
+def tool_command(
+    name: Annotated[str, typer.Argument(help="Tool name, or `list` to print every tool's function-calling schema")],
+    run: Annotated[Path | None, typer.Option(help="Run folder (the main backbone)")] = None,
+    args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object")] = "{}",
+    variant: VariantOption = None,
+    data_dir: DataDirOption = None,
+    split: Annotated[str, typer.Option(help="A user's history: test (held-out item hidden) | valid | full")] = "test",
+) -> None:
+    """Call one tool as the agent does and print its JSON result (exit 1 on a tool error)."""
+    if name == "list":
+        toolbox = _open_toolbox(run, variant, data_dir, threads=1, split=split) if run is not None else None
+        typer.echo(json.dumps(openai_tools(toolbox), indent=2, ensure_ascii=False))
+        return
+    if name not in TOOLS:
+        error = ToolError(code="unknown_tool", message=f"unknown tool {name!r}: the tools are {', '.join(TOOLS)}", valid=list(TOOLS))
+        typer.echo(json.dumps({"tool": name, "ok": False, "error": error.model_dump(exclude_none=True)}, indent=2))
+        raise typer.Exit(1)
+    if run is None:
+        raise typer.BadParameter("a tool call needs --run", param_hint="--run")
+    toolbox = _open_toolbox(run, variant, data_dir, threads=1, split=split)
+    result = call_tool(toolbox, name, args)
+    typer.echo(json.dumps(result.model_dump(mode="json", exclude_none=True), indent=2, ensure_ascii=False))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def bench_tools_command(
+    run: Annotated[Path, typer.Option(help="Run folder of the main backbone")],
+    variant: VariantOption = None,
+    calls: Annotated[int, typer.Option(help="Timed calls per measurement")] = 500,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads")] = 1,
+    data_dir: DataDirOption = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Latency of every tool with the models loaded, batch throughput, index build figures and
+    the cost of one checkpoint load (what ToolRec pays per call); prints a JSON object."""
+    started = time.perf_counter()
+    toolbox = _open_toolbox(run, variant, data_dir, threads=threads)
+    opened = time.perf_counter() - started
+    try:
+        report = {"run": str(run), "toolbox_open_s": round(opened, 3), **bench_tools(toolbox, run, calls=calls, data_dir=data_dir)}
+    except Unavailable as err:
+        console.print(f"[red]error:[/red] {err.error.message}")
+        raise typer.Exit(1) from err
+    text = json.dumps(report, indent=2)
+    if out is not None:
+        write_text(out, text + "\n")
+    typer.echo(text)

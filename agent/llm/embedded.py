@@ -162,7 +162,6 @@ class TransformersLLM:
         # Any: transformers' Auto* return types are too loose for mypy to follow generate().
         self._tokenizer: Any = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
         self._model: Any = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf)
-        self._model.eval()
         eos = self._model.generation_config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.load_seconds = time.monotonic() - start

@@ -90,10 +90,13 @@ def loads_lenient(snippet: str) -> Any:
     for attempt in attempts:
         try:
             return json.loads(attempt)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
     try:
-        return ast.literal_eval(_python_literals(attempts[1]))
+        value = ast.literal_eval(_python_literals(attempts[1]))
+        # Back through JSON: sets, bytes or complex numbers are refused, tuples become
+        # lists and keys strings, so callers only ever see what JSON could have said.
+        return json.loads(json.dumps(value))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         raise ValueError(f"not JSON: {snippet[:80]!r}") from exc
 
