@@ -37,7 +37,7 @@ class AgentSettings(BaseSettings):
 
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 3
-    max_rounds: int = 3
+    max_rounds: int = 2
     # None disables the reply cache.
     llm_cache_dir: Path | None = None
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from eval.backbone import evaluate_backbone
 from eval.metrics import KS
+from agent.bench import bench_agent
 from agent.cli import models_app, recommend_command
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.fetch import load_sequences
@@ -32,6 +33,9 @@ app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_hel
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.command("recommend")(recommend_command)
+bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+bench_app.command("agent")(bench_agent)
 app.add_typer(index_app, name="index")
 app.command("tool")(tool_command)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)

@@ -23,7 +23,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     settings = AgentSettings()
-    assert settings.llm == "local" and settings.max_rounds == 3
+    assert settings.llm == "local"
     assert settings.embedded_runtime == "auto" and settings.llm_cache_dir is None
     assert settings.resolved_embedded_model_path() == Path("models") / QWEN_05B_Q4KM.filename
 

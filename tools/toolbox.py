@@ -86,11 +86,15 @@ class Toolbox:
         ratings: pd.Series | None = None,
         indexes: ItemIndexes | None = None,
         index_config: IndexConfig | None = None,
+        embedding_cache: Path | None = None,
     ) -> None:
         """Prefer `Toolbox.open`. `variants` maps a name to a model trained on `dataset`; the
         first is the default. `split` decides what a user's history is: "test" (everything but
         the held-out test item, the default, so evaluation never sees its target), "valid", or
-        "full" (the whole sequence, for live use). `ratings` is indexed by (user_id, item_id)."""
+        "full" (the whole sequence, for live use). `ratings` is indexed by (user_id, item_id).
+        `indexes` are the item indexes if already loaded; otherwise they are loaded from
+        `index_dir` (default RUN/index) or built there on first need, reusing text embeddings
+        stored in `embedding_cache` (keyed by encoder and texts) when given."""
         if not variants:
             raise ValueError("a toolbox needs at least one backbone variant")
         for name, model in variants.items():
@@ -105,6 +109,7 @@ class Toolbox:
         self.split: HistorySplit = split
         self.ratings = ratings
         self.index_config = index_config or IndexConfig()
+        self.embedding_cache = embedding_cache
         self._indexes = indexes
         self._spaces: dict[str, VectorIndex] = {}
 
@@ -154,6 +159,7 @@ class Toolbox:
         index_dir: Path | None = None,
         threads: int | None = 1,
         index_config: IndexConfig | None = None,
+        embedding_cache: Path | None = None,
     ) -> Toolbox:
         """Load a run's dataset (rebuilt from `data_dir`, default TOOLREC_DATA_DIR) and model,
         plus further variants trained on the same dataset: a mapping name -> run folder, or
@@ -183,6 +189,7 @@ class Toolbox:
             split=split,
             ratings=cls.ratings_table(raw.interactions),
             index_config=index_config,
+            embedding_cache=embedding_cache,
         )
 
     @staticmethod
@@ -371,7 +378,9 @@ class Toolbox:
             self.dataset.name, self.num_items, where,
         )
         main = self.variants[self.default_variant].item_vectors()
-        indexes = ItemIndexes.build(self.dataset, encoder, item_embeddings=main, config=self.index_config)
+        indexes = ItemIndexes.build(
+            self.dataset, encoder, item_embeddings=main, config=self.index_config, cache_dir=self.embedding_cache
+        )
         if self.index_dir is not None:
             indexes.save(self.index_dir)
         return indexes
