@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field, create_model
 from agent.llm.base import LLM, ChatMessage
 from agent.llm.parsing import StructuredResult, ask_structured
 from agent.prompts import domain_of, render
-from agent.state import AgentConfig, AgentState, Candidate, TraceEvent
+from agent.state import AgentConfig, AgentState, Candidate, RecommendRequest, TraceEvent
+from tools.constraints import Filters
 from tools.registry import TOOLS, ToolResult, call_tool
 from tools.schemas import ItemsOutput, ScoredItem
-from tools.toolbox import Toolbox
+from tools.toolbox import Toolbox, normalize
 
 FINISH = "finish"
 # Arguments the agent sets itself: the LLM never chooses whose history is read.
@@ -76,6 +77,65 @@ def describe(result: ToolResult, primary: str | None) -> str:
     return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value in (None, "") else [value]
+
+
+def _narrow(given: Any, imposed: list[str] | None) -> Any:
+    """An "any of" list under a hard constraint: the given values the constraint allows, or the
+    constraint's own values where none of the given ones is allowed."""
+    if not imposed:
+        return given
+    allowed = {normalize(v) for v in imposed}
+    kept = [v for v in _as_list(given) if isinstance(v, str) and normalize(v) in allowed]
+    return kept or list(imposed)
+
+
+def _union(given: Any, imposed: list[str] | None) -> Any:
+    if not imposed:
+        return given
+    return list(dict.fromkeys([*_as_list(given), *imposed]))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def impose(name: str, arguments: dict[str, Any], request: RecommendRequest) -> dict[str, Any]:
+    """The arguments a tool call is made with: the LLM's (or a planned call's) choice without the
+    agent-owned ones, plus the request's subject and, for the retrieval tools, its exclusions and
+    hard constraints. Constraints only narrow: genres intersect (or are replaced), exclusions
+    add up, a year range can only shrink."""
+    spec = TOOLS[name]
+    out = {k: v for k, v in arguments.items() if k not in AGENT_OWNED}
+    if issubclass(spec.input_model, Filters):
+        c = request.constraints or Filters()
+        excluded = [*request.exclude, *(c.exclude_ids or [])]
+        if excluded:
+            out["exclude_ids"] = _union(excluded, _as_list(out.get("exclude_ids")))
+        out["genres"] = _narrow(out.get("genres"), c.genres)
+        out["exclude_genres"] = _union(out.get("exclude_genres"), c.exclude_genres)
+        if c.year_from is not None or c.year_to is not None:
+            given_from, given_to = _int(out.get("year_from")), _int(out.get("year_to"))
+            low = max((y for y in (given_from, c.year_from) if y is not None), default=None)
+            high = min((y for y in (given_to, c.year_to) if y is not None), default=None)
+            if low is not None and high is not None and low > high:  # the LLM's range left the allowed one
+                low, high = c.year_from, c.year_to
+            out["year_from"], out["year_to"] = low, high
+        for key, combine in (("attributes", _narrow), ("exclude_attributes", _union)):
+            imposed = getattr(c, key) or {}
+            if imposed:
+                given = out.get(key) if isinstance(out.get(key), dict) else {}
+                out[key] = {**given, **{kind: combine(given.get(kind), values) for kind, values in imposed.items()}}
+        out = {k: v for k, v in out.items() if v is not None}
+    if "user_id" in spec.input_model.model_fields:
+        out.update(request.subject())
+    return out
+
+
 def _llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
     return [
         TraceEvent(
@@ -92,6 +152,23 @@ def _llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
         )
         for index, attempt in enumerate(result.attempts)
     ]
+
+
+def merge(pool: dict[str, Candidate], items: list[ScoredItem], probe: bool) -> dict[str, Candidate]:
+    """The pool with `items` added: a known item gains the new scores and provenance (and a
+    probe count if an LLM-chosen call found it again)."""
+    merged = dict(pool)
+    for item in items:
+        known = merged.get(item.id)
+        if known is None:
+            merged[item.id] = Candidate(item=item, probes=int(probe))
+            continue
+        combined = known.item.model_copy(update={
+            "scores": {**known.item.scores, **item.scores},
+            "provenance": [*known.item.provenance, *item.provenance],
+        })
+        merged[item.id] = Candidate(item=combined, probes=known.probes + int(probe))
+    return merged
 
 
 class Nodes:
@@ -136,11 +213,25 @@ class Nodes:
         profile, profile_event = self._tool("profile", "user_profile", {**request.subject(), "recent": 8, "top_values": 5})
         if profile.error is not None:
             raise RecommendError(profile.error.message)
-        seed, seed_event = self._tool(
-            "profile", "retrieve", {**request.subject(), "k": self.config.seed_k, "exclude_ids": request.exclude}
-        )
-        if seed.error is not None or not isinstance(seed.output, ItemsOutput):
-            raise RecommendError(f"the backbone could not rank for this user: {seed.error.message if seed.error else 'no output'}")
+        pool: dict[str, Candidate] = {}
+        events = [profile_event]
+        backbone: list[str] = []
+        # the pool starts from every backbone variant's own top candidates (the default first)
+        for variant in self.toolbox.variants:
+            seed, seed_event = self._tool("profile", "retrieve", impose("retrieve", {"k": self.config.seed_k, "variant": variant}, request))
+            if seed.error is not None or not isinstance(seed.output, ItemsOutput):
+                raise RecommendError(f"the backbone could not rank for this user: {seed.error.message if seed.error else 'no output'}")
+            events.append(seed_event)
+            backbone = backbone or [item.id for item in seed.output.items]
+            pool = merge(pool, seed.output.items, probe=False)
+        for planned in request.probes:  # calls the caller asked for, made like the LLM's probes
+            if planned.name not in self.config.tools:
+                events.append(TraceEvent(node="profile", kind="fallback", tool=planned.name, error=f"planned call to {planned.name!r} refused: not an allowed tool"))
+                continue
+            result, event = self._tool("profile", planned.name, self._probe_arguments(planned.name, planned.arguments, request))
+            events.append(event)
+            if isinstance(result.output, ItemsOutput):
+                pool = merge(pool, result.output.items, probe=True)
         out = profile.output
         primary = self.primary or ""
         recent = "\n".join(f"- {item_line(ScoredItem(**h.model_dump(include={'id', 'title', 'year', 'attributes'})), self.primary)}" for h in out.recent_items)
@@ -154,13 +245,13 @@ class Nodes:
         )
         return {
             "profile": out,
-            "pool": {item.id: Candidate(item=item) for item in seed.output.items},
-            "backbone": [item.id for item in seed.output.items],
+            "pool": pool,
+            "backbone": backbone,
             "messages": [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=plan)],
             "round": 0,
             "step": None,
             "finished": self.config.max_rounds == 0,
-            "trace": [profile_event, seed_event],
+            "trace": events,
         }
 
     def plan(self, state: AgentState) -> dict[str, Any]:
@@ -177,30 +268,20 @@ class Nodes:
             return {"step": None, "finished": True, "trace": [*events, repeat]}
         return {"step": step, "finished": step["name"] == FINISH, "messages": [*state["messages"], reply], "trace": events}
 
+    def _probe_arguments(self, name: str, arguments: dict[str, Any], request: RecommendRequest) -> dict[str, Any]:
+        """A probe's arguments as sent: k capped at probe_k; the request's subject, exclusions and
+        constraints imposed."""
+        arguments = impose(name, arguments, request)
+        requested_k = arguments.get("k")
+        arguments["k"] = min(requested_k, self.config.probe_k) if isinstance(requested_k, int) and requested_k > 0 else self.config.probe_k
+        return arguments
+
     def act(self, state: AgentState) -> dict[str, Any]:
         request, step = state["request"], state["step"]
         assert step is not None
-        arguments = {k: v for k, v in step["arguments"].items() if k not in AGENT_OWNED}
-        requested_k = arguments.get("k")
-        arguments["k"] = min(requested_k, self.config.probe_k) if isinstance(requested_k, int) and requested_k > 0 else self.config.probe_k
-        if request.exclude:
-            given = arguments.get("exclude_ids")
-            arguments["exclude_ids"] = [*request.exclude, *(given if isinstance(given, list) else [given] if given else [])]
-        arguments.update(request.subject())
-        result, event = self._tool("act", step["name"], arguments)
+        result, event = self._tool("act", step["name"], self._probe_arguments(step["name"], step["arguments"], request))
 
-        pool = dict(state["pool"])
-        if isinstance(result.output, ItemsOutput):
-            for item in result.output.items:
-                known = pool.get(item.id)
-                if known is None:
-                    pool[item.id] = Candidate(item=item, probes=1)
-                else:
-                    merged = known.item.model_copy(update={
-                        "scores": {**known.item.scores, **item.scores},
-                        "provenance": [*known.item.provenance, *item.provenance],
-                    })
-                    pool[item.id] = Candidate(item=merged, probes=known.probes + 1)
+        pool = merge(state["pool"], result.output.items, probe=True) if isinstance(result.output, ItemsOutput) else state["pool"]
         done = state["round"] + 1
         observation = render(
             self.domain, "observe", tool=step["name"], result=event.observation,
@@ -216,17 +297,21 @@ class Nodes:
     def assemble(self, state: AgentState) -> dict[str, Any]:
         started = time.perf_counter()
         ids = list(state["pool"])
-        ranked, event = self._tool("assemble", "rank", {**state["request"].subject(), "candidates": ids, "by": "model"})
-        if not isinstance(ranked.output, ItemsOutput):
-            # the pool came from the backbone itself; its seed order is the fallback
-            return {"final": state["backbone"], "scores": {}, "trace": [event]}
-        model_score = {item.id: next(iter(item.scores.values())) for item in ranked.output.items}
-        values = np.array([model_score[i] for i in ids])
-        z = (values - values.mean()) / (values.std() or 1.0)
+        variants = list(self.toolbox.variants) if self.config.ensemble else [self.toolbox.default_variant]
+        events: list[TraceEvent] = []
+        z = np.zeros(len(ids))
+        for variant in variants:
+            ranked, event = self._tool("assemble", "rank", {**state["request"].subject(), "candidates": ids, "by": "model", "variant": variant})
+            events.append(event)
+            if not isinstance(ranked.output, ItemsOutput):
+                # the pool came from the backbones themselves; the seed order is the fallback
+                return {"final": state["backbone"], "scores": {}, "trace": events}
+            score = {item.id: next(iter(item.scores.values())) for item in ranked.output.items}
+            values = np.array([score[i] for i in ids])
+            z += (values - values.mean()) / (values.std() or 1.0)
         bonus = self.config.probe_bonus if self.config.assembly == "fused" else 0.0
         fused = {i: float(z[n]) + bonus * (state["pool"][i].probes > 0) for n, i in enumerate(ids)}
         order = sorted(ids, key=lambda i: -fused[i])
-        events = [event]
         if self.config.assembly == "llm":
             order, llm_events = self._rerank(state, order)
             events += llm_events

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, Field, model_validator
 
 from agent.llm.base import ChatMessage
+from tools.constraints import Filters
 from tools.profile import UserProfileOutput
 from tools.schemas import Provenance, ScoredItem
 
@@ -29,6 +30,7 @@ class AgentConfig(BaseModel):
     probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")
     seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
     assembly: Assembly = Field("fused", description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks")
+    ensemble: bool = Field(True, description="Assembly sums the z-scored scores of every backbone variant in the toolbox")
     probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")
     rerank_candidates: int = Field(20, ge=1, le=50, description="llm assembly: pool items shown to the LLM")
     max_tokens: int = 96
@@ -38,6 +40,15 @@ class AgentConfig(BaseModel):
     retries: int = Field(1, ge=0, le=3, description="Corrective retries after an unusable reply")
 
 
+class PlannedCall(BaseModel):
+    """A tool call the caller (not the LLM) asks the agent to make up front, e.g. a conversation's
+    "more like the second one" -> similar_items. It runs like an LLM-chosen probe: with the
+    request's subject, exclusions and constraints imposed, and only if the tool is allowed."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class RecommendRequest(BaseModel):
     """Who the list is for: a known user, or a raw history (ids or titles, oldest first)."""
 
@@ -45,6 +56,10 @@ class RecommendRequest(BaseModel):
     history: list[str] | None = None
     request: str | None = Field(None, description="What the person asked for, in words (conversation)")
     exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend (already shown, rejected)")
+    constraints: Filters | None = Field(
+        None, description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never widen them)"
+    )
+    probes: list[PlannedCall] = Field(default_factory=list, description="Tool calls made up front; their items count as probe finds")
 
     @model_validator(mode="after")
     def _one_subject(self) -> RecommendRequest:

@@ -155,7 +155,15 @@ def test_unknown_user_is_a_clear_error(toolbox: Toolbox) -> None:
 
 
 def test_no_rounds_is_the_backbone_itself(toolbox: Toolbox) -> None:
-    rec = recommend(USER, llm=ScriptedLLM([]), tools=toolbox, config=AgentConfig(max_rounds=0, assembly="backbone"))
+    rec = recommend(USER, llm=ScriptedLLM([]), tools=toolbox, config=AgentConfig(max_rounds=0, assembly="backbone", ensemble=False))
     assert_valid(rec, toolbox)
     backbone = call_tool(toolbox, "retrieve", {"user_id": USER, "k": 10}).output
     assert [i.id for i in rec.items] == [i.id for i in backbone.items]
+
+
+def test_assembly_fuses_every_backbone_variant(toolbox: Toolbox) -> None:
+    rec = recommend(USER, llm=ScriptedLLM([]), tools=toolbox, config=AgentConfig(max_rounds=0))
+    assert_valid(rec, toolbox)
+    ranked = [e.arguments["variant"] for e in rec.trace if e.node == "assemble" and e.tool == "rank"]
+    seeded = [e.arguments["variant"] for e in rec.trace if e.node == "profile" and e.tool == "retrieve"]
+    assert ranked == seeded == list(toolbox.variants) == ["plain", "genre"]

@@ -18,7 +18,7 @@ from tools.bench import bench_tools
 from tools.data.sequences import SequenceDataset
 from tools.index.item_index import ItemIndexes
 from tools.registry import TOOLS, call_tool
-from tools.toolbox import INDEX_DIR, Toolbox
+from tools.toolbox import Toolbox
 
 pytest_plugins = ["fixtures_tools"]
 

@@ -202,3 +202,21 @@ def test_rank_with_every_candidate_in_history_is_no_match(toolbox: Toolbox) -> N
     history = [toolbox.dataset.item(int(d)).id for d in toolbox.user_history("196")[:5]]
     error = error_of(toolbox, "rank", {"candidates": history, "user_id": "196"})
     assert error["code"] == "no_match" and error["field"] == "candidates"
+
+
+ODD_VALUES: list[Any] = [None, "", "   ", "x", 0, -1, 10**9, 2.5, True, [], ["x"], [1, "50"], {}, {"genre": "Action"}, {"a": [1]}, [[1]], "1990s"]
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_odd_arguments_never_raise(toolbox: Toolbox, name: str) -> None:
+    """Whatever an LLM writes into any one argument, the caller gets a ToolResult."""
+    fields = list(TOOLS[name].input_model.model_fields)
+    for field in fields:
+        for value in ODD_VALUES:
+            result = call_tool(toolbox, name, {**EXAMPLES[name], field: value})
+            assert isinstance(result, ToolResult)
+            json.loads(result.to_message())
+            if not result.ok:
+                assert result.error is not None and result.error.message
+            elif isinstance(result.output, ItemsOutput):
+                assert result.output.items, (field, value)  # never a silent empty list

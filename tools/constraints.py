@@ -100,6 +100,8 @@ def to_mask(toolbox: Toolbox, filters: Filters, exclude: np.ndarray | None = Non
 
     for name, include in (("attributes", True), ("exclude_attributes", False)):
         for kind, given in (getattr(filters, name) or {}).items():
+            if not given:  # an empty list constrains nothing, as an absent one
+                continue
             attribute = toolbox.attribute(kind, f"{name}.{kind}")
             values = toolbox.values(attribute, given, f"{name}.{kind}")
             hit = toolbox.items_with(attribute, values)

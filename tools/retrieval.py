@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from tools.constraints import Constraints, Filters, to_mask
-from tools.schemas import MAX_K, Id, InvalidArguments, ItemsOutput, Provenance, StrList, ToolInput
+from tools.schemas import MAX_K, Id, InvalidArguments, ItemsOutput, Provenance, StrList, ToolInput, UnknownValue
 from tools.toolbox import TEXT_SPACE, Toolbox
 
 
@@ -129,8 +129,14 @@ def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
     given items and a given user's history are excluded."""
     seeds = np.asarray(list(dict.fromkeys(toolbox.resolve_items(args.items, "items").tolist())), dtype=np.int64)
     space = args.space
-    if space != TEXT_SPACE:
-        space = toolbox.default_variant if space == "model" else toolbox.variant(space)
+    if space == "model":
+        space = toolbox.default_variant
+    elif space != TEXT_SPACE:
+        try:
+            space = toolbox.variant(space)
+        except UnknownValue as err:
+            valid = [TEXT_SPACE, "model", *toolbox.variants]
+            raise UnknownValue(f"unknown space {args.space!r}: use {', '.join(valid)}", field="space", valid=valid) from err
     index = toolbox.space(space)
     history = toolbox.history(args.user_id, args.history, required=False)
     exclude = seeds if history is None else np.concatenate([seeds, history])

@@ -1,0 +1,195 @@
+"""The configuration of an evaluation run: which data, which users, which methods, which LLM.
+
+Loaded from TOML (tomllib) or YAML (pyyaml). Methods are a list of named entries whose `kind`
+picks what they are:
+
+    [[methods]]
+    name = "sasrec"
+    kind = "backbone"            # full-catalogue ranking by a trained run
+    run = "runs/ml1m-sasrec"
+
+    [[methods]]
+    name = "llm-rerank"
+    kind = "llm_rerank"          # the LLM reorders the backbone's top-N (Chat-REC / LLMRank)
+    run = "runs/ml1m-sasrec"
+    top_n = 20
+
+    [[methods]]
+    name = "agent"
+    kind = "agent"               # the surrogate-user agent; any AgentConfig field may be set
+    run = "runs/ml1m-sasrec"
+    variants = {genre = "runs/ml1m-sasrec-genre"}
+    max_rounds = 2
+    tools = ["retrieve", "semantic_search", "similar_items"]
+    assembly = "fused"
+
+Relative paths are resolved against the current directory (the repository root, as every
+other command). A method's fingerprint is a hash of its definition and of the protocol, so a
+resumed run never mixes results of two different definitions under one name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent.state import AgentConfig, Assembly
+from eval.metrics import KS
+
+
+class _Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    label: str | None = Field(None, description="How the report names it (default: name)")
+
+    @property
+    def uses_llm(self) -> bool:
+        return False
+
+
+class PopularityMethod(_Method):
+    """Training-split interaction counts, the same ranking for everyone (history masked)."""
+
+    kind: Literal["popularity"]
+
+
+class BackboneMethod(_Method):
+    """A trained run (SASRec, BERT4Rec, attribute-aware SASRec) ranking the full catalogue."""
+
+    kind: Literal["backbone"]
+    run: Path
+
+
+class LLMRerankMethod(_Method):
+    """The backbone's top-N shown to the LLM as titles; its order, validated, is the list
+    (items outside the top-N are dropped, what is missing comes from the backbone order)."""
+
+    kind: Literal["llm_rerank"]
+    run: Path
+    top_n: int = Field(20, ge=2, le=50)
+    history: int = Field(10, ge=1, le=50, description="Recent history items shown")
+    prompt: str = Field("llm_rerank", description="Template name in prompts/<domain>/")
+    max_tokens: int = Field(160, ge=16)
+    temperature: float = 0.0
+    seed: int = 0
+    retries: int = Field(1, ge=0, le=3)
+    llm_timeout_s: float | None = 60.0
+
+    @property
+    def uses_llm(self) -> bool:
+        return True
+
+
+class AgentMethod(_Method):
+    """The agent over a toolbox (the run, plus attribute-aware variants by name). Every field of
+    AgentConfig except k may be set here; k is the protocol's largest cut-off."""
+
+    kind: Literal["agent"]
+    run: Path
+    variants: dict[str, Path] = Field(default_factory=dict)
+    max_rounds: int | None = None
+    tools: list[str] | None = None
+    probe_k: int | None = None
+    seed_k: int | None = None
+    assembly: Assembly | None = None
+    probe_bonus: float | None = None
+    rerank_candidates: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    llm_timeout_s: float | None = None
+    retries: int | None = None
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.agent_config(10).max_rounds > 0 or self.agent_config(10).assembly == "llm"
+
+    def agent_config(self, k: int) -> AgentConfig:
+        overrides = self.model_dump(exclude={"name", "label", "kind", "run", "variants"}, exclude_none=True)
+        return AgentConfig(**overrides, k=k)
+
+    @model_validator(mode="after")
+    def _valid_agent_config(self) -> AgentMethod:
+        self.agent_config(10)  # raises a ValidationError naming the bad field
+        return self
+
+
+Method = Annotated[PopularityMethod | BackboneMethod | LLMRerankMethod | AgentMethod, Field(discriminator="kind")]
+
+
+class EvalConfig(BaseModel):
+    """The protocol (default: ToolRec's) and the methods compared on the same users."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "eval"
+    dataset: str = Field("ml-1m", description="Dataset name; every run must have been trained on it")
+    split: Literal["test", "valid"] = "test"
+    seed: int = Field(2023, description="Seed of the test-user sample")
+    users: int | None = Field(200, ge=1, description="Sampled test users (None: all users)")
+    user_ids: list[str] | None = Field(None, description="Explicit users instead of a sample")
+    ks: list[int] = Field(default_factory=lambda: list(KS))
+    llm: str = Field("local", description='"local" (embedded) or "openai:MODEL"')
+    concurrency: int = Field(4, ge=1, le=64, description="Parallel users for a remote LLM (the embedded model runs one at a time)")
+    backbone: str | None = Field(None, description="Method the paired tests compare against (default: the first backbone method)")
+    data_dir: Path | None = Field(None, description="Default: TOOLREC_DATA_DIR")
+    methods: list[Method] = Field(min_length=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError("ks must be positive cut-offs")
+        return sorted(set(ks))
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        names = [m.name for m in self.methods]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"method names must be unique: {duplicated}")
+        if self.backbone is None:
+            self.backbone = next((m.name for m in self.methods if m.kind == "backbone"), None)
+        elif self.backbone not in names:
+            raise ValueError(f"backbone {self.backbone!r} is not one of the methods {names}")
+        return self
+
+    @property
+    def k(self) -> int:
+        """The length of every list a list-producing method must return."""
+        return max(self.ks)
+
+    def method(self, name: str) -> Method:
+        return next(m for m in self.methods if m.name == name)
+
+    def protocol(self) -> dict[str, Any]:
+        """What a user's figure depends on besides the method itself."""
+        return {"dataset": self.dataset, "split": self.split, "k": self.k}
+
+    def fingerprint(self, method: _Method) -> str:
+        payload: dict[str, Any] = {"protocol": self.protocol(), "method": method.model_dump(mode="json", exclude={"label"})}
+        if method.uses_llm:
+            payload["llm"] = self.llm
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_config(path: Path, **overrides: Any) -> EvalConfig:
+    """A config from a .toml, .yaml or .yml file; `overrides` (e.g. users=20) replace fields."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"{path}: a config is a .toml or .yaml file")
+    data.setdefault("name", path.stem)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return EvalConfig.model_validate(data)

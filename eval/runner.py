@@ -1,0 +1,365 @@
+"""A resumable evaluation run: every method on the same sampled users, one JSONL line per
+(method, user) as it finishes, `results.json` (atomically) after each method.
+
+    config = load_config(Path("eval/configs/ml1m-default.toml"))
+    results = run_eval(config, Path("runs/eval/ml1m-default"))
+
+RUN_DIR holds:
+    config.json     the resolved configuration (config.<ext> the file as given)
+    versions.json   python, torch, transformers, llama_cpp, faiss, ..., the git commit
+    sessions.jsonl  one line per start (and per clean end) of `eval run`: wall time survives kills
+    users.jsonl     per-user results (see eval.store)
+    llm-cache/      LLM replies keyed by model, prompt and sampling parameters (CachedLLM)
+    results.json    per method: metrics, users scored, invalid outputs, cost figures
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from agent.llm.base import LLM
+from agent.llm.cache import CachedLLM
+from agent.llm.factory import make_llm
+from agent.settings import AgentSettings
+from eval.config import AgentMethod, EvalConfig, LLMRerankMethod, Method
+from eval.methods import AgentRunner, Context, LLMRerank, rank_method, set_threads
+from eval.metrics import MISSING, summarise
+from eval.store import ResultStore, UserResult, read_jsonl
+from tools.io import write_json
+
+RESULTS, CONFIG, VERSIONS, SESSIONS, CACHE_DIR = "results.json", "config.json", "versions.json", "sessions.jsonl", "llm-cache"
+RUNNING_METRIC = "ndcg@10"
+
+
+class StopRun(BaseException):
+    """Raised by a test hook to simulate a kill between two users."""
+
+
+# --- provenance --------------------------------------------------------------------------
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit(cwd: Path | None = None) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def versions(llm_name: str | None = None) -> dict[str, Any]:
+    packages = ("toolrec", "torch", "transformers", "llama_cpp_python", "faiss-cpu", "numpy", "scipy", "langgraph", "openai", "pydantic")
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": {p: _version(p) for p in packages},
+        "git": git_commit(Path(__file__).resolve().parent),
+        "llm": llm_name,
+    }
+
+
+def _append_line(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(data) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def wall_seconds(run_dir: Path, records: Iterable[UserResult]) -> float:
+    """Wall time over every session of the run: from each start to its clean end, or, for a
+    killed session, to its last written line."""
+    starts: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    for line in read_jsonl(run_dir / SESSIONS):
+        if "start" in line:
+            starts[line["session"]] = line["start"]
+        if "end" in line:
+            ends[line["session"]] = line["end"]
+    last: dict[int, float] = {}
+    for record in records:
+        last[record.session] = max(last.get(record.session, 0.0), record.t)
+    return round(sum(max(ends.get(s, last.get(s, start)), start) - start for s, start in starts.items()), 1)
+
+
+# --- summaries ---------------------------------------------------------------------------
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 4) if len(values) else None
+
+
+def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[str], done: dict[str, UserResult]) -> dict[str, Any]:
+    got = [done[u] for u in users if u in done]
+    ranks = np.array([r.rank if r.rank is not None else MISSING for r in got], dtype=np.int64)
+    calls = [s for r in got for s in r.call_seconds]
+    seconds = [r.seconds for r in got]
+    n = max(len(got), 1)
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in got)
+    cost = {
+        "llm_calls": sum(r.llm_calls for r in got),
+        "cached_calls": sum(r.cached_calls for r in got),
+        "prompt_tokens": sum(r.prompt_tokens for r in got),
+        "completion_tokens": sum(r.completion_tokens for r in got),
+        "tokens": tokens,
+        "llm_calls_per_user": round(sum(r.llm_calls for r in got) / n, 3),
+        "tokens_per_user": round(tokens / n, 1),
+        "seconds_per_user": round(float(np.mean(seconds)), 4) if seconds else None,
+        "latency_p50": _percentile(seconds, 50),
+        "latency_p95": _percentile(seconds, 95),
+        "llm_call_p50": _percentile(calls, 50),
+        "llm_call_p95": _percentile(calls, 95),
+        "seconds_total": round(sum(seconds), 1),
+    }
+    invalid = [r for r in got if not r.valid]
+    return {
+        "kind": method.kind,
+        "label": method.label or method.name,
+        "fingerprint": fp,
+        "complete": len(got) == len(users),
+        "users": len(users),
+        "scored": len(got),
+        "pending": len(users) - len(got),
+        "invalid": len(invalid),
+        "errors": sum(1 for r in invalid if r.error and not r.error.startswith("invalid list")),
+        "invalid_examples": [{"user": r.user, "error": r.error} for r in invalid[:5]],
+        "fallbacks": sum(1 for r in got if r.fallback),
+        "backfilled_items": sum(r.backfilled for r in got),
+        "metrics": summarise(ranks, config.ks) if len(got) else {},
+        "cost": cost,
+    }
+
+
+def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store: ResultStore, methods: Sequence[Method]) -> dict[str, Any]:
+    per_method = {m.name: method_summary(config, m, config.fingerprint(m), users, store.done(m.name, config.fingerprint(m))) for m in methods}
+    return {
+        "name": config.name,
+        "dataset": config.dataset,
+        "split": config.split,
+        "seed": config.seed,
+        "ks": config.ks,
+        "k": config.k,
+        "llm": config.llm,
+        "backbone": config.backbone,
+        "complete": all(s["complete"] for s in per_method.values()),
+        "wall_seconds": wall_seconds(run_dir, store.records),
+        "user_ids": list(users),
+        "methods": per_method,
+    }
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class Tracker:
+    """Per-method progress with the running NDCG@10 and the invalid count: rich bars on a
+    terminal, a log line every `every` users otherwise (nohup, CI)."""
+
+    def __init__(self, console: Console, enabled: bool = True, every: int = 10) -> None:
+        self.console, self.enabled, self.every = console, enabled, every
+        self.live = enabled and console.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[method]:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("NDCG@10 {task.fields[ndcg]:.4f}  invalid {task.fields[invalid]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> Tracker:
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def start(self, method: str, total: int, done: Iterable[UserResult]) -> None:
+        previous = list(done)
+        state = {"n": 0, "sum": 0.0, "invalid": 0, "total": total, "began": time.perf_counter(), "resumed": len(previous)}
+        self.state[method] = state
+        for record in previous:
+            self._count(state, record)
+        if self.live:
+            state["task"] = self.progress.add_task("", total=total, completed=state["n"], method=method, ndcg=self._ndcg(state), invalid=state["invalid"])
+        elif self.enabled:
+            self.console.print(f"{method}: {total} users, {state['n']} already done")
+
+    @staticmethod
+    def _count(state: dict[str, Any], record: UserResult) -> None:
+        state["n"] += 1
+        state["invalid"] += not record.valid
+        if record.rank is not None and record.rank < 10:
+            state["sum"] += 1.0 / np.log2(record.rank + 2.0)
+
+    @staticmethod
+    def _ndcg(state: dict[str, Any]) -> float:
+        return state["sum"] / state["n"] if state["n"] else 0.0
+
+    def advance(self, method: str, records: Sequence[UserResult]) -> None:
+        state = self.state[method]
+        for record in records:
+            self._count(state, record)
+        if self.live:
+            task: TaskID = state["task"]
+            self.progress.update(task, advance=len(records), ndcg=self._ndcg(state), invalid=state["invalid"])
+        elif self.enabled and (state["n"] % self.every < len(records) or state["n"] == state["total"]):
+            new = state["n"] - state["resumed"]
+            rate = (time.perf_counter() - state["began"]) / max(new, 1)
+            left = (state["total"] - state["n"]) * rate
+            self.console.print(
+                f"{method}: {state['n']}/{state['total']} NDCG@10 {self._ndcg(state):.4f} invalid {state['invalid']} "
+                f"({rate:.1f} s/user, ~{left / 60:.0f} min left)"
+            )
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _remote(spec: str) -> bool:
+    return spec.startswith("openai")
+
+
+def run_eval(
+    config: EvalConfig,
+    run_dir: Path,
+    *,
+    llm: LLM | None = None,
+    concurrency: int | None = None,
+    only: Sequence[str] | None = None,
+    restart: bool = False,
+    retry_errors: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    config_text: tuple[str, str] | None = None,
+    data_dir: Path | None = None,
+    on_user: Callable[[UserResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) the evaluation in `run_dir`; returns what results.json holds.
+
+    `llm` replaces the one the config names (tests); it is wrapped in the run's reply cache
+    either way. `concurrency` users run in parallel for a remote LLM (default: the config's;
+    the embedded model and an injected one run one user at a time). `only` restricts the run
+    to some methods. `restart` discards the per-user results (the LLM cache stays, so a
+    restarted run costs no LLM call); `retry_errors` recomputes users whose call failed.
+    `on_user` sees every new line (tests use it to stop a run midway)."""
+    console = console or Console(stderr=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if restart:
+        for name in ("users.jsonl", RESULTS, SESSIONS):
+            (run_dir / name).unlink(missing_ok=True)
+    if config_text is not None:
+        suffix, text = config_text
+        (run_dir / f"config{suffix}").write_text(text, encoding="utf-8")
+    write_json(run_dir / CONFIG, config.model_dump(mode="json"))
+
+    methods = [m for m in config.methods if only is None or m.name in only]
+    unknown = sorted(set(only or ()) - {m.name for m in config.methods})
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; the config has {[m.name for m in config.methods]}")
+
+    session = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
+    _append_line(run_dir / SESSIONS, {"session": session, "start": time.time(), "pid": os.getpid(), "argv": sys.argv})
+    set_threads()
+    ctx = Context(config, data_dir=data_dir)
+    store = ResultStore(run_dir)
+    if store.torn:
+        console.print(f"[yellow]{store.torn} torn line(s) in users.jsonl dropped; those users run again[/]")
+
+    pending: dict[str, list[str]] = {}
+    for method in methods:
+        fp = config.fingerprint(method)
+        done = store.done(method.name, fp)
+        if retry_errors:
+            failed = [u for u, r in done.items() if r.error and not r.error.startswith("invalid list")]
+            if failed:
+                store.drop(method.name, fp, failed)
+                done = store.done(method.name, fp)
+        pending[method.name] = [u for u in ctx.users if u not in done]
+
+    needs_llm = any(pending[m.name] and m.uses_llm for m in methods)
+    cached: CachedLLM | None = None
+    if needs_llm:
+        inner = llm if llm is not None else make_llm(config.llm, AgentSettings().model_copy(update={"llm_cache_dir": None}))
+        cached = CachedLLM(inner, run_dir / CACHE_DIR)
+    workers = concurrency if concurrency is not None else (config.concurrency if llm is None and _remote(config.llm) else 1)
+    write_json(run_dir / VERSIONS, versions(cached.name if cached else None))
+
+    def save(records: Sequence[UserResult]) -> None:
+        stamped = [r.model_copy(update={"session": session, "t": time.time()}) for r in records]
+        store.append(stamped)
+        tracker.advance(method.name, stamped)
+        if on_user is not None:
+            for record in stamped:
+                on_user(record)
+
+    with Tracker(console, enabled=progress) as tracker:
+        for method in methods:
+            fp = config.fingerprint(method)
+            todo = pending[method.name]
+            tracker.start(method.name, len(ctx.users), store.done(method.name, fp).values())
+            if not todo:
+                continue
+            if method.kind in ("popularity", "backbone"):
+                for start in range(0, len(todo), 256):
+                    save(rank_method(ctx, method, fp, todo[start : start + 256]))  # type: ignore[arg-type]
+            else:
+                assert cached is not None
+                runner: Callable[[str], UserResult]
+                if isinstance(method, LLMRerankMethod):
+                    runner = LLMRerank(ctx, method, fp, cached)
+                else:
+                    assert isinstance(method, AgentMethod)
+                    runner = AgentRunner(ctx, method, fp, cached)
+                if workers <= 1:
+                    for user in todo:
+                        save([runner(user)])
+                else:
+                    with ThreadPoolExecutor(max_workers=workers) as pool:
+                        futures = [pool.submit(runner, user) for user in todo]
+                        for future in as_completed(futures):
+                            save([future.result()])
+            write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods))
+
+    _append_line(run_dir / SESSIONS, {"session": session, "end": time.time()})
+    results = build_results(config, run_dir, ctx.users, store, config.methods)
+    write_json(run_dir / RESULTS, results)
+    return results
+
+
+def clear_run(run_dir: Path, keep_cache: bool = True) -> None:
+    """Remove a run's results (and its LLM cache unless `keep_cache`)."""
+    for name in ("users.jsonl", RESULTS, SESSIONS, CONFIG, VERSIONS):
+        (run_dir / name).unlink(missing_ok=True)
+    if not keep_cache:
+        shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)
