@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eval.backbone import evaluate_backbone
+from eval.commands import eval_app
 from eval.metrics import KS
 from agent.bench import bench_agent
 from agent.cli import models_app, recommend_command
@@ -32,6 +33,7 @@ console = Console()
 app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 app.command("recommend")(recommend_command)
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

@@ -80,7 +80,7 @@ class LLMRerankMethod(_Method):
     temperature: float = 0.0
     seed: int = 0
     retries: int = Field(1, ge=0, le=3)
-    llm_timeout_s: float | None = 60.0
+    llm_timeout_s: float | None = Field(None, description="Default: the run's llm_timeout_s")
 
     @property
     def uses_llm(self) -> bool:
@@ -109,10 +109,13 @@ class AgentMethod(_Method):
 
     @property
     def uses_llm(self) -> bool:
-        return self.agent_config(10).max_rounds > 0 or self.agent_config(10).assembly == "llm"
+        config = self.agent_config(10)
+        return config.max_rounds > 0 or config.assembly == "llm"
 
-    def agent_config(self, k: int) -> AgentConfig:
+    def agent_config(self, k: int, llm_timeout_s: float | None = None) -> AgentConfig:
         overrides = self.model_dump(exclude={"name", "label", "kind", "run", "variants"}, exclude_none=True)
+        if self.llm_timeout_s is None and llm_timeout_s is not None:
+            overrides["llm_timeout_s"] = llm_timeout_s
         return AgentConfig(**overrides, k=k)
 
     @model_validator(mode="after")
@@ -137,6 +140,10 @@ class EvalConfig(BaseModel):
     user_ids: list[str] | None = Field(None, description="Explicit users instead of a sample")
     ks: list[int] = Field(default_factory=lambda: list(KS))
     llm: str = Field("local", description='"local" (embedded) or "openai:MODEL"')
+    llm_timeout_s: float = Field(
+        300.0, gt=0,
+        description="Per LLM call, for methods that set none. Generous: a timed-out call is a fallback, so a busy machine would change the figures",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Parallel users for a remote LLM (the embedded model runs one at a time)")
     backbone: str | None = Field(None, description="Method the paired tests compare against (default: the first backbone method)")
     data_dir: Path | None = Field(None, description="Default: TOOLREC_DATA_DIR")
@@ -166,6 +173,9 @@ class EvalConfig(BaseModel):
         """The length of every list a list-producing method must return."""
         return max(self.ks)
 
+    def timeout(self, method: LLMRerankMethod) -> float:
+        return method.llm_timeout_s if method.llm_timeout_s is not None else self.llm_timeout_s
+
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
@@ -175,6 +185,11 @@ class EvalConfig(BaseModel):
 
     def fingerprint(self, method: _Method) -> str:
         payload: dict[str, Any] = {"protocol": self.protocol(), "method": method.model_dump(mode="json", exclude={"label"})}
+        if isinstance(method, AgentMethod):
+            # the resolved configuration: a changed default changes the fingerprint too
+            payload["agent"] = method.agent_config(self.k, self.llm_timeout_s).model_dump(mode="json")
+        if isinstance(method, LLMRerankMethod):
+            payload["timeout"] = self.timeout(method)
         if method.uses_llm:
             payload["llm"] = self.llm
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -181,12 +181,20 @@ def _llm_fields(events: Sequence[tuple[float, bool, int, int]], wall: float) -> 
     }
 
 
-def _attempt_events(attempts: Sequence[Attempt]) -> list[tuple[float, bool, int, int]]:
-    return [(a.reply.seconds, a.reply.cached, a.reply.prompt_tokens, a.reply.completion_tokens) for a in attempts if a.reply is not None]
+def _attempt_events(attempts: Sequence[Attempt], timeout: float | None) -> list[tuple[float, bool, int, int]]:
+    """A call that timed out has no reply: it counts as a call that took the whole budget."""
+    return [
+        (a.reply.seconds, a.reply.cached, a.reply.prompt_tokens, a.reply.completion_tokens) if a.reply is not None else (timeout or 0.0, False, 0, 0)
+        for a in attempts
+    ]
 
 
-def _trace_events(trace: Sequence[TraceEvent]) -> list[tuple[float, bool, int, int]]:
-    return [(e.seconds, e.cached, e.prompt_tokens, e.completion_tokens) for e in trace if e.kind == "llm" and e.reply is not None]
+def _trace_events(trace: Sequence[TraceEvent], timeout: float | None) -> list[tuple[float, bool, int, int]]:
+    return [
+        (e.seconds, e.cached, e.prompt_tokens, e.completion_tokens) if e.reply is not None else (timeout or 0.0, False, 0, 0)
+        for e in trace
+        if e.kind == "llm"
+    ]
 
 
 def _scored(ctx: Context, method: str, fp: str, user: str, items: list[str], **fields: Any) -> UserResult:
@@ -214,6 +222,7 @@ class LLMRerank:
         self.toolbox = ctx.toolbox(method.run)
         self.domain = domain_of(ctx.dataset.name)
         self.primary = self.toolbox.primary_attribute
+        self.timeout = ctx.config.timeout(method)
 
     def line(self, dense: int) -> str:
         item = self.ctx.dataset.item(dense)
@@ -238,7 +247,7 @@ class LLMRerank:
             shown = backbone[: m.top_n]
             result = ask_structured(
                 self.llm, [ChatMessage(role="user", content=self.prompt(user, shown))], RerankReply,
-                retries=m.retries, max_tokens=m.max_tokens, temperature=m.temperature, seed=m.seed, timeout=m.llm_timeout_s,
+                retries=m.retries, max_tokens=m.max_tokens, temperature=m.temperature, seed=m.seed, timeout=self.timeout,
             )  # fmt: skip
         except USER_ERRORS as err:
             return _failed(m.name, self.fp, user, err, time.perf_counter() - began)
@@ -256,7 +265,7 @@ class LLMRerank:
                     picked.append(dense)
         order = picked + [d for d in backbone if d not in picked]
         items = [self.ctx.item_id(d) for d in order[:k]]
-        fields = _llm_fields(_attempt_events(result.attempts), time.perf_counter() - began)
+        fields = _llm_fields(_attempt_events(result.attempts, self.timeout), time.perf_counter() - began)
         diagnostics = {
             "picked": len(picked),
             "identity": bool(picked) and picked == shown[: len(picked)],
@@ -277,7 +286,7 @@ class AgentRunner:
     def __init__(self, ctx: Context, method: AgentMethod, fp: str, llm: LLM) -> None:
         self.ctx, self.method, self.fp = ctx, method, fp
         self.toolbox = ctx.toolbox(method.run, method.variants)
-        config = method.agent_config(ctx.config.k)
+        config = method.agent_config(ctx.config.k, ctx.config.llm_timeout_s)
         if {"semantic_search", "similar_items"} & set(config.tools) and config.max_rounds > 0:
             _ = self.toolbox.indexes  # load once, before any concurrent user touches it
         self.agent = Agent(llm, self.toolbox, config)
@@ -305,7 +314,8 @@ class AgentRunner:
         }
         return _scored(
             self.ctx, self.method.name, self.fp, user, items, fallback=bool(fallbacks),
-            backfilled=rec.backfilled, diagnostics=diagnostics, **_llm_fields(_trace_events(rec.trace), wall),
+            backfilled=rec.backfilled, diagnostics=diagnostics,
+            **_llm_fields(_trace_events(rec.trace, self.agent.config.llm_timeout_s), wall),
         )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 Everything derives from the 0-based rank of the target: HR@k (= Recall@k with one target),
 NDCG@k = 1 / log2(rank + 2) and MRR@k = 1 / (rank + 1), each 0 when rank >= k. Ties are broken
 by item id, as a stable sort of the scores would, so a score matrix and the top-k list cut
-from it always give the same figures. tests/test_metrics.py checks them against ranx.
+from it always give the same figures. tests/test_metrics.py checks them against ir-measures (trec_eval).
 """
 
 from __future__ import annotations

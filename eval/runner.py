@@ -181,7 +181,7 @@ class Tracker:
     """Per-method progress with the running NDCG@10 and the invalid count: rich bars on a
     terminal, a log line every `every` users otherwise (nohup, CI)."""
 
-    def __init__(self, console: Console, enabled: bool = True, every: int = 10) -> None:
+    def __init__(self, console: Console, enabled: bool = True, every: int = 5) -> None:
         self.console, self.enabled, self.every = console, enabled, every
         self.live = enabled and console.is_terminal
         self.progress = Progress(

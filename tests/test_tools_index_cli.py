@@ -109,3 +109,16 @@ def test_bench_report(toolbox: Toolbox, tool_runs: dict[str, Path]) -> None:
     assert report["retrieve_p50_ms"] <= report["retrieve_p99_ms"]
     assert report["index_build_s"] >= 0 and report["variants"] == ["plain", "genre"]
     json.dumps(report)
+
+
+def test_stale_model_index_warns(toolbox: Toolbox, tool_runs: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    # the genre variant's weights against the plain run's stored index: same catalogue, other weights
+    other = Toolbox(toolbox.dataset, {"genre": toolbox.variants["genre"]}, index_dir=tool_runs["plain"] / "index")
+    with caplog.at_level(logging.WARNING, logger="tools.toolbox"):
+        other.warm()
+    assert "other weights" in caplog.text
+    assert set(other._spaces) == {"genre"}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tools.toolbox"):
+        Toolbox(toolbox.dataset, toolbox.variants, run_dir=tool_runs["plain"]).warm()
+    assert "other weights" not in caplog.text

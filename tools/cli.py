@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -99,11 +100,16 @@ def index_build(
     embedding_cache: Annotated[
         Path | None, typer.Option(help="Reuse item text embeddings stored here (keyed by encoder and texts)")
     ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads for the encoder (default: torch's choice; 1 is fastest on a busy machine)")
+    ] = None,
 ) -> None:
     """Embed every item's text with MiniLM, index it and the run's item embeddings, save them
     under RUN/index and print the build time and peak memory."""
     from tools.index.encoder import TextEncoder  # transformers: only for this command
 
+    if threads:
+        torch.set_num_threads(threads)
     if kind not in ("flat", "ivf", "hnsw"):
         raise typer.BadParameter("kind is flat, ivf or hnsw", param_hint="--kind")
     try:

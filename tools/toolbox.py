@@ -369,9 +369,12 @@ class Toolbox:
             raise Unavailable(f"text search is unavailable: {err}", field="query") from err
         if self.index_dir is not None and self.index_dir.is_dir():
             try:
-                return ItemIndexes.load(self.index_dir, self.dataset, encoder)
+                loaded = ItemIndexes.load(self.index_dir, self.dataset, encoder)
             except (IndexMismatchError, FileNotFoundError) as err:
                 log.warning("item index at %s cannot be used (%s); rebuilding it", self.index_dir, err)
+            else:
+                self._check_model_index(loaded)
+                return loaded
         where = f"; saving it to {self.index_dir}" if self.index_dir is not None else ""
         log.warning(
             "no item index for %s: embedding %d item texts now (one-time; `toolrec index build` does it ahead)%s",
@@ -384,6 +387,30 @@ class Toolbox:
         if self.index_dir is not None:
             indexes.save(self.index_dir)
         return indexes
+
+    def _check_model_index(self, indexes: ItemIndexes) -> None:
+        """The catalogue fingerprint does not cover model weights: warn when the stored
+        model-space index no longer matches the run's embeddings (the tools themselves use
+        `space()`, built from the weights in memory, so results stay right either way)."""
+        vectors = self.variants[self.default_variant].item_vectors()
+        if indexes.model is None or vectors is None or indexes.model.count != self.num_items:
+            return
+        rows = vectors[1:] / np.maximum(np.linalg.norm(vectors[1:], axis=1, keepdims=True), 1e-12)
+        if not np.allclose(indexes.model.vectors(np.arange(1, self.num_items + 1)), rows, atol=1e-4):
+            log.warning(
+                "the model-space index in %s was built from other weights than this run's; "
+                "rebuild it with `toolrec index build` (the tools use the weights in memory)", self.index_dir
+            )
+
+    def warm(self) -> Toolbox:
+        """Load (or build) everything that is otherwise loaded on first use: the item
+        indexes with the text encoder, and each variant's item-vector space. Call it before
+        serving calls from several threads."""
+        _ = self.indexes
+        for name, model in self.variants.items():
+            if model.item_vectors() is not None:
+                self.space(name)
+        return self
 
     def text_scores(self, query: str) -> np.ndarray:
         """Cosine similarity of a free-text query to every item's text, over dense ids 0..n."""

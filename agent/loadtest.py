@@ -1,0 +1,184 @@
+"""`toolrec bench serve`: concurrent conversations against the HTTP server over loopback.
+
+The server runs in process (uvicorn on a free 127.0.0.1 port) over a real toolbox with a
+scripted LLM, so the numbers measure the service (HTTP, sessions, the agent graph, the tools),
+not a language model. Each session is a short conversation of its own (a known user, or a cold
+start from a title; then its own genre exclusion, "older films", "more like the second one",
+"not that one", ...); sessions run concurrently, bounded in number and time. Afterwards every
+session's stored state is checked against what that session alone said: its user, its
+exclusion, its liked title, nothing shown twice, no excluded genre in any later list. A
+session that sees another's state counts as an isolation violation (and an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+from agent.llm.scripted import ScriptedLLM
+from agent.recommend import Agent
+from agent.runtime import AgentFactory
+from agent.server import ServerSettings, create_app, running
+from agent.state import AgentConfig
+from tools.toolbox import Toolbox, natural_title
+
+FINISH = '{"name": "finish", "arguments": {}}'
+MAX_SESSIONS = 256
+MAX_TURNS = 12
+
+
+def scripted_factory(toolbox: Toolbox, config: AgentConfig) -> AgentFactory:
+    """A fresh scripted agent per turn: an (empty) intent reading, one retrieve probe, finish."""
+    genres = list(toolbox.attribute_items.get(toolbox.primary_attribute or "", {}))
+    probe = json.dumps({"name": "retrieve", "arguments": {"genres": genres[:3]} if genres else {}})
+
+    def factory() -> Agent:
+        return Agent(ScriptedLLM(["{}", probe, FINISH, FINISH]), toolbox, config)
+
+    return factory
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def _plan(toolbox: Toolbox, index: int) -> dict[str, Any]:
+    """Session `index`'s own user (or title) and genre, so that a leak would show."""
+    genres = [g for g in toolbox.attribute_items.get(toolbox.primary_attribute or "", {}) if g != "unknown"]
+    popular = [int(d) for d in toolbox.popularity.argsort()[::-1][:200] if d > 0]
+    genre = genres[index % len(genres)] if genres else None
+    if index % 2 == 0:
+        return {"user_id": toolbox.dataset.user_ids[index % len(toolbox.dataset.user_ids)], "title": None, "genre": genre}
+    item = toolbox.dataset.item(popular[(index * 7) % len(popular)])
+    title = natural_title(item.title) + (f" ({item.year})" if item.year else "")
+    return {"user_id": None, "title": title, "title_id": item.id, "genre": genre}
+
+
+def _messages(plan: dict[str, Any], turns: int) -> list[str]:
+    first = f"I like {plan['title']}" if plan["title"] else "what should I watch next?"
+    script = [first, f"no {plan['genre']}" if plan["genre"] else "show me more", "older films", "more like the second one", "not that one", "show me more"]
+    return [script[n] if n < len(script) else "show me more" for n in range(turns)]
+
+
+async def _conversation(client: httpx.AsyncClient, session: str, plan: dict[str, Any], turns: int, deadline: float, latencies: list[float], problems: list[str]) -> int:
+    sent = 0
+    for message in _messages(plan, turns):
+        if time.monotonic() > deadline:
+            break
+        body: dict[str, Any] = {"model": "toolrec", "messages": [{"role": "user", "content": message}], "user": session}
+        if plan["user_id"] is not None:
+            body["toolrec_user_id"] = plan["user_id"]
+        started = time.perf_counter()
+        try:
+            response = await client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            problems.append(f"{session}: {type(exc).__name__}: {exc}")
+            sent += 1
+            continue
+        latencies.append((time.perf_counter() - started) * 1000)
+        sent += 1
+        if response.status_code != 200:
+            problems.append(f"{session}: HTTP {response.status_code}: {response.text[:200]}")
+            continue
+        result = response.json()["toolrec"]
+        if result["session_id"] != session:
+            problems.append(f"{session}: got the turn of session {result['session_id']}")
+        excluded = set(result["constraints"]["exclude_genres"])
+        for item in result["items"]:
+            if excluded & set(item["genres"]):
+                problems.append(f"{session}: {item['title']} has an excluded genre {excluded & set(item['genres'])}")
+    return sent
+
+
+def _check_state(state: dict[str, Any], session: str, plan: dict[str, Any], turns_sent: int) -> list[str]:
+    problems = []
+    if state["session_id"] != session:
+        problems.append(f"{session}: stored under {state['session_id']}")
+    if state["user_id"] != plan["user_id"]:
+        problems.append(f"{session}: user {state['user_id']!r}, expected {plan['user_id']!r}")
+    if plan["title"] is not None and state["liked"] and state["liked"][0] != plan["title_id"]:
+        problems.append(f"{session}: liked {state['liked']}, expected {plan['title_id']}")
+    if turns_sent >= 2 and plan["genre"] and state["constraints"]["exclude_genres"] != [plan["genre"]]:
+        problems.append(f"{session}: excludes {state['constraints']['exclude_genres']}, expected [{plan['genre']}]")
+    if len(state["shown"]) != len(set(state["shown"])):
+        problems.append(f"{session}: an item was shown twice")
+    if len(state["turns"]) != turns_sent:
+        problems.append(f"{session}: {len(state['turns'])} turns stored, {turns_sent} sent")
+    return problems
+
+
+async def _bench(base_url: str, toolbox: Toolbox, sessions: int, turns: int, concurrency: int, max_seconds: float, api_key: str | None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    problems: list[str] = []
+    plans = {f"bench-{n}": _plan(toolbox, n) for n in range(sessions)}
+    gate = asyncio.Semaphore(concurrency)
+    started = time.perf_counter()
+    deadline = time.monotonic() + max_seconds
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=120.0) as client:
+
+        async def one(session: str) -> int:
+            async with gate:
+                return await _conversation(client, session, plans[session], turns, deadline, latencies, problems)
+
+        counts = await asyncio.gather(*(one(s) for s in plans))
+        elapsed = time.perf_counter() - started
+        isolation: list[str] = []
+        for (session, plan), sent in zip(plans.items(), counts, strict=True):
+            if sent == 0:
+                continue
+            response = await client.get(f"/v1/sessions/{session}")
+            if response.status_code != 200:
+                isolation.append(f"{session}: state HTTP {response.status_code}")
+                continue
+            isolation += _check_state(response.json(), session, plan, sent)
+    requests = sum(counts)
+    return {
+        "sessions": sum(1 for c in counts if c),
+        "requests": requests,
+        "errors": len(problems) + len(isolation),
+        "isolation_violations": len(isolation),
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else 0.0,
+        "p99_ms": round(_percentile(latencies, 99), 1),
+        "max_ms": round(max(latencies), 1) if latencies else 0.0,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(requests / elapsed, 2) if elapsed > 0 else 0.0,
+        "concurrency": concurrency,
+        "turns_per_session": turns,
+        "problems": (problems + isolation)[:10],
+    }
+
+
+def run_bench(
+    toolbox: Toolbox,
+    *,
+    sessions: int = 16,
+    turns: int = 4,
+    concurrency: int = 8,
+    max_seconds: float = 60.0,
+    server_concurrency: int = 4,
+    k: int = 5,
+    api_key: str | None = "bench-key",
+) -> dict[str, Any]:
+    """Run the benchmark against an in-process server; returns the JSON-ready report."""
+    sessions, turns = max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
+    config = AgentConfig(k=k, max_rounds=2, probe_bonus=1.0)
+    settings = ServerSettings(
+        api_key=api_key, max_concurrency=server_concurrency, max_queue=sessions * 2,
+        rate_per_minute=60_000.0, rate_burst=sessions * turns + 10, request_timeout_s=max(30.0, max_seconds),
+    )  # fmt: skip
+    app = create_app(settings, scripted_factory(toolbox, config))
+    with running(app) as base_url:
+        report = asyncio.run(_bench(base_url, toolbox, sessions, turns, concurrency, max_seconds, api_key))
+    report = {"dataset": toolbox.dataset.name, "llm": "scripted", "server_concurrency": server_concurrency, **report}
+    return report

@@ -1,0 +1,563 @@
+"""The HTTP face of the recommender (FastAPI): chat front-ends and other programs plug in here.
+
+    app = create_app(ServerSettings(api_key="k"), agent_factory)
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+- `POST /v1/chat/completions`: OpenAI-compatible, streaming (SSE chunks) or not. The session is
+  the `user` field or the `X-Session-Id` header; a new session may be bound to a known dataset
+  user with the `X-Toolrec-User` header or a `toolrec_user_id` body field, otherwise it starts
+  cold (the person names titles they like). The reply's `toolrec` field carries the items.
+- `POST /v1/recommend`: a `RecommendRequest` (plus k) in, a `Recommendation` out.
+- `GET /v1/models`, `GET /healthz`, `GET|DELETE /v1/sessions/{id}`, the OpenAPI schema at
+  `/openapi.json` (and `/docs`), and a small chat page at `/`.
+
+Guards: a bearer key when one is configured (compared in constant time), a request-body limit
+(413) enforced while reading, a message-length limit, a per-client token bucket (429 with
+Retry-After), a bounded number of agent runs at once with a bounded queue (503 beyond it) and a
+time limit per run (504). Agent runs happen in worker threads; errors come back as OpenAI-style
+JSON, `{"error": {"message", "type", "param", "code"}}`, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent.conversation import Conversation, ConversationConfig, ConversationError, ConversationState, SessionConflict, TurnResult, UnknownUser
+from agent.nodes import RecommendError
+from agent.recommend import Agent
+from agent.runtime import AgentFactory
+from agent.state import Recommendation, RecommendRequest
+from tools.constraints import Filters
+
+T = TypeVar("T")
+
+
+class ServerSettings(BaseSettings):
+    """Every field can be set from the environment: TOOLREC_SERVE_API_KEY, TOOLREC_SERVE_PORT ..."""
+
+    model_config = SettingsConfigDict(env_prefix="TOOLREC_SERVE_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: SecretStr | None = Field(None, description="Bearer key required on /v1/*; none: open (loopback use)")
+    model_name: str = "toolrec"
+    sessions_db: Path | None = Field(None, description="SQLite file for conversation sessions; none: in memory")
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_message_chars: int = Field(2000, ge=1)
+    max_messages: int = Field(100, ge=1)
+    rate_per_minute: float = Field(120.0, gt=0, description="Sustained requests per minute per client")
+    rate_burst: int = Field(30, ge=1, description="Requests a client may make at once")
+    max_concurrency: int = Field(4, ge=1, description="Agent runs at once")
+    max_queue: int = Field(64, ge=0, description="Requests waiting for a run slot before 503")
+    request_timeout_s: float = Field(120.0, gt=0)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param, self.headers = status, message, kind, code, param, headers or {}
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind, code, param), status_code=status, headers=headers)
+
+
+# --- guards ----------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413: at once when Content-Length says so,
+    else while the body is read (chunked uploads)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = JSONResponse(error_body(f"the request body is larger than {self.limit} bytes", code="body_too_large"), status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await too_big(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await too_big(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """A token bucket per client: `burst` tokens, refilled at `per_minute` a minute."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate, self.burst = per_minute / 60.0, float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> float:
+        """0 when allowed, else the seconds until a token is free."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[client] = (tokens, now)
+            if len(self._buckets) > 10_000:  # forget idle clients
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 600}
+            return (1.0 - tokens) / self.rate
+
+
+class RunLimiter:
+    """At most `concurrency` agent runs at once, in worker threads; at most `queue` requests
+    waiting for one (503 beyond); `timeout` seconds per run (504). A run that times out keeps its
+    slot until its thread finishes, so the bound holds."""
+
+    def __init__(self, concurrency: int, queue: int, timeout: float) -> None:
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.queue, self.timeout = queue, timeout
+        self.waiting = 0
+        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="toolrec-agent")
+
+    async def acquire(self) -> None:
+        if self.semaphore.locked() and self.waiting >= self.queue:
+            raise APIError(503, "the server is busy; try again shortly", kind="server_error", code="overloaded", headers={"Retry-After": "1"})
+        self.waiting += 1
+        try:
+            await self.semaphore.acquire()
+        finally:
+            self.waiting -= 1
+
+    async def run_acquired(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in a worker thread on a slot already acquired; the slot is released when the
+        thread finishes."""
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self.executor, fn)
+        except BaseException:
+            self.semaphore.release()
+            raise
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.semaphore.release))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError as exc:
+            raise APIError(504, f"the recommendation took longer than {self.timeout:g} s", kind="server_error", code="timeout") from exc
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        await self.acquire()
+        return await self.run_acquired(fn)
+
+
+# --- request and response models ---------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(p.text for p in self.content if p.type == "text" and p.text)
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completion request; sampling fields are accepted and ignored (the agent
+    decides). Only the last user message is a new turn: the session remembers the rest."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = "toolrec"
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = Field(None, max_length=200, description="Session id (or use the X-Session-Id header)")
+    toolrec_user_id: str | None = Field(None, max_length=100, description="Bind a new session to this dataset user")
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    toolrec: TurnResult = Field(description="The turn: items with reasons, constraints, session")
+
+
+class RecommendBody(RecommendRequest):
+    """A RecommendRequest plus how many items; `include_trace` returns the agent's trace."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(10, ge=1, le=100)
+    include_trace: bool = False
+    history: list[str] | None = Field(None, max_length=2000)
+    exclude: list[str] = Field(default_factory=list, max_length=2000)
+    request: str | None = Field(None, max_length=2000)
+    constraints: Filters | None = None
+
+    @model_validator(mode="after")
+    def _no_probes(self) -> RecommendBody:
+        if self.probes:
+            raise ValueError("probes are not accepted over HTTP")
+        return self
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "toolrec"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    dataset: str
+    items: int
+    users: int
+    llm: str
+    sessions: Literal["sqlite-file", "sqlite-memory"]
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+WEB = "web"
+
+
+def _web_file(name: str) -> str:
+    return resources.files("agent").joinpath(WEB, name).read_text(encoding="utf-8")
+
+
+def create_app(settings: ServerSettings | None = None, agent_factory: AgentFactory | None = None, *, conversation: Conversation | None = None) -> FastAPI:
+    """The app over `agent_factory` (called per turn: a test hands each turn a fresh scripted
+    agent; a deployment shares one). `conversation` overrides the session store."""
+    settings = settings or ServerSettings()
+    if conversation is None:
+        if agent_factory is None:
+            raise ValueError("create_app needs an agent_factory or a conversation")
+        conversation = Conversation.open(agent_factory, db=settings.sessions_db, config=ConversationConfig(max_message_chars=settings.max_message_chars))
+    factory = agent_factory or conversation.agent_factory
+    toolbox = conversation.toolbox
+    limiter_box: dict[str, RunLimiter] = {}
+    rate = RateLimiter(settings.rate_per_minute, settings.rate_burst)
+    created = int(time.time())
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter_box["run"] = RunLimiter(settings.max_concurrency, settings.max_queue, settings.request_timeout_s)
+        yield
+        limiter_box["run"].executor.shutdown(wait=False, cancel_futures=True)
+
+    def limiter() -> RunLimiter:
+        if "run" not in limiter_box:  # used without the lifespan (a bare TestClient)
+            limiter_box["run"] = RunLimiter(settings.max_concurrency, settings.max_queue, settings.request_timeout_s)
+        return limiter_box["run"]
+
+    app = FastAPI(
+        title="toolrec",
+        version="0.1.0",
+        description="An agentic, tool-using LLM recommender: OpenAI-compatible chat, a recommend endpoint, sessions.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.state.conversation = conversation
+    app.state.settings = settings
+
+    # --- error handlers ---
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.kind, exc.code, exc.param, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return error_response(400, "the request body is not valid JSON", code="json_invalid")
+        first = problems[0] if problems else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in problems[:5])
+        return error_response(422, message or "invalid request", code="invalid_request", param=param)
+
+    # --- dependencies ---
+
+    def client_of(request: Request, authorization: str | None) -> str:
+        if authorization:
+            return "key:" + authorization[-16:]
+        return "ip:" + (request.client.host if request.client else "unknown")
+
+    async def guard(request: Request, authorization: str | None = Header(None)) -> None:
+        if key is not None:
+            scheme, _, given = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
+                raise APIError(401, "a valid API key is required: Authorization: Bearer <key>", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        wait = rate.take(client_of(request, authorization))
+        if wait > 0:
+            raise APIError(429, f"rate limit reached; retry in {wait:.1f} s", kind="rate_limit_error", code="rate_limited", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+    # --- routes ---
+
+    @app.get("/healthz", response_model=Health, tags=["meta"])
+    def healthz() -> Health:
+        return Health(
+            dataset=toolbox.dataset.name, items=toolbox.num_items, users=len(toolbox.dataset.user_ids),
+            llm=getattr(factory().nodes.llm, "name", "?"), sessions="sqlite-file" if settings.sessions_db else "sqlite-memory",
+        )  # fmt: skip
+
+    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(guard)], tags=["openai"])
+    def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=settings.model_name, created=created)])
+
+    @app.post("/v1/recommend", response_model=Recommendation, dependencies=[Depends(guard)], tags=["recommend"])
+    async def recommend(body: RecommendBody) -> Recommendation:
+        if body.user_id is not None and body.user_id not in toolbox.dataset.user_index:
+            raise APIError(404, f"unknown user {body.user_id!r}", code="unknown_user", param="user_id")
+
+        def run() -> Recommendation:
+            base = factory()
+            agent = base if base.config.k == body.k else Agent(base.nodes.llm, base.nodes.toolbox, base.config.model_copy(update={"k": body.k}))
+            request = RecommendRequest.model_validate(body.model_dump(include=set(RecommendRequest.model_fields)))
+            return agent.recommend(request)
+
+        try:
+            result = await limiter().run(run)
+        except RecommendError as exc:
+            raise APIError(422, str(exc), code="cannot_recommend") from exc
+        return result if body.include_trace else result.model_copy(update={"trace": []})
+
+    @app.get("/v1/sessions/{session_id}", response_model=ConversationState, dependencies=[Depends(guard)], tags=["sessions"])
+    def get_session(session_id: str) -> ConversationState:
+        state = conversation.state(session_id)
+        if state is None:
+            raise APIError(404, f"no session {session_id!r}", code="unknown_session")
+        return state
+
+    @app.delete("/v1/sessions/{session_id}", status_code=204, dependencies=[Depends(guard)], tags=["sessions"])
+    def delete_session(session_id: str) -> Response:
+        conversation.reset(session_id)
+        return Response(status_code=204)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, dependencies=[Depends(guard)], tags=["openai"],
+              responses={200: {"content": {"text/event-stream": {}}, "description": "A ChatCompletion, or SSE chunks when stream is true"}})
+    async def chat_completions(
+        body: ChatCompletionRequest,
+        x_session_id: str | None = Header(None, max_length=200),
+        x_toolrec_user: str | None = Header(None, max_length=100),
+    ) -> Any:
+        if len(body.messages) > settings.max_messages:
+            raise APIError(413, f"too many messages ({len(body.messages)}; at most {settings.max_messages})", code="too_many_messages", param="messages")
+        users = [m for m in body.messages if m.role == "user"]
+        if not users:
+            raise APIError(400, "no user message: the last message must come from the user", code="no_user_message", param="messages")
+        message = users[-1].text().strip()
+        if not message:
+            raise APIError(400, "the user message is empty: say what you would like, or name a few titles you like", code="empty_message", param="messages")
+        if len(message) > settings.max_message_chars:
+            raise APIError(413, f"the user message is too long ({len(message)} characters; at most {settings.max_message_chars})", code="message_too_long", param="messages")
+        user_id = x_toolrec_user or body.toolrec_user_id
+        session_id = x_session_id or body.user
+        ephemeral = session_id is None
+        if session_id is None:
+            session_id = f"anon-{uuid.uuid4().hex}"
+        if user_id is not None and user_id not in toolbox.dataset.user_index:
+            raise APIError(404, f"unknown user {user_id!r}", code="unknown_user", param="toolrec_user_id")
+        current = conversation.state(session_id)
+        if user_id is not None and current is not None and current.user_id != user_id and (current.user_id is not None or current.turns):
+            raise APIError(409, f"session {session_id!r} belongs to another user; start another session", code="session_conflict")
+        earlier = [m.text() for m in users[:-1]] if ephemeral else []
+
+        def run() -> TurnResult:
+            try:
+                if earlier:  # no session: what the earlier messages asked for still counts
+                    conversation.prime(session_id, earlier, user_id=user_id)
+                return conversation.turn(session_id, message, user_id=user_id)
+            finally:
+                if ephemeral:
+                    conversation.reset(session_id)
+
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        headers = {"X-Session-Id": session_id}
+        if not body.stream:
+            result = await _turn(limiter(), run)
+            return JSONResponse(_completion(completion_id, settings.model_name, message, result).model_dump(mode="json"), headers=headers)
+
+        run_limiter = limiter()
+        await run_limiter.acquire()  # 503 before the stream starts, not inside it
+
+        async def events() -> AsyncIterator[str]:
+            yield _sse(_chunk(completion_id, settings.model_name, {"role": "assistant", "content": ""}))
+            try:
+                result = await _turn(run_limiter, run, acquired=True)
+            except APIError as exc:
+                yield _sse(error_body(exc.message, exc.kind, exc.code, exc.param))
+                yield "data: [DONE]\n\n"
+                return
+            for line in _pieces(result.reply):
+                yield _sse(_chunk(completion_id, settings.model_name, {"content": line}))
+            final = _chunk(completion_id, settings.model_name, {}, finish="stop")
+            final["toolrec"] = result.model_dump(mode="json")
+            yield _sse(final)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(_web_file("index.html"))
+
+    @app.get("/app.js", include_in_schema=False)
+    def app_js() -> Response:
+        return Response(_web_file("app.js"), media_type="text/javascript")
+
+    return app
+
+
+async def _turn(limiter: RunLimiter, run: Callable[[], TurnResult], acquired: bool = False) -> TurnResult:
+    try:
+        return await (limiter.run_acquired(run) if acquired else limiter.run(run))
+    except UnknownUser as exc:
+        raise APIError(404, str(exc), code="unknown_user") from exc
+    except SessionConflict as exc:
+        raise APIError(409, str(exc), code="session_conflict") from exc
+    except ConversationError as exc:
+        raise APIError(400, str(exc), code="invalid_message") from exc
+    except ValidationError as exc:
+        raise APIError(422, str(exc), code="invalid_request") from exc
+
+
+def _completion(completion_id: str, model: str, message: str, result: TurnResult) -> ChatCompletion:
+    prompt, completion = len(message.split()), len(result.reply.split())
+    return ChatCompletion(
+        id=completion_id, created=int(time.time()), model=model,
+        choices=[ChatChoice(message=ChatCompletionMessage(content=result.reply))],
+        usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        toolrec=result,
+    )  # fmt: skip
+
+
+def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }  # fmt: skip
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _pieces(text: str) -> list[str]:
+    lines = text.split("\n")
+    return [line + ("\n" if n < len(lines) - 1 else "") for n, line in enumerate(lines)]
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", startup_timeout: float = 30.0) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a background thread; yields the base
+    URL and stops the server on exit (tests, benchmarks)."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="toolrec-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

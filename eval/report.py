@@ -1,0 +1,381 @@
+"""`toolrec eval report RUN_DIR`: the paper-style table and its evidence, in the run folder.
+
+    report.md          methods x metrics (means), 95% bootstrap intervals, a paired test of
+                       each method against the backbone on per-user NDCG@10 (paired bootstrap
+                       and Wilcoxon signed-rank), cost, the agents' diagnostics, the config
+                       and the versions
+    report.json        the same figures, machine-readable
+    metrics.png        Recall/NDCG @10 and @20 per method with their intervals
+    cost_quality.png   NDCG@10 (with interval) against seconds per user
+
+Intervals resample users with replacement (percentile bootstrap, seeded); a user whose output
+was invalid counts with zero on every metric, as in results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from eval.metrics import MISSING, per_user  # noqa: E402
+from eval.runner import CONFIG, RESULTS, VERSIONS  # noqa: E402
+from eval.store import USERS_FILE, UserResult  # noqa: E402
+from tools.io import write_json, write_text  # noqa: E402
+
+REPORT_MD, REPORT_JSON, METRICS_PNG, COST_PNG = "report.md", "report.json", "metrics.png", "cost_quality.png"
+PAIRED_METRIC = "ndcg@10"
+
+
+def _records(run_dir: Path) -> list[UserResult]:
+    out = []
+    path = run_dir / USERS_FILE
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(UserResult.model_validate_json(line))
+            except ValueError:
+                continue  # a torn last line
+    return out
+
+
+def table_metrics(ks: Sequence[int]) -> list[str]:
+    """Recall/HR, NDCG and MRR at each k; at k = 1 the three coincide, so HR@1 stands for all."""
+    names = []
+    for k in ks:
+        names += [f"recall@{k}"] if k == 1 else [f"recall@{k}", f"ndcg@{k}", f"mrr@{k}"]
+    return names
+
+
+def bootstrap_ci(values: np.ndarray, resamples: np.ndarray) -> tuple[float, float]:
+    if len(values) == 0:
+        return (math.nan, math.nan)
+    means = values[resamples].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired_test(method: np.ndarray, base: np.ndarray, rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+    """Mean difference, its paired-bootstrap 95% interval and two-sided p-value, and the
+    Wilcoxon signed-rank p-value (1.0 when every difference is zero)."""
+    diff = method - base
+    n = len(diff)
+    if n == 0:
+        return {}
+    means = diff[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    p_boot = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
+    nonzero = diff[diff != 0]
+    p_wilcoxon = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) else 1.0
+    return {
+        "users": int(n),
+        "delta": float(diff.mean()),
+        "delta_ci": [float(lo), float(hi)],
+        "p_bootstrap": p_boot,
+        "p_wilcoxon": p_wilcoxon,
+        "better": int((diff > 0).sum()),
+        "worse": int((diff < 0).sum()),
+        "tied": int((diff == 0).sum()),
+    }
+
+
+def _diagnostics(records: Sequence[UserResult]) -> dict[str, Any] | None:
+    with_llm = [r for r in records if r.llm_calls or r.diagnostics]
+    if not with_llm:
+        return None
+    n = len(records)
+    out: dict[str, Any] = {
+        "fallback_share": sum(r.fallback for r in records) / n,
+        "backfilled_per_user": sum(r.backfilled for r in records) / n,
+        "cached_share": sum(r.cached_calls for r in records) / max(sum(r.llm_calls for r in records), 1),
+    }
+    diags = [r.diagnostics for r in records if r.diagnostics]
+    if diags and "tools" in diags[0]:
+        tool_calls = sum(len(d.get("tools", [])) for d in diags)
+        plans = sum(d.get("plans", 0) for d in diags)
+        names: dict[str, int] = {}
+        for d in diags:
+            for name in d.get("tools", []):
+                names[name] = names.get(name, 0) + 1
+        out.update({
+            "tool_calls_per_user": tool_calls / n,
+            "tool_error_share": sum(d.get("tool_errors", 0) for d in diags) / max(tool_calls, 1),
+            "plan_valid_first_share": sum(d.get("plans_valid_first", 0) for d in diags) / max(plans, 1),
+            "new_in_top10_per_user": sum(d.get("new_in_top10", 0) for d in diags) / n,
+            "tools": names,
+        })  # fmt: skip
+    if diags and "picked" in diags[0]:
+        out.update({
+            "picked_per_user": sum(d.get("picked", 0) for d in diags) / n,
+            "identity_share": sum(bool(d.get("identity")) for d in diags) / n,
+        })  # fmt: skip
+    return out
+
+
+def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
+    users: list[str] = results["user_ids"]
+    ks: list[int] = results["ks"]
+    names = table_metrics(ks)
+    records = _records(run_dir)
+    rng = np.random.default_rng(seed)
+    per_method: dict[str, dict[str, Any]] = {}
+    per_user_values: dict[str, dict[str, np.ndarray]] = {}
+    order: dict[str, list[str]] = {}
+    for name, summary in results["methods"].items():
+        fp = summary["fingerprint"]
+        mine: dict[str, UserResult] = {}
+        for r in records:
+            if r.method == name and r.fp == fp and r.user not in mine:
+                mine[r.user] = r
+        present = [u for u in users if u in mine]
+        if not present:
+            continue
+        ranks = np.array([mine[u].rank if mine[u].rank is not None else MISSING for u in present], dtype=np.int64)
+        values = per_user(ranks, ks)
+        resamples = rng.integers(0, len(present), size=(n_boot, len(present)))
+        per_method[name] = {
+            "label": summary["label"],
+            "kind": summary["kind"],
+            "scored": len(present),
+            "users": len(users),
+            "invalid": summary["invalid"],
+            "errors": summary["errors"],
+            "complete": summary["complete"],
+            "means": {m: float(values[m].mean()) for m in names},
+            "ci": {m: bootstrap_ci(values[m], resamples) for m in names},
+            "cost": summary["cost"],
+            "diagnostics": _diagnostics([mine[u] for u in present]),
+        }
+        per_user_values[name] = values
+        order[name] = present
+    backbone = results.get("backbone")
+    if backbone in per_method:
+        base_index = {u: i for i, u in enumerate(order[backbone])}
+        for name in per_method:
+            if name == backbone:
+                continue
+            shared = [u for u in order[name] if u in base_index]
+            mine_idx = {u: i for i, u in enumerate(order[name])}
+            a = per_user_values[name][PAIRED_METRIC][[mine_idx[u] for u in shared]]
+            b = per_user_values[backbone][PAIRED_METRIC][[base_index[u] for u in shared]]
+            per_method[name]["paired"] = paired_test(a, b, rng, n_boot)
+    return {
+        "run": str(run_dir),
+        "name": results["name"],
+        "dataset": results["dataset"],
+        "split": results["split"],
+        "seed": results["seed"],
+        "users": len(users),
+        "llm": results["llm"],
+        "backbone": backbone,
+        "complete": results["complete"],
+        "wall_seconds": results["wall_seconds"],
+        "metrics": names,
+        "paired_metric": PAIRED_METRIC,
+        "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "95% percentile"},
+        "methods": per_method,
+    }
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _label(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    return {"recall": "HR@1" if k == "1" else "Recall", "ndcg": "NDCG", "mrr": "MRR"}[name] + ("" if k == "1" else f"@{k}")
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str, Any]) -> str:
+    methods = report["methods"]
+    names = report["metrics"]
+    wall = report["wall_seconds"]
+    lines = [
+        f"# Evaluation: {report['name']}",
+        "",
+        f"{report['dataset']}, {report['split']} split (leave-one-out), full ranking over the catalogue; "
+        f"{report['users']} test users (seed {report['seed']}); LLM: `{versions.get('llm') or report['llm']}`. "
+        f"Wall time {wall / 60:.1f} min on {versions.get('cpus', '?')} CPUs. "
+        + ("" if report["complete"] else "**The run is not complete: some methods have users pending.** ")
+        + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped.",
+        "",
+        "## Results",
+        "",
+        "Means over users; 95% bootstrap intervals in the next table.",
+        "",
+        "| Method | Users | Invalid | " + " | ".join(_label(m) for m in names) + " |",
+        "|---|---:|---:|" + "---:|" * len(names),
+    ]
+    best = {m: max(v["means"][m] for v in methods.values()) for m in names}
+    for name, v in methods.items():
+        cells = [f"**{v['means'][m]:.4f}**" if v["means"][m] == best[m] and best[m] > 0 else f"{v['means'][m]:.4f}" for m in names]
+        users = f"{v['scored']}" + ("" if v["complete"] else f" of {v['users']}")
+        lines.append(f"| {v['label']} | {users} | {v['invalid']} | " + " | ".join(cells) + " |")
+    lines += ["", "### 95% bootstrap intervals", "", "| Method | " + " | ".join(_label(m) for m in names) + " |", "|---|" + "---:|" * len(names)]
+    for v in methods.values():
+        lines.append(f"| {v['label']} | " + " | ".join(f"{v['ci'][m][0]:.3f}-{v['ci'][m][1]:.3f}" for m in names) + " |")
+
+    backbone = report["backbone"]
+    paired = {n: v for n, v in methods.items() if v.get("paired")}
+    if paired:
+        base = methods[backbone]
+        lines += [
+            "",
+            f"## Paired test against {base['label']} (per-user {report['paired_metric'].upper()})",
+            "",
+            f"Δ is the method's mean minus {base['label']}'s ({base['means'][report['paired_metric']]:.4f}) on the same users; "
+            "better / worse / tied count users.",
+            "",
+            "| Method | Δ NDCG@10 | 95% CI of Δ | p (paired bootstrap) | p (Wilcoxon) | better / worse / tied |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for v in paired.values():
+            t = v["paired"]
+            lines.append(
+                f"| {v['label']} | {t['delta']:+.4f} | {t['delta_ci'][0]:+.4f} to {t['delta_ci'][1]:+.4f} | "
+                f"{_p(t['p_bootstrap'])} | {_p(t['p_wilcoxon'])} | {t['better']} / {t['worse']} / {t['tied']} |"
+            )
+
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "Latency is per user (cached LLM replies counted at the latency they had when first made).",
+        "",
+        "| Method | LLM calls | calls / user | tokens / user | latency p50 | latency p95 | LLM call p50 | LLM call p95 | fallbacks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in methods.values():
+        c = v["cost"]
+        d = v["diagnostics"] or {}
+        fallbacks = f"{d['fallback_share']:.0%}" if d else "-"
+        lines.append(
+            f"| {v['label']} | {c['llm_calls']} | {c['llm_calls_per_user']:.2f} | {c['tokens_per_user']:.0f} | "
+            f"{_seconds(c['latency_p50'])} | {_seconds(c['latency_p95'])} | {_seconds(c['llm_call_p50'])} | {_seconds(c['llm_call_p95'])} | {fallbacks} |"
+        )
+
+    agents = {n: v for n, v in methods.items() if v["diagnostics"] and "tool_calls_per_user" in v["diagnostics"]}
+    if agents:
+        lines += [
+            "",
+            "## What the agents did",
+            "",
+            "Tool calls the LLM chose per user, the share of them that failed (bad arguments), the share of plan "
+            "steps valid at the first try, users where a fallback was taken (unusable reply, repeated call), and how "
+            "many items of the top-10 are not in the backbone's own top-10.",
+            "",
+            "| Method | tool calls / user | tool errors | plans valid first try | fallbacks | new items in top-10 | tools used |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for v in agents.values():
+            d = v["diagnostics"]
+            used = ", ".join(f"{k} {n}" for k, n in sorted(d["tools"].items(), key=lambda kv: -kv[1])) or "-"
+            lines.append(
+                f"| {v['label']} | {d['tool_calls_per_user']:.2f} | {d['tool_error_share']:.0%} | {d['plan_valid_first_share']:.0%} | "
+                f"{d['fallback_share']:.0%} | {d['new_in_top10_per_user']:.2f} | {used} |"
+            )
+    rerankers = {n: v for n, v in methods.items() if v["diagnostics"] and "picked_per_user" in v["diagnostics"]}
+    if rerankers:
+        lines += ["", "## What the LLM reranker did", "", "| Method | candidates ordered by the LLM / user | order unchanged | fallbacks |", "|---|---:|---:|---:|"]
+        for v in rerankers.values():
+            d = v["diagnostics"]
+            lines.append(f"| {v['label']} | {d['picked_per_user']:.1f} | {d['identity_share']:.0%} | {d['fallback_share']:.0%} |")
+
+    lines += [
+        "",
+        "## Plots",
+        "",
+        f"![metrics]({METRICS_PNG})",
+        "",
+        f"![cost vs quality]({COST_PNG})",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+        "## Versions",
+        "",
+        "```json",
+        json.dumps(versions, indent=2),
+        "```",
+        "",
+        f"Report generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; bootstrap: {report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_metrics(report: dict[str, Any], path: Path) -> None:
+    methods = list(report["methods"].values())
+    wanted = [m for m in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if m in report["metrics"]] or report["metrics"][:4]
+    fig, axes = plt.subplots(1, len(wanted), figsize=(4.2 * len(wanted), 0.45 * len(methods) + 1.8), sharey=True, squeeze=False)
+    labels = [v["label"] for v in methods]
+    y = np.arange(len(methods))
+    for ax, metric in zip(axes[0], wanted, strict=False):
+        means = np.array([v["means"][metric] for v in methods])
+        lo = np.array([v["ci"][metric][0] for v in methods])
+        hi = np.array([v["ci"][metric][1] for v in methods])
+        colors = ["tab:gray" if v["kind"] in ("popularity", "backbone") else "tab:blue" for v in methods]
+        ax.barh(y, means, xerr=[means - lo, hi - means], color=colors, capsize=3)
+        ax.set_title(_label(metric))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, labels)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(f"{report['name']}: {report['users']} users, 95% bootstrap intervals")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost(report: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for v in report["methods"].values():
+        seconds = max(v["cost"]["seconds_per_user"] or 1e-4, 1e-4)
+        mean = v["means"].get("ndcg@10", 0.0)
+        lo, hi = v["ci"].get("ndcg@10", (mean, mean))
+        color = "tab:gray" if v["kind"] in ("popularity", "backbone") else "tab:blue"
+        ax.errorbar(seconds, mean, yerr=[[mean - lo], [hi - mean]], fmt="o", color=color, capsize=3)
+        ax.annotate(f"{v['label']} ({v['cost']['llm_calls_per_user']:.1f} calls)", (seconds, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per user (log)")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"{report['name']}: quality vs cost")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Write report.md, report.json and the two PNGs into `run_dir`; returns report.json's data."""
+    report = compute(run_dir, n_boot=n_boot, seed=seed)
+    config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8")) if (run_dir / CONFIG).exists() else {}
+    found = json.loads((run_dir / VERSIONS).read_text(encoding="utf-8")) if (run_dir / VERSIONS).exists() else {}
+    write_json(run_dir / REPORT_JSON, report)
+    write_text(run_dir / REPORT_MD, markdown(report, config, found))
+    if report["methods"]:
+        plot_metrics(report, run_dir / METRICS_PNG)
+        plot_cost(report, run_dir / COST_PNG)
+    return report
