@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections import OrderedDict
 import statistics
 import threading
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from tools.schemas import Provenance, UnknownValue
 from tools.toolbox import Toolbox, natural_title, normalize
 
 MAX_MESSAGE_CHARS = 4000
+KEPT_TURNS = 100  # the turn log kept per session (constraints, shown and rejected are kept whole)
+KEPT_RECOMMENDATIONS = 256  # sessions whose last full Recommendation is kept in memory
 TITLE_MATCH = 85.0  # lookup similarity (0-100) from which a named title counts as found
 
 # --- records ---------------------------------------------------------------------------------
@@ -156,7 +159,8 @@ class ConversationState(BaseModel):
     shown: list[str] = Field(default_factory=list, description="Every item shown so far, in order")
     last: list[ShownItem] = Field(default_factory=list, description="The list shown last: what positions refer to")
     focus: str | None = Field(None, description='The item last talked about ("that one")')
-    turns: list[Turn] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list, description=f"The last {KEPT_TURNS} turns")
+    turn_count: int = 0
 
 
 class TurnResult(BaseModel):
@@ -236,13 +240,15 @@ STOPWORDS = set(
     want wanted would like likes liked love loved show give recommend recommendation recommendations suggest
     watch watching see seen movie movies film films one ones item items title titles pick picks list
     can could should will just really very also maybe now again instead other another kind sort type good great
-    what which who how why get got let lets need maybe today tonight""".split()
+    what which who how why get got let lets need maybe today tonight next evening night weekend mood feel
+    feeling ideas idea options suggestions choose fine sure cool nice thing things stuff bit little lot""".split()
 )
 _CLAUSE = re.compile(r"[,.;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_ORDINAL = r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|7th|8th|9th|10th|last|top)"
+_NOUN = r"(?:one|movie|film|item|pick|title|book|place|suggestion)"
 _POSITION = re.compile(
-    r"(?:\bthe\s+)?\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|7th|8th|9th|10th|last|top)\b"
-    r"(?:\s+(?:one|movie|film|item|pick|title|book|place|suggestion))?"
+    rf"\bthe\s+{_ORDINAL}\b(?:\s+{_NOUN}\b)?|\b{_ORDINAL}\s+{_NOUN}\b"
     r"|#\s*(\d{1,2})\b|\bnumber\s+(\d{1,2})\b|\bno\.\s*(\d{1,2})\b|\bitem\s+(\d{1,2})\b"
 )
 _THAT_ONE = re.compile(r"\b(?:that|this|the)\s+(?:one|movie|film|title|book|place)\b|\bit\b")
@@ -325,7 +331,11 @@ class RuleReader:
         hits = self.toolbox.fuzzy_titles(text, limit=1, cutoff=self.title_match * 0.7)
         if not hits or hits[0][1] < self.title_match:
             return None
-        return self.toolbox.dataset.item(int(hits[0][0])).id
+        item = self.toolbox.dataset.item(int(hits[0][0]))
+        # a word that merely occurs in a long title ("name" in "In the Name of the Father") is no title
+        if hits[0][1] < 100 and len(normalize(text)) < 0.4 * len(normalize(natural_title(item.title))):
+            return None
+        return item.id
 
     def titles(self, tail: str) -> tuple[list[str], list[str]]:
         """Titles in a list like "Toy Story, Heat and Alien": (item ids found, the pieces that
@@ -417,7 +427,7 @@ class RuleReader:
             setattr(intent, field, list(dict.fromkeys(getattr(intent, field))))
 
         content = [w for w in content if w not in STOPWORDS and normalize(w) not in NEGATIONS and normalize(w) not in ALLOWS and not w.isdigit()]
-        if len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 4 and intent.empty()):
+        if len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 5 and intent.empty()):
             intent.query = " ".join(content)[:200]
         return intent
 
@@ -475,7 +485,8 @@ class RuleReader:
             for part in re.split(r"\band\b|\bthen\b|\balso\b", clause):
                 positions = []
                 for match in _POSITION.finditer(part):
-                    word, *numbers = match.groups()
+                    first, second, *numbers = match.groups()
+                    word = first or second
                     number = next((int(n) for n in numbers if n), None)
                     positions.append(ORDINALS[word] if word else number)
                 if _REJECT_WORDS.search(part):
@@ -584,7 +595,7 @@ class Conversation:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._agents: dict[str, Agent] = {}
-        self._recommendations: dict[str, Recommendation | None] = {}
+        self._recommendations: OrderedDict[str, Recommendation | None] = OrderedDict()
         self._connection: sqlite3.Connection | None = None
 
     @classmethod
@@ -668,7 +679,16 @@ class Conversation:
 
     def _lock(self, session_id: str) -> threading.Lock:
         with self._locks_guard:
+            if len(self._locks) > 10_000:  # forget the locks nobody holds
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             return self._locks.setdefault(session_id, threading.Lock())
+
+    def _keep(self, session_id: str, recommendation: Recommendation | None) -> None:
+        with self._locks_guard:
+            self._recommendations[session_id] = recommendation
+            self._recommendations.move_to_end(session_id)
+            while len(self._recommendations) > KEPT_RECOMMENDATIONS:
+                self._recommendations.popitem(last=False)
 
     def _build(self) -> CompiledStateGraph:
         graph = StateGraph(_TurnState)
@@ -702,7 +722,7 @@ class Conversation:
         notes = list(state.get("notes", []))
         turn = Turn(message=state["message"], intent=intent, parsed_by=state.get("parsed_by", "rules"), notes=notes)
         agent = self._agents.get(session_id) or self.agent_factory()
-        self._recommendations[session_id] = None
+        self._keep(session_id, None)
         if session.user_id is None and not session.liked:
             turn.reply = "Tell me a few titles you like (for example: I like Toy Story, Heat and Alien) and I will recommend at once."
             if intent.liked_titles or intent.similar_titles or intent.query:
@@ -719,7 +739,7 @@ class Conversation:
                 turn.error = str(exc)
                 turn.reply = f"Nothing matches that ({exc}). I kept your earlier preferences: {session.constraints.describe(self.title) or 'none'}."
             else:
-                self._recommendations[session_id] = recommendation
+                self._keep(session_id, recommendation)
                 turn.items = [self.shown(item) for item in recommendation.items]
                 turn.tools = [self._call_text(e.tool or "", e.arguments or {}) for e in recommendation.trace if e.kind == "tool" and e.tool not in ("user_profile", "rank")]
                 turn.reply = self.format(session, turn)
@@ -727,10 +747,11 @@ class Conversation:
                 session.last = turn.items
                 if not turn.items:
                     turn.error = "no items left to show"
-        session.turns.append(turn)
+        session.turns = [*session.turns, turn][-KEPT_TURNS:]
+        session.turn_count += 1
         result = TurnResult(
             session_id=session_id, reply=turn.reply, items=turn.items, constraints=session.constraints,
-            notes=notes, parsed_by=turn.parsed_by, error=turn.error, turn=len(session.turns),
+            notes=notes, parsed_by=turn.parsed_by, error=turn.error, turn=session.turn_count,
         )  # fmt: skip
         return {"session": session.model_dump(mode="json"), "result": result.model_dump(mode="json")}
 

@@ -50,7 +50,7 @@ class RecommendInput(BaseModel):
     user_id: str | None = Field(None, description="A known user's id")
     history: list[str] | None = Field(None, max_length=2000, description="Instead of user_id: items the person liked, ids or titles, oldest first")
     request: str | None = Field(None, max_length=2000, description='What the person asks for, in words ("something funny from the 80s")')
-    k: int = Field(10, ge=1, le=100, description="How many items")
+    k: int | None = Field(None, ge=1, le=100, description="How many items (default: the server's)")
     exclude: list[str] = Field(default_factory=list, max_length=2000, description="Item ids never to recommend")
     genres: list[str] | None = Field(None, description="Only items with at least one of these genres")
     exclude_genres: list[str] | None = Field(None, description="No items with any of these genres")
@@ -91,7 +91,7 @@ def recommend_tool(agent_factory: AgentFactory) -> Tool:
         except ValueError as exc:
             raise _error(json.dumps({"error": {"code": "invalid_arguments", "message": str(exc)}})) from exc
         base = agent_factory()
-        agent = base if base.config.k == args.k else Agent(base.nodes.llm, base.nodes.toolbox, base.config.model_copy(update={"k": args.k}))
+        agent = base if args.k is None or base.config.k == args.k else Agent(base.nodes.llm, base.nodes.toolbox, base.config.model_copy(update={"k": args.k}))
         constraints = Filters(genres=args.genres, exclude_genres=args.exclude_genres, year_from=args.year_from, year_to=args.year_to)
         request = RecommendRequest(
             user_id=args.user_id, history=args.history, request=args.request, exclude=args.exclude,

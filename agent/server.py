@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import threading
 import time
@@ -48,6 +49,7 @@ from agent.state import Recommendation, RecommendRequest
 from tools.constraints import Filters
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ServerSettings(BaseSettings):
@@ -319,6 +321,7 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
     rate = RateLimiter(settings.rate_per_minute, settings.rate_burst)
     created = int(time.time())
     key = settings.api_key.get_secret_value() if settings.api_key else None
+    llm_name = getattr(factory().nodes.llm, "name", "?")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -346,6 +349,11 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.kind, exc.code, exc.param, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error: %s", exc)
+        return error_response(500, "internal error; the server keeps serving", kind="server_error", code="internal_error")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -379,7 +387,7 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
     def healthz() -> Health:
         return Health(
             dataset=toolbox.dataset.name, items=toolbox.num_items, users=len(toolbox.dataset.user_ids),
-            llm=getattr(factory().nodes.llm, "name", "?"), sessions="sqlite-file" if settings.sessions_db else "sqlite-memory",
+            llm=llm_name, sessions="sqlite-file" if settings.sessions_db else "sqlite-memory",
         )  # fmt: skip
 
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(guard)], tags=["openai"])
@@ -468,6 +476,11 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
                 result = await _turn(run_limiter, run, acquired=True)
             except APIError as exc:
                 yield _sse(error_body(exc.message, exc.kind, exc.code, exc.param))
+                yield "data: [DONE]\n\n"
+                return
+            except Exception as exc:  # the stream has begun: report in-band
+                log.exception("unexpected error in a stream: %s", exc)
+                yield _sse(error_body("internal error; the server keeps serving", "server_error", "internal_error"))
                 yield "data: [DONE]\n\n"
                 return
             for line in _pieces(result.reply):

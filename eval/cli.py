@@ -17,9 +17,11 @@ from rich.table import Table
 
 from eval.backbone import evaluate_backbone
 from eval.commands import eval_app
+from eval.conversation_sim import chat_sim_command
 from eval.metrics import KS
 from agent.bench import bench_agent
 from agent.cli import models_app, recommend_command
+from agent.commands import bench_serve_command, chat_command, mcp_command, serve_command
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.fetch import load_sequences
 from tools.data.schema import DataError
@@ -40,9 +42,12 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("agent")(bench_agent)
 app.add_typer(index_app, name="index")
 app.command("tool")(tool_command)
-bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 bench_app.command("tools")(bench_tools_command)
-app.add_typer(bench_app, name="bench")
+app.command("chat")(chat_command)
+app.command("serve")(serve_command)
+app.command("mcp")(mcp_command)
+bench_app.command("serve")(bench_serve_command)
+eval_app.command("chat-sim")(chat_sim_command)
 
 VALID_KS = (10,)
 

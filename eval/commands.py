@@ -20,7 +20,7 @@ from rich.table import Table
 from agent.llm.base import LLMError
 from eval.config import load_config
 from eval.report import REPORT_MD, write_report
-from eval.runner import RESULTS, run_eval
+from eval.runner import RESULTS, RunLocked, run_eval
 from tools.data.schema import DataError
 from tools.settings import PathSettings
 
@@ -71,7 +71,7 @@ def run_command(
             config, run_dir, concurrency=concurrency, only=method, restart=restart, retry_errors=retry_errors,
             progress=progress, console=console, config_text=(config_path.suffix, config_path.read_text(encoding="utf-8")),
         )  # fmt: skip
-    except (DataError, FileNotFoundError, ValueError, LLMError) as err:
+    except (DataError, FileNotFoundError, ValueError, LLMError, RunLocked) as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err
     console.print(_table(results))

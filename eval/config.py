@@ -139,6 +139,10 @@ class EvalConfig(BaseModel):
     users: int | None = Field(200, ge=1, description="Sampled test users (None: all users)")
     user_ids: list[str] | None = Field(None, description="Explicit users instead of a sample")
     ks: list[int] = Field(default_factory=lambda: list(KS))
+    wave: int | None = Field(
+        None, ge=1,
+        description="Users per wave: every method finishes a wave before the next wave starts, so a run stopped early still has all its methods on the same users (None: one wave)",
+    )
     llm: str = Field("local", description='"local" (embedded) or "openai:MODEL"')
     llm_timeout_s: float = Field(
         300.0, gt=0,

@@ -132,16 +132,24 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     per_method: dict[str, dict[str, Any]] = {}
     per_user_values: dict[str, dict[str, np.ndarray]] = {}
     order: dict[str, list[str]] = {}
+    mine: dict[str, dict[str, UserResult]] = {}
     for name, summary in results["methods"].items():
-        fp = summary["fingerprint"]
-        mine: dict[str, UserResult] = {}
+        found: dict[str, UserResult] = {}
         for r in records:
-            if r.method == name and r.fp == fp and r.user not in mine:
-                mine[r.user] = r
-        present = [u for u in users if u in mine]
+            if r.method == name and r.fp == summary["fingerprint"] and r.user not in found:
+                found[r.user] = r
+        if found:
+            mine[name] = found
+    # An unfinished run is reported on the users every started method has finished, so that
+    # all rows of the table stand on the same users.
+    common = [u for u in users if mine and all(u in found for found in mine.values())]
+    for name, found in mine.items():
+        summary = results["methods"][name]
+        present = common if not results["complete"] else [u for u in users if u in found]
         if not present:
             continue
-        ranks = np.array([mine[u].rank if mine[u].rank is not None else MISSING for u in present], dtype=np.int64)
+        chosen = [found[u] for u in present]
+        ranks = np.array([r.rank if r.rank is not None else MISSING for r in chosen], dtype=np.int64)
         values = per_user(ranks, ks)
         resamples = rng.integers(0, len(present), size=(n_boot, len(present)))
         per_method[name] = {
@@ -149,13 +157,13 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
             "kind": summary["kind"],
             "scored": len(present),
             "users": len(users),
-            "invalid": summary["invalid"],
-            "errors": summary["errors"],
+            "invalid": sum(1 for r in chosen if not r.valid),
+            "errors": sum(1 for r in chosen if not r.valid and r.error and not r.error.startswith("invalid list")),
             "complete": summary["complete"],
             "means": {m: float(values[m].mean()) for m in names},
             "ci": {m: bootstrap_ci(values[m], resamples) for m in names},
             "cost": summary["cost"],
-            "diagnostics": _diagnostics([mine[u] for u in present]),
+            "diagnostics": _diagnostics(chosen),
         }
         per_user_values[name] = values
         order[name] = present
@@ -177,6 +185,8 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         "split": results["split"],
         "seed": results["seed"],
         "users": len(users),
+        "reported_users": len(common) if not results["complete"] else len(users),
+        "not_started": [n for n in results["methods"] if n not in mine],
         "llm": results["llm"],
         "backbone": backbone,
         "complete": results["complete"],
@@ -216,7 +226,13 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         f"{report['dataset']}, {report['split']} split (leave-one-out), full ranking over the catalogue; "
         f"{report['users']} test users (seed {report['seed']}); LLM: `{versions.get('llm') or report['llm']}`. "
         f"Wall time {wall / 60:.1f} min on {versions.get('cpus', '?')} CPUs. "
-        + ("" if report["complete"] else "**The run is not complete: some methods have users pending.** ")
+        + (
+            ""
+            if report["complete"]
+            else f"**The run is not complete: the tables cover the {report['reported_users']} users that every started method has finished"
+            + (f"; not started: {', '.join(report['not_started'])}" if report["not_started"] else "")
+            + " (cost figures: all users done so far).** "
+        )
         + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped.",
         "",
         "## Results",
@@ -229,7 +245,7 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
     best = {m: max(v["means"][m] for v in methods.values()) for m in names}
     for name, v in methods.items():
         cells = [f"**{v['means'][m]:.4f}**" if v["means"][m] == best[m] and best[m] > 0 else f"{v['means'][m]:.4f}" for m in names]
-        users = f"{v['scored']}" + ("" if v["complete"] else f" of {v['users']}")
+        users = f"{v['scored']}"
         lines.append(f"| {v['label']} | {users} | {v['invalid']} | " + " | ".join(cells) + " |")
     lines += ["", "### 95% bootstrap intervals", "", "| Method | " + " | ".join(_label(m) for m in names) + " |", "|---|" + "---:|" * len(names)]
     for v in methods.values():

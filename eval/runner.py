@@ -15,6 +15,7 @@ RUN_DIR holds:
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import os
 import platform
@@ -22,8 +23,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,42 @@ RESULTS, CONFIG, VERSIONS, SESSIONS, CACHE_DIR = "results.json", "config.json", 
 RUNNING_METRIC = "ndcg@10"
 
 
+class RunLocked(RuntimeError):
+    """Another `eval run` is writing to this run folder."""
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on RUN_DIR/.lock for the whole run: a second process on the same
+    folder would compute users twice and interleave its lines with ours."""
+    path = run_dir / ".lock"
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            f.seek(0)
+            raise RunLocked(f"{run_dir} is in use by another `eval run` ({f.read().strip() or 'pid unknown'})") from err
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 class StopRun(BaseException):
     """Raised by a test hook to simulate a kill between two users."""
+
+
+class NoLLM:
+    """Stands in for the LLM when no pending method needs one (an agent with 0 rounds)."""
+
+    name = "none"
+
+    def chat(self, *_: Any, **__: Any) -> Any:
+        raise RuntimeError("this method was expected to make no LLM call")
 
 
 # --- provenance --------------------------------------------------------------------------
@@ -157,7 +193,10 @@ def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[
 
 
 def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store: ResultStore, methods: Sequence[Method]) -> dict[str, Any]:
-    per_method = {m.name: method_summary(config, m, config.fingerprint(m), users, store.done(m.name, config.fingerprint(m))) for m in methods}
+    done = {m.name: store.done(m.name, config.fingerprint(m)) for m in methods}
+    per_method = {m.name: method_summary(config, m, config.fingerprint(m), users, done[m.name]) for m in methods}
+    started = [d for d in done.values() if d]
+    common = [u for u in users if started and all(u in d for d in started)]
     return {
         "name": config.name,
         "dataset": config.dataset,
@@ -170,6 +209,7 @@ def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store
         "complete": all(s["complete"] for s in per_method.values()),
         "wall_seconds": wall_seconds(run_dir, store.records),
         "user_ids": list(users),
+        "common_users": len(common),
         "methods": per_method,
     }
 
@@ -205,6 +245,9 @@ class Tracker:
             self.progress.stop()
 
     def start(self, method: str, total: int, done: Iterable[UserResult]) -> None:
+        """Begin tracking a method (once; later waves of the same method only advance it)."""
+        if method in self.state:
+            return
         previous = list(done)
         state = {"n": 0, "sum": 0.0, "invalid": 0, "total": total, "began": time.perf_counter(), "resumed": len(previous)}
         self.state[method] = state
@@ -250,7 +293,14 @@ def _remote(spec: str) -> bool:
     return spec.startswith("openai")
 
 
-def run_eval(
+def run_eval(config: EvalConfig, run_dir: Path, **options: Any) -> dict[str, Any]:
+    """Run (or continue) the evaluation in `run_dir`, holding its lock; see `_run_eval`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run_eval(config, run_dir, **options)
+
+
+def _run_eval(
     config: EvalConfig,
     run_dir: Path,
     *,
@@ -323,33 +373,38 @@ def run_eval(
             for record in stamped:
                 on_user(record)
 
+    wave = config.wave or max(len(ctx.users), 1)
+    runners: dict[str, Callable[[str], UserResult]] = {}
     with Tracker(console, enabled=progress) as tracker:
-        for method in methods:
-            fp = config.fingerprint(method)
-            todo = pending[method.name]
-            tracker.start(method.name, len(ctx.users), store.done(method.name, fp).values())
-            if not todo:
-                continue
-            if method.kind in ("popularity", "backbone"):
-                for start in range(0, len(todo), 256):
-                    save(rank_method(ctx, method, fp, todo[start : start + 256]))  # type: ignore[arg-type]
-            else:
-                assert cached is not None
-                runner: Callable[[str], UserResult]
-                if isinstance(method, LLMRerankMethod):
-                    runner = LLMRerank(ctx, method, fp, cached)
+        for begin in range(0, len(ctx.users), wave):
+            members = set(ctx.users[begin : begin + wave])
+            for method in methods:
+                fp = config.fingerprint(method)
+                todo = [u for u in pending[method.name] if u in members]
+                tracker.start(method.name, len(ctx.users), store.done(method.name, fp).values())
+                if not todo:
+                    continue
+                if method.kind in ("popularity", "backbone"):
+                    for start in range(0, len(todo), 256):
+                        save(rank_method(ctx, method, fp, todo[start : start + 256]))  # type: ignore[arg-type]
                 else:
-                    assert isinstance(method, AgentMethod)
-                    runner = AgentRunner(ctx, method, fp, cached)
-                if workers <= 1:
-                    for user in todo:
-                        save([runner(user)])
-                else:
-                    with ThreadPoolExecutor(max_workers=workers) as pool:
-                        futures = [pool.submit(runner, user) for user in todo]
-                        for future in as_completed(futures):
-                            save([future.result()])
-            write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods))
+                    if method.name not in runners:
+                        model: LLM = cached if cached is not None else NoLLM()
+                        if isinstance(method, LLMRerankMethod):
+                            runners[method.name] = LLMRerank(ctx, method, fp, model)
+                        else:
+                            assert isinstance(method, AgentMethod)
+                            runners[method.name] = AgentRunner(ctx, method, fp, model)
+                    runner = runners[method.name]
+                    if workers <= 1:
+                        for user in todo:
+                            save([runner(user)])
+                    else:
+                        with ThreadPoolExecutor(max_workers=workers) as pool:
+                            futures = [pool.submit(runner, user) for user in todo]
+                            for future in as_completed(futures):
+                                save([future.result()])
+                write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods))
 
     _append_line(run_dir / SESSIONS, {"session": session, "end": time.time()})
     results = build_results(config, run_dir, ctx.users, store, config.methods)

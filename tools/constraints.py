@@ -73,8 +73,8 @@ def to_mask(toolbox: Toolbox, filters: Filters, exclude: np.ndarray | None = Non
         if record:
             result.applied[name] = value
         if left == 0:
-            before = "; ".join(f"{n} left {c}" for n, c in result.steps) or f"catalogue has {toolbox.num_items}"
-            raise NoMatch(f"no item matches: {name}={value!r} leaves no item ({before})", field=name)
+            before = " -> ".join(f"{n} {c}" if n == "catalogue" else f"after {n} {c}" for n, c in result.steps)
+            raise NoMatch(f"no item matches: {name}={value!r} leaves no item (items: {before} -> after {name} 0)", field=name)
         result.steps.append((name, left))
 
     result.steps.append(("catalogue", toolbox.num_items))

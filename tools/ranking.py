@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from tools.schemas import Id, InvalidArguments, ItemsOutput, NoMatch, Provenance, StrList, ToolInput
@@ -47,7 +48,10 @@ def _minmax(values: np.ndarray) -> np.ndarray:
 
 def _mmr(relevance: np.ndarray, vectors: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
     """Selection order (positions into the candidates) and each pick's MMR value."""
-    similarity = vectors @ vectors.T
+    # through torch (intra-op threads as set for the toolbox): numpy's threaded BLAS spins
+    # on a busy machine (p99 25 ms against 8 ms for a 50 x 384 product)
+    tensor = torch.from_numpy(np.ascontiguousarray(vectors))
+    similarity = (tensor @ tensor.T).numpy()
     count = len(relevance)
     chosen = np.zeros(count, dtype=bool)
     closest = np.full(count, -np.inf)  # max similarity to the items picked so far

@@ -59,7 +59,7 @@ def variant_name(meta: CheckpointMeta) -> str:
 
 
 def natural_title(title: str) -> str:
-    """"Matrix, The" as people say it: "The Matrix"."""
+    """A catalogue title as people say it: "Matrix, The" -> "The Matrix"."""
     head, sep, tail = title.rpartition(", ")
     return f"{tail} {head}" if sep and tail.casefold() in _ARTICLES else title
 

@@ -21,6 +21,7 @@ class ItemEmbedding(nn.Module):
         self.items = nn.Embedding(num_tokens, dim, padding_idx=0)
         nn.init.normal_(self.items.weight, std=0.02)
         self.values: nn.Embedding | None = None
+        self._cached: tuple[tuple[int, int, int], torch.Tensor] | None = None
         if attribute_table is not None:
             table = torch.zeros((num_tokens, attribute_table.shape[1]), dtype=torch.long)
             table[: len(attribute_table)] = torch.from_numpy(attribute_table)
@@ -29,13 +30,20 @@ class ItemEmbedding(nn.Module):
             nn.init.normal_(self.values.weight, std=0.02)
 
     def all(self) -> torch.Tensor:
-        """[num_tokens, dim]: every token's fused vector."""
+        """[num_tokens, dim]: every token's fused vector. Without gradients the fused table is
+        cached until a weight changes (in-place updates bump a tensor's version), so scoring a
+        user costs the same with attributes as without."""
         weight = self.items.weight
         if self.values is None:
             return weight
+        key = (weight._version, self.values.weight._version, weight.data_ptr())
+        if not torch.is_grad_enabled() and self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
         present = (self.table > 0).float()
         summed = (self.values(self.table) * present.unsqueeze(-1)).sum(1)
-        return weight + summed / present.sum(1, keepdim=True).clamp(min=1.0)
+        fused = weight + summed / present.sum(1, keepdim=True).clamp(min=1.0)
+        self._cached = (key, fused.detach()) if not torch.is_grad_enabled() else None
+        return fused
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.all()[tokens] if self.values is not None else self.items(tokens)
