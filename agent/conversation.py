@@ -532,7 +532,12 @@ def grounded_reason(provenance: list[Provenance], title: Callable[[str], str]) -
     ask (similar items, a text query) is cited before the backbone's own ranking."""
     found = [p for p in provenance if p.tool != "rank"] or provenance
     order = {"similar_items": 0, "semantic_search": 1, "retrieve": 2}
-    chosen = min(found, key=lambda p: (order.get(p.tool, 3) - (p.tool == "retrieve" and bool(p.constraints.get("query"))) * 2, found.index(p)))
+    # the most specific find first: a similarity or text search, then a retrieve under more constraints
+    chosen = min(found, key=lambda p: (
+        order.get(p.tool, 3) - (p.tool == "retrieve" and bool(p.constraints.get("query"))) * 2,
+        -len([k for k, v in p.constraints.items() if k not in HIDDEN and v not in (None, [], {})]),
+        found.index(p),
+    ))  # fmt: skip
     c = chosen.constraints
     if chosen.tool == "similar_items":
         seeds = ", ".join(title(i) for i in c.get("items", [])[:3])
@@ -946,7 +951,7 @@ class Conversation:
     def shown(self, item: RecommendedItem) -> ShownItem:
         reason, tool = grounded_reason(item.provenance, self.title)
         primary = self.toolbox.primary_attribute or ""
-        return ShownItem(id=item.id, title=item.title, year=item.year, genres=item.attributes.get(primary, []), reason=reason, tool=tool)
+        return ShownItem(id=item.id, title=natural_title(item.title), year=item.year, genres=item.attributes.get(primary, []), reason=reason, tool=tool)
 
     @staticmethod
     def _call_text(tool: str, arguments: dict[str, Any]) -> str:

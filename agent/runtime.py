@@ -1,6 +1,6 @@
 """What the long-running entry points share (chat, serve, mcp, the benchmarks and the
 conversation simulation): building a toolbox and an agent factory from command-line options,
-a stand-in LLM for running without one, and a thread-safe looping script for load tests.
+a stand-in LLM for running without one, and a lock for a model that many turns share.
 
 An *agent factory* is a zero-argument callable returning an `Agent`; the conversation layer and
 the server call it once per turn, so a test can hand each turn a fresh `ScriptedLLM` while a
@@ -9,14 +9,12 @@ real deployment shares one agent (and one model, behind a lock) across all of th
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply
-from agent.llm.parsing import parse_tool_calls, tool_names
 from agent.recommend import Agent
 from agent.settings import AgentSettings
 from agent.state import AgentConfig
@@ -49,33 +47,6 @@ class LockedLLM:
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> LLMReply:
         with self._lock:
             return self.inner.chat(messages, **kwargs)
-
-
-class LoopLLM:
-    """A scripted LLM that cycles through its replies forever, thread-safe: for load tests and
-    demos where many turns share one model. Replies are strings, parsed like the embedded
-    backend's (tool calls read from the text when tools are offered)."""
-
-    def __init__(self, replies: Sequence[str], name: str = "loop") -> None:
-        if not replies:
-            raise ValueError("LoopLLM needs at least one reply")
-        self.name = name
-        self._replies = itertools.cycle(list(replies))
-        self._lock = threading.Lock()
-        self.calls = 0
-
-    def chat(self, messages: Sequence[ChatMessage], *, tools: list[dict[str, Any]] | None = None, **_: Any) -> LLMReply:
-        with self._lock:
-            text = next(self._replies)
-            self.calls += 1
-        return LLMReply(
-            text=text,
-            tool_calls=parse_tool_calls(text, tool_names(tools)) if tools else [],
-            prompt_tokens=sum(len(m.content.split()) for m in messages),
-            completion_tokens=len(text.split()),
-            seconds=0.0,
-            model=self.name,
-        )
 
 
 def uses_llm(llm: LLM) -> bool:

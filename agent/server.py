@@ -109,32 +109,34 @@ class BodyLimit:
             await too_big(scope, receive, send)
             return
         received = 0
-        started = False
+        started = responded = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, responded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _BodyTooLarge
+                    if not started and not responded:
+                        responded = True
+                        await too_big(scope, receive, send)
+                    # the app sees the client gone; whatever it answers is dropped below
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if responded:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await too_big(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not responded:
+                raise
 
 
 class RateLimiter:

@@ -49,7 +49,8 @@ def _table(results: dict) -> Table:
 def run_command(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML or YAML run configuration")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/eval/<config name>)")] = None,
-    users: Annotated[int | None, typer.Option(help="Override the number of sampled users")] = None,
+    users: Annotated[int | None, typer.Option(help="Override the number of sampled users (a prefix of the same sample)")] = None,
+    wave: Annotated[int | None, typer.Option(help="Override the users per wave (all methods finish a wave before the next)")] = None,
     llm: Annotated[str | None, typer.Option(help="Override the LLM: local | openai:MODEL")] = None,
     method: Annotated[list[str] | None, typer.Option(help="Only this method (repeat)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Parallel users for a remote LLM (default: the config's)")] = None,
@@ -60,7 +61,7 @@ def run_command(
 ) -> None:
     """Run every method of CONFIG on the same sampled users; rerunning continues where it stopped."""
     try:
-        config = load_config(config_path, users=users, llm=llm)
+        config = load_config(config_path, users=users, llm=llm, wave=wave)
     except (OSError, ValueError, ValidationError) as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err

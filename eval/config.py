@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.state import AgentConfig, Assembly
+from agent.state import AgentConfig
 from eval.metrics import KS
 
 
@@ -88,24 +88,19 @@ class LLMRerankMethod(_Method):
 
 
 class AgentMethod(_Method):
-    """The agent over a toolbox (the run, plus attribute-aware variants by name). Every field of
-    AgentConfig except k may be set here; k is the protocol's largest cut-off."""
+    """The agent over a toolbox (the run, plus attribute-aware variants by name). Any field of
+    AgentConfig except k may be set here (max_rounds, tools, assembly, probe_bonus, ensemble,
+    ...); k is the protocol's largest cut-off, and llm_timeout_s defaults to the run's."""
+
+    model_config = ConfigDict(extra="allow")
 
     kind: Literal["agent"]
     run: Path
     variants: dict[str, Path] = Field(default_factory=dict)
-    max_rounds: int | None = None
-    tools: list[str] | None = None
-    probe_k: int | None = None
-    seed_k: int | None = None
-    assembly: Assembly | None = None
-    probe_bonus: float | None = None
-    rerank_candidates: int | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    llm_timeout_s: float | None = None
-    retries: int | None = None
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
     @property
     def uses_llm(self) -> bool:
@@ -113,13 +108,17 @@ class AgentMethod(_Method):
         return config.max_rounds > 0 or config.assembly == "llm"
 
     def agent_config(self, k: int, llm_timeout_s: float | None = None) -> AgentConfig:
-        overrides = self.model_dump(exclude={"name", "label", "kind", "run", "variants"}, exclude_none=True)
-        if self.llm_timeout_s is None and llm_timeout_s is not None:
+        overrides = self.overrides
+        if overrides.get("llm_timeout_s") is None and llm_timeout_s is not None:
             overrides["llm_timeout_s"] = llm_timeout_s
         return AgentConfig(**overrides, k=k)
 
     @model_validator(mode="after")
     def _valid_agent_config(self) -> AgentMethod:
+        unknown = sorted(set(self.overrides) - (set(AgentConfig.model_fields) - {"k"}))
+        if unknown:
+            settable = ", ".join(f for f in AgentConfig.model_fields if f != "k")
+            raise ValueError(f"agent method {self.name!r}: unknown setting(s) {unknown}; settable: {settable}")
         self.agent_config(10)  # raises a ValidationError naming the bad field
         return self
 

@@ -191,6 +191,7 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         "backbone": backbone,
         "complete": results["complete"],
         "wall_seconds": results["wall_seconds"],
+        "code_versions": results.get("code_versions", []),
         "metrics": names,
         "paired_metric": PAIRED_METRIC,
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "95% percentile"},
@@ -233,7 +234,13 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
             + (f"; not started: {', '.join(report['not_started'])}" if report["not_started"] else "")
             + " (cost figures: all users done so far).** "
         )
-        + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped.",
+        + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped."
+        + (
+            f" **Warning: these results were computed by {len(report['code_versions'])} different versions of the code "
+            f"({', '.join(report['code_versions'])}; see sessions.jsonl).**"
+            if len(report["code_versions"]) > 1
+            else ""
+        ),
         "",
         "## Results",
         "",
@@ -359,26 +366,31 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(y, labels)
     axes[0][0].invert_yaxis()
-    fig.suptitle(f"{report['name']}: {report['users']} users, 95% bootstrap intervals")
+    fig.suptitle(f"{report['name']}: {report['reported_users']} users, 95% bootstrap intervals")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_cost(report: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for v in report["methods"].values():
+    """NDCG@10 with its interval against seconds per user; one marker per method, named in the
+    legend (methods sharing a cost would hide each other's labels)."""
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    markers = "osD^vP*Xhp<>"
+    for n, v in enumerate(report["methods"].values()):
         seconds = max(v["cost"]["seconds_per_user"] or 1e-4, 1e-4)
         mean = v["means"].get("ndcg@10", 0.0)
         lo, hi = v["ci"].get("ndcg@10", (mean, mean))
-        color = "tab:gray" if v["kind"] in ("popularity", "backbone") else "tab:blue"
-        ax.errorbar(seconds, mean, yerr=[[mean - lo], [hi - mean]], fmt="o", color=color, capsize=3)
-        ax.annotate(f"{v['label']} ({v['cost']['llm_calls_per_user']:.1f} calls)", (seconds, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.errorbar(
+            seconds, mean, yerr=[[mean - lo], [hi - mean]], fmt=markers[n % len(markers)], color=plt.cm.tab20(n % 20),
+            capsize=3, markersize=7, alpha=0.9, label=f"{v['label']} ({v['cost']['llm_calls_per_user']:.1f} LLM calls/user)",
+        )  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("seconds per user (log)")
-    ax.set_ylabel("NDCG@10")
-    ax.set_title(f"{report['name']}: quality vs cost")
+    ax.set_xlabel("seconds per user (log scale)")
+    ax.set_ylabel("NDCG@10 (95% bootstrap interval)")
+    ax.set_title(f"{report['name']}: quality vs cost, {report['reported_users']} users")
     ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -107,6 +107,25 @@ def git_commit(cwd: Path | None = None) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
+def source_hash() -> str:
+    """A hash of the code and prompts a result depends on (agent, tools, eval, prompts), so
+    that results computed by different code under one fingerprint can be told apart."""
+    import hashlib
+
+    import agent
+    import prompts
+    import tools
+
+    digest = hashlib.sha256()
+    for package in (agent, tools, prompts, sys.modules["eval"]):
+        root = Path(next(iter(package.__path__)))
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".md") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root.parent)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def versions(llm_name: str | None = None) -> dict[str, Any]:
     packages = ("toolrec", "torch", "transformers", "llama_cpp_python", "faiss-cpu", "numpy", "scipy", "langgraph", "openai", "pydantic")
     return {
@@ -115,6 +134,7 @@ def versions(llm_name: str | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "packages": {p: _version(p) for p in packages},
         "git": git_commit(Path(__file__).resolve().parent),
+        "code": source_hash(),
         "llm": llm_name,
     }
 
@@ -197,6 +217,8 @@ def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store
     per_method = {m.name: method_summary(config, m, config.fingerprint(m), users, done[m.name]) for m in methods}
     started = [d for d in done.values() if d]
     common = [u for u in users if started and all(u in d for d in started)]
+    code = {line["session"]: line.get("code") for line in read_jsonl(run_dir / SESSIONS) if "start" in line}
+    used = sorted({str(code.get(r.session)) for d in done.values() for r in d.values()})
     return {
         "name": config.name,
         "dataset": config.dataset,
@@ -210,6 +232,7 @@ def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store
         "wall_seconds": wall_seconds(run_dir, store.records),
         "user_ids": list(users),
         "common_users": len(common),
+        "code_versions": used,
         "methods": per_method,
     }
 
@@ -247,9 +270,10 @@ class Tracker:
     def start(self, method: str, total: int, done: Iterable[UserResult]) -> None:
         """Begin tracking a method (once; later waves of the same method only advance it)."""
         if method in self.state:
+            self.state[method]["last"] = time.perf_counter()  # a new wave: the time between waves is not this method's
             return
         previous = list(done)
-        state = {"n": 0, "sum": 0.0, "invalid": 0, "total": total, "began": time.perf_counter(), "resumed": len(previous)}
+        state = {"n": 0, "sum": 0.0, "invalid": 0, "total": total, "busy": 0.0, "last": time.perf_counter(), "resumed": len(previous)}
         self.state[method] = state
         for record in previous:
             self._count(state, record)
@@ -271,6 +295,9 @@ class Tracker:
 
     def advance(self, method: str, records: Sequence[UserResult]) -> None:
         state = self.state[method]
+        now = time.perf_counter()
+        state["busy"] += now - state["last"]
+        state["last"] = now
         for record in records:
             self._count(state, record)
         if self.live:
@@ -278,7 +305,7 @@ class Tracker:
             self.progress.update(task, advance=len(records), ndcg=self._ndcg(state), invalid=state["invalid"])
         elif self.enabled and (state["n"] % self.every < len(records) or state["n"] == state["total"]):
             new = state["n"] - state["resumed"]
-            rate = (time.perf_counter() - state["began"]) / max(new, 1)
+            rate = state["busy"] / max(new, 1)
             left = (state["total"] - state["n"]) * rate
             self.console.print(
                 f"{method}: {state['n']}/{state['total']} NDCG@10 {self._ndcg(state):.4f} invalid {state['invalid']} "
@@ -339,7 +366,7 @@ def _run_eval(
         raise ValueError(f"unknown methods {unknown}; the config has {[m.name for m in config.methods]}")
 
     session = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
-    _append_line(run_dir / SESSIONS, {"session": session, "start": time.time(), "pid": os.getpid(), "argv": sys.argv})
+    _append_line(run_dir / SESSIONS, {"session": session, "start": time.time(), "pid": os.getpid(), "argv": sys.argv, "code": source_hash(), "git": git_commit(Path(__file__).resolve().parent)})
     set_threads()
     ctx = Context(config, data_dir=data_dir)
     store = ResultStore(run_dir)

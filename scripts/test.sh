@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the web page's end-to-end test drives Debian's headless Chromium (it skips, saying why, without it)
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq chromium chromium-driver >/dev/null || apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null || echo "chromium could not be installed"
+fi
 export TOOLREC_OFFLINE=1 HF_HUB_OFFLINE=1
 .venv/bin/toolrec models get
 exec .venv/bin/python -m pytest -q "$@"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -328,3 +330,33 @@ def test_a_run_folder_in_use_is_refused(tool_runs: dict[str, Path], data_dir: Pa
     with run_lock(tmp_path), pytest.raises(RunLocked, match="in use"):
         run_eval(config, tmp_path, llm=RuleLLM(), progress=False)
     assert not (tmp_path / USERS_FILE).exists()
+
+
+class SlowRuleLLM(RuleLLM):
+    """The rule LLM with a short delay, recording how many calls were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> LLMReply:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(0.05)
+            return super().chat(messages, **kwargs)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_remote_llm_concurrency_is_bounded_and_changes_nothing(reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+    _, ref_results, _ = reference
+    llm = SlowRuleLLM()
+    results = run_eval(make_config(tool_runs, data_dir), tmp_path, llm=llm, concurrency=3, progress=False)
+    assert 1 < llm.most <= 3
+    assert figures(results) == figures(ref_results)
+    assert len(per_user(tmp_path)) == 7 * 6

@@ -178,6 +178,18 @@ def test_bad_input_gets_clear_4xx_and_the_server_keeps_serving(client: httpx.Cli
     assert chat(client, "I like Heat", session="after-errors").status_code == 200
 
 
+def test_a_chunked_body_over_the_limit_is_refused_while_read(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"x" * 1024
+        yield b'"}]}'
+
+    response = client.post("/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+    assert client.get("/healthz").status_code == 200
+
+
 def test_session_conflict(client: httpx.Client) -> None:
     assert chat(client, "what now?", session="owned", toolrec_user_id="1").status_code == 200
     response = chat(client, "what now?", session="owned", toolrec_user_id="2")
