@@ -302,7 +302,9 @@ class AgentRunner:
         acts = [e for e in rec.trace if e.node == "act" and e.kind == "tool"]
         plans = [e for e in rec.trace if e.node == "plan" and e.kind == "llm" and e.valid_first_try is not None]
         backbone10 = {self.ctx.item_id(d) for d in self.ctx.backbone_top(self.toolbox, user, 10)}
-        fallbacks = [e.error for e in rec.trace if e.kind == "fallback"]
+        fallbacks = [e.error or "" for e in rec.trace if e.kind == "fallback"]
+        # a repeated tool call ends the search by design; only an unusable reply is a fallback
+        unusable = [f for f in fallbacks if not is_repeat(f)]
         diagnostics = {
             "rounds": rec.rounds,
             "tools": [e.tool for e in acts],
@@ -313,10 +315,15 @@ class AgentRunner:
             "new_in_top10": len(set(items[:10]) - backbone10),
         }
         return _scored(
-            self.ctx, self.method.name, self.fp, user, items, fallback=bool(fallbacks),
+            self.ctx, self.method.name, self.fp, user, items, fallback=bool(unusable),
             backfilled=rec.backfilled, diagnostics=diagnostics,
             **_llm_fields(_trace_events(rec.trace, self.agent.config.llm_timeout_s), wall),
         )  # fmt: skip
+
+
+def is_repeat(fallback: str) -> bool:
+    """The agent's note when the LLM repeats a tool call: the search converged, nothing failed."""
+    return "same tool call" in fallback
 
 
 def set_threads() -> None:

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from eval.methods import is_repeat  # noqa: E402
 from eval.metrics import MISSING, per_user  # noqa: E402
 from eval.runner import CONFIG, RESULTS, VERSIONS  # noqa: E402
 from eval.store import USERS_FILE, UserResult  # noqa: E402
@@ -101,6 +102,9 @@ def _diagnostics(records: Sequence[UserResult]) -> dict[str, Any] | None:
     }
     diags = [r.diagnostics for r in records if r.diagnostics]
     if diags and "tools" in diags[0]:
+        # recomputed from the notes: a repeated tool call ends the search by design, not a failure
+        out["fallback_share"] = sum(any(not is_repeat(f) for f in d.get("fallbacks", [])) for d in diags) / n
+        out["repeat_share"] = sum(any(is_repeat(f) for f in d.get("fallbacks", [])) for d in diags) / n
         tool_calls = sum(len(d.get("tools", [])) for d in diags)
         plans = sum(d.get("plans", 0) for d in diags)
         names: dict[str, int] = {}
@@ -110,7 +114,7 @@ def _diagnostics(records: Sequence[UserResult]) -> dict[str, Any] | None:
         out.update({
             "tool_calls_per_user": tool_calls / n,
             "tool_error_share": sum(d.get("tool_errors", 0) for d in diags) / max(tool_calls, 1),
-            "plan_valid_first_share": sum(d.get("plans_valid_first", 0) for d in diags) / max(plans, 1),
+            "plan_valid_first_share": sum(d.get("plans_valid_first", 0) for d in diags) / plans if plans else None,
             "new_in_top10_per_user": sum(d.get("new_in_top10", 0) for d in diags) / n,
             "tools": names,
         })  # fmt: skip
@@ -304,18 +308,20 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
             "## What the agents did",
             "",
             "Tool calls the LLM chose per user, the share of them that failed (bad arguments), the share of plan "
-            "steps valid at the first try, users where a fallback was taken (unusable reply, repeated call), and how "
-            "many items of the top-10 are not in the backbone's own top-10.",
+            "steps valid at the first try, users where an unusable reply (no valid JSON after the corrective retry, "
+            "or a timeout) made the agent assemble early, users whose search ended because the LLM repeated a call, "
+            "and how many items of the top-10 are not in the backbone's (SASRec's) own top-10.",
             "",
-            "| Method | tool calls / user | tool errors | plans valid first try | fallbacks | new items in top-10 | tools used |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| Method | tool calls / user | tool errors | plans valid first try | unusable-reply fallbacks | ended by a repeated call | new items in top-10 | tools used |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for v in agents.values():
             d = v["diagnostics"]
             used = ", ".join(f"{k} {n}" for k, n in sorted(d["tools"].items(), key=lambda kv: -kv[1])) or "-"
+            valid = "-" if d["plan_valid_first_share"] is None else f"{d['plan_valid_first_share']:.0%}"
             lines.append(
-                f"| {v['label']} | {d['tool_calls_per_user']:.2f} | {d['tool_error_share']:.0%} | {d['plan_valid_first_share']:.0%} | "
-                f"{d['fallback_share']:.0%} | {d['new_in_top10_per_user']:.2f} | {used} |"
+                f"| {v['label']} | {d['tool_calls_per_user']:.2f} | {d['tool_error_share']:.0%} | {valid} | "
+                f"{d['fallback_share']:.0%} | {d['repeat_share']:.0%} | {d['new_in_top10_per_user']:.2f} | {used} |"
             )
     rerankers = {n: v for n, v in methods.items() if v["diagnostics"] and "picked_per_user" in v["diagnostics"]}
     if rerankers:

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # the web page's end-to-end test drives Debian's headless Chromium (it skips, saying why, without it)
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get install -y -qq chromium chromium-driver >/dev/null || apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null || echo "chromium could not be installed"
+  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+    || echo "chromium could not be installed: the web page test will skip"
 fi
 export TOOLREC_OFFLINE=1 HF_HUB_OFFLINE=1
 .venv/bin/toolrec models get

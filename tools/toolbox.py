@@ -16,6 +16,7 @@ dense integers of the models stay inside.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,7 @@ class Toolbox:
         self.index_config = index_config or IndexConfig()
         self.embedding_cache = embedding_cache
         self._indexes = indexes
+        self._index_lock = threading.Lock()
         self._spaces: dict[str, VectorIndex] = {}
 
         n = dataset.num_items
@@ -356,8 +358,9 @@ class Toolbox:
     def indexes(self) -> ItemIndexes:
         """The item indexes: loaded from the run's `index/` folder, or built (and saved there)
         the first time a text query needs them."""
-        if self._indexes is None:
-            self._indexes = self._load_or_build_indexes()
+        with self._index_lock:  # concurrent first calls (a server) load the encoder once
+            if self._indexes is None:
+                self._indexes = self._load_or_build_indexes()
         return self._indexes
 
     def _load_or_build_indexes(self) -> ItemIndexes:
