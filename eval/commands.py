@@ -57,7 +57,7 @@ def run_command(
     restart: Annotated[bool, typer.Option(help="Discard per-user results (the LLM cache is kept)")] = False,
     retry_errors: Annotated[bool, typer.Option(help="Recompute users whose LLM call failed")] = False,
     report: Annotated[bool, typer.Option(help="Write the report when the run is complete")] = True,
-    progress: Annotated[bool, typer.Option(help="Progress bars (a log line every 10 users when not a terminal)")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars (a log line every 5 users when not a terminal)")] = True,
 ) -> None:
     """Run every method of CONFIG on the same sampled users; rerunning continues where it stopped."""
     try:

@@ -38,7 +38,7 @@ from agent.llm.cache import CachedLLM
 from agent.llm.factory import make_llm
 from agent.settings import AgentSettings
 from eval.config import AgentMethod, EvalConfig, LLMRerankMethod, Method
-from eval.methods import AgentRunner, Context, LLMRerank, rank_method, set_threads
+from eval.methods import AgentRunner, Context, LLMRerank, is_repeat, rank_method, set_threads
 from eval.metrics import MISSING, summarise
 from eval.store import ResultStore, UserResult, read_jsonl
 from tools.io import write_json
@@ -171,6 +171,13 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 4) if len(values) else None
 
 
+def _fell_back(record: UserResult) -> bool:
+    """An unusable LLM answer made the method fall back (an agent's search ended by a repeated
+    call is not counted: that is how it converges)."""
+    notes = record.diagnostics.get("fallbacks")
+    return any(not is_repeat(n) for n in notes) if isinstance(notes, list) else record.fallback
+
+
 def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[str], done: dict[str, UserResult]) -> dict[str, Any]:
     got = [done[u] for u in users if u in done]
     ranks = np.array([r.rank if r.rank is not None else MISSING for r in got], dtype=np.int64)
@@ -205,7 +212,7 @@ def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[
         "invalid": len(invalid),
         "errors": sum(1 for r in invalid if r.error and not r.error.startswith("invalid list")),
         "invalid_examples": [{"user": r.user, "error": r.error} for r in invalid[:5]],
-        "fallbacks": sum(1 for r in got if r.fallback),
+        "fallbacks": sum(1 for r in got if _fell_back(r)),
         "backfilled_items": sum(r.backfilled for r in got),
         "metrics": summarise(ranks, config.ks) if len(got) else {},
         "cost": cost,
