@@ -126,41 +126,29 @@ def _diagnostics(records: Sequence[UserResult]) -> dict[str, Any] | None:
     return out
 
 
-def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
-    users: list[str] = results["user_ids"]
+def _view(
+    results: dict[str, Any], mine: dict[str, dict[str, UserResult]], methods: Sequence[str], users: Sequence[str],
+    rng: np.random.Generator, n_boot: int,
+) -> dict[str, dict[str, Any]]:
+    """Figures of `methods` on exactly `users` (each must have a result for each), with the
+    paired test against the backbone when it is among them."""
     ks: list[int] = results["ks"]
     names = table_metrics(ks)
-    records = _records(run_dir)
-    rng = np.random.default_rng(seed)
-    per_method: dict[str, dict[str, Any]] = {}
-    per_user_values: dict[str, dict[str, np.ndarray]] = {}
-    order: dict[str, list[str]] = {}
-    mine: dict[str, dict[str, UserResult]] = {}
-    for name, summary in results["methods"].items():
-        found: dict[str, UserResult] = {}
-        for r in records:
-            if r.method == name and r.fp == summary["fingerprint"] and r.user not in found:
-                found[r.user] = r
-        if found:
-            mine[name] = found
-    # An unfinished run is reported on the users every started method has finished, so that
-    # all rows of the table stand on the same users.
-    common = [u for u in users if mine and all(u in found for found in mine.values())]
-    for name, found in mine.items():
+    view: dict[str, dict[str, Any]] = {}
+    values_of: dict[str, dict[str, np.ndarray]] = {}
+    if not users:
+        return view
+    resamples = rng.integers(0, len(users), size=(n_boot, len(users)))
+    for name in methods:
         summary = results["methods"][name]
-        present = common if not results["complete"] else [u for u in users if u in found]
-        if not present:
-            continue
-        chosen = [found[u] for u in present]
+        chosen = [mine[name][u] for u in users]
         ranks = np.array([r.rank if r.rank is not None else MISSING for r in chosen], dtype=np.int64)
         values = per_user(ranks, ks)
-        resamples = rng.integers(0, len(present), size=(n_boot, len(present)))
-        per_method[name] = {
+        view[name] = {
             "label": summary["label"],
             "kind": summary["kind"],
-            "scored": len(present),
-            "users": len(users),
+            "scored": len(users),
+            "users": len(results["user_ids"]),
             "invalid": sum(1 for r in chosen if not r.valid),
             "errors": sum(1 for r in chosen if not r.valid and r.error and not r.error.startswith("invalid list")),
             "complete": summary["complete"],
@@ -169,19 +157,41 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
             "cost": summary["cost"],
             "diagnostics": _diagnostics(chosen),
         }
-        per_user_values[name] = values
-        order[name] = present
+        values_of[name] = values
     backbone = results.get("backbone")
-    if backbone in per_method:
-        base_index = {u: i for i, u in enumerate(order[backbone])}
-        for name in per_method:
-            if name == backbone:
-                continue
-            shared = [u for u in order[name] if u in base_index]
-            mine_idx = {u: i for i, u in enumerate(order[name])}
-            a = per_user_values[name][PAIRED_METRIC][[mine_idx[u] for u in shared]]
-            b = per_user_values[backbone][PAIRED_METRIC][[base_index[u] for u in shared]]
-            per_method[name]["paired"] = paired_test(a, b, rng, n_boot)
+    if backbone in view:
+        for name in view:
+            if name != backbone:
+                view[name]["paired"] = paired_test(values_of[name][PAIRED_METRIC], values_of[backbone][PAIRED_METRIC], rng, n_boot)
+    return view
+
+
+def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The figures of a run. A finished method is reported on all users. While some methods
+    are unfinished, they are reported apart, with every started method, on the users all of
+    them have finished (waves keep that set large), so that each table compares like with like."""
+    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
+    users: list[str] = results["user_ids"]
+    records = _records(run_dir)
+    rng = np.random.default_rng(seed)
+    mine: dict[str, dict[str, UserResult]] = {}
+    for name, summary in results["methods"].items():
+        found: dict[str, UserResult] = {}
+        for r in records:
+            if r.method == name and r.fp == summary["fingerprint"] and r.user not in found:
+                found[r.user] = r
+        if found:
+            mine[name] = found
+    finished = [n for n in mine if all(u in mine[n] for u in users)]
+    unfinished = [n for n in mine if n not in finished]
+    common = [u for u in users if mine and all(u in found for found in mine.values())]
+    partial = None
+    if finished:
+        main, main_users = _view(results, mine, finished, users, rng, n_boot), len(users)
+        if unfinished:
+            partial = {"users": len(common), "unfinished": unfinished, "methods": _view(results, mine, list(mine), common, rng, n_boot)}
+    else:
+        main, main_users = _view(results, mine, list(mine), common, rng, n_boot), len(common)
     return {
         "run": str(run_dir),
         "name": results["name"],
@@ -189,17 +199,18 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         "split": results["split"],
         "seed": results["seed"],
         "users": len(users),
-        "reported_users": len(common) if not results["complete"] else len(users),
+        "reported_users": main_users,
         "not_started": [n for n in results["methods"] if n not in mine],
         "llm": results["llm"],
-        "backbone": backbone,
+        "backbone": results.get("backbone"),
         "complete": results["complete"],
         "wall_seconds": results["wall_seconds"],
         "code_versions": results.get("code_versions", []),
-        "metrics": names,
+        "metrics": table_metrics(results["ks"]),
         "paired_metric": PAIRED_METRIC,
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "95% percentile"},
-        "methods": per_method,
+        "methods": main,
+        "partial": partial,
     }
 
 
@@ -221,23 +232,63 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.1f} s"
 
 
+def _means_table(methods: dict[str, dict[str, Any]], names: Sequence[str]) -> list[str]:
+    lines = ["| Method | Users | Invalid | " + " | ".join(_label(m) for m in names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
+    best = {m: max(v["means"][m] for v in methods.values()) for m in names}
+    for v in methods.values():
+        cells = [f"**{v['means'][m]:.4f}**" if v["means"][m] == best[m] and best[m] > 0 else f"{v['means'][m]:.4f}" for m in names]
+        lines.append(f"| {v['label']} | {v['scored']} | {v['invalid']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ci_table(methods: dict[str, dict[str, Any]], names: Sequence[str]) -> list[str]:
+    lines = ["| Method | " + " | ".join(_label(m) for m in names) + " |", "|---|" + "---:|" * len(names)]
+    for v in methods.values():
+        lines.append(f"| {v['label']} | " + " | ".join(f"{v['ci'][m][0]:.3f}-{v['ci'][m][1]:.3f}" for m in names) + " |")
+    return lines
+
+
+def _paired_table(methods: dict[str, dict[str, Any]], backbone: str | None, metric: str) -> list[str]:
+    paired = {n: v for n, v in methods.items() if v.get("paired")}
+    if not paired or backbone not in methods:
+        return []
+    base = methods[backbone]
+    lines = [
+        f"Δ is the method's mean {metric.upper()} minus {base['label']}'s ({base['means'][metric]:.4f}) on the same users; "
+        "better / worse / tied count users.",
+        "",
+        "| Method | Δ NDCG@10 | 95% CI of Δ | p (paired bootstrap) | p (Wilcoxon) | better / worse / tied |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for v in paired.values():
+        t = v["paired"]
+        lines.append(
+            f"| {v['label']} | {t['delta']:+.4f} | {t['delta_ci'][0]:+.4f} to {t['delta_ci'][1]:+.4f} | "
+            f"{_p(t['p_bootstrap'])} | {_p(t['p_wilcoxon'])} | {t['better']} / {t['worse']} / {t['tied']} |"
+        )
+    return lines
+
+
 def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str, Any]) -> str:
     methods = report["methods"]
     names = report["metrics"]
     wall = report["wall_seconds"]
+    partial = report.get("partial")
+    status = ""
+    if not report["complete"]:
+        status = f"**The run is not complete.** The main tables cover the {report['reported_users']} users that their methods have finished"
+        if partial:
+            status += f"; the methods still running ({', '.join(partial['unfinished'])}) are reported apart, on the {partial['users']} users every started method has finished"
+        if report["not_started"]:
+            status += f"; not started: {', '.join(report['not_started'])}"
+        status += ". Cost figures count all users done so far. "
     lines = [
         f"# Evaluation: {report['name']}",
         "",
         f"{report['dataset']}, {report['split']} split (leave-one-out), full ranking over the catalogue; "
         f"{report['users']} test users (seed {report['seed']}); LLM: `{versions.get('llm') or report['llm']}`. "
         f"Wall time {wall / 60:.1f} min on {versions.get('cpus', '?')} CPUs. "
-        + (
-            ""
-            if report["complete"]
-            else f"**The run is not complete: the tables cover the {report['reported_users']} users that every started method has finished"
-            + (f"; not started: {', '.join(report['not_started'])}" if report["not_started"] else "")
-            + " (cost figures: all users done so far).** "
-        )
+        + status
         + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped."
         + (
             f" **Warning: these results were computed by {len(report['code_versions'])} different versions of the code "
@@ -250,38 +301,26 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         "",
         "Means over users; 95% bootstrap intervals in the next table.",
         "",
-        "| Method | Users | Invalid | " + " | ".join(_label(m) for m in names) + " |",
-        "|---|---:|---:|" + "---:|" * len(names),
+        *_means_table(methods, names),
+        "",
+        "### 95% bootstrap intervals",
+        "",
+        *_ci_table(methods, names),
     ]
-    best = {m: max(v["means"][m] for v in methods.values()) for m in names}
-    for name, v in methods.items():
-        cells = [f"**{v['means'][m]:.4f}**" if v["means"][m] == best[m] and best[m] > 0 else f"{v['means'][m]:.4f}" for m in names]
-        users = f"{v['scored']}"
-        lines.append(f"| {v['label']} | {users} | {v['invalid']} | " + " | ".join(cells) + " |")
-    lines += ["", "### 95% bootstrap intervals", "", "| Method | " + " | ".join(_label(m) for m in names) + " |", "|---|" + "---:|" * len(names)]
-    for v in methods.values():
-        lines.append(f"| {v['label']} | " + " | ".join(f"{v['ci'][m][0]:.3f}-{v['ci'][m][1]:.3f}" for m in names) + " |")
-
-    backbone = report["backbone"]
-    paired = {n: v for n, v in methods.items() if v.get("paired")}
+    paired = _paired_table(methods, report["backbone"], report["paired_metric"])
     if paired:
-        base = methods[backbone]
+        lines += ["", f"## Paired test against {methods[report['backbone']]['label']} (per-user {report['paired_metric'].upper()})", "", *paired]
+    if partial and partial["methods"]:
         lines += [
             "",
-            f"## Paired test against {base['label']} (per-user {report['paired_metric'].upper()})",
+            f"## Unfinished methods, on the {partial['users']} users every started method has finished",
             "",
-            f"Δ is the method's mean minus {base['label']}'s ({base['means'][report['paired_metric']]:.4f}) on the same users; "
-            "better / worse / tied count users.",
+            "Every started method on the same users (the first waves of the sample), so the unfinished rows compare with the others.",
             "",
-            "| Method | Δ NDCG@10 | 95% CI of Δ | p (paired bootstrap) | p (Wilcoxon) | better / worse / tied |",
-            "|---|---:|---:|---:|---:|---:|",
+            *_means_table(partial["methods"], names),
+            "",
+            *_paired_table(partial["methods"], report["backbone"], report["paired_metric"]),
         ]
-        for v in paired.values():
-            t = v["paired"]
-            lines.append(
-                f"| {v['label']} | {t['delta']:+.4f} | {t['delta_ci'][0]:+.4f} to {t['delta_ci'][1]:+.4f} | "
-                f"{_p(t['p_bootstrap'])} | {_p(t['p_wilcoxon'])} | {t['better']} / {t['worse']} / {t['tied']} |"
-            )
 
     lines += [
         "",

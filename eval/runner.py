@@ -107,22 +107,30 @@ def git_commit(cwd: Path | None = None) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
+# what a per-user result depends on: the agent, the tools, the prompts and the eval code that
+# turns their output into a rank (not the runner, the report or the CLI)
+OUTCOME_EVAL_FILES = ("config.py", "methods.py", "metrics.py", "store.py")
+
+
 def source_hash() -> str:
-    """A hash of the code and prompts a result depends on (agent, tools, eval, prompts), so
-    that results computed by different code under one fingerprint can be told apart."""
+    """A hash of the code and prompts a per-user result depends on, so that results computed
+    by different code under one fingerprint can be told apart (the report warns)."""
     import hashlib
 
     import agent
     import prompts
     import tools
 
-    digest = hashlib.sha256()
-    for package in (agent, tools, prompts, sys.modules["eval"]):
+    eval_root = Path(__file__).resolve().parent
+    files = [eval_root / name for name in OUTCOME_EVAL_FILES]
+    for package in (agent, tools, prompts):
         root = Path(next(iter(package.__path__)))
-        for path in sorted(root.rglob("*")):
-            if path.suffix in (".py", ".md") and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(root.parent)).encode())
-                digest.update(path.read_bytes())
+        files += [p for p in root.rglob("*") if p.suffix in (".py", ".md") and "__pycache__" not in p.parts]
+    digest = hashlib.sha256()
+    base = eval_root.parent
+    for path in sorted(files):
+        digest.update(str(path.relative_to(base) if path.is_relative_to(base) else path.name).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 

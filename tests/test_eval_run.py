@@ -180,9 +180,12 @@ def test_kill_and_resume_gives_the_uninterrupted_result(reference: tuple[Path, d
     with pytest.raises(StopRun):
         run_eval(config, tmp_path, llm=RuleLLM(), progress=False, on_user=kill_after_24)
     assert len(per_user(tmp_path)) == 24
-    partial = write_report(tmp_path, n_boot=100)
-    assert not partial["complete"] and partial["reported_users"] == 3
-    assert all(v["scored"] == 3 for v in partial["methods"].values())
+    report = write_report(tmp_path, n_boot=100)
+    # popularity has finished both waves; every other method is reported with it on the first wave
+    assert not report["complete"] and list(report["methods"]) == ["popularity"] and report["reported_users"] == 6
+    assert report["partial"]["users"] == 3 and len(report["partial"]["methods"]) == 7
+    assert all(v["scored"] == 3 for v in report["partial"]["methods"].values())
+    assert "Unfinished methods, on the 3 users" in (tmp_path / "report.md").read_text()
 
     # a kill in the middle of a line: the last line torn in half
     text = (tmp_path / USERS_FILE).read_text()
