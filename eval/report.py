@@ -155,6 +155,7 @@ def _view(
             "means": {m: float(values[m].mean()) for m in names},
             "ci": {m: bootstrap_ci(values[m], resamples) for m in names},
             "cost": summary["cost"],
+            "code_versions": summary.get("code_versions", []),
             "diagnostics": _diagnostics(chosen),
         }
         values_of[name] = values
@@ -269,6 +270,24 @@ def _paired_table(methods: dict[str, dict[str, Any]], backbone: str | None, metr
     return lines
 
 
+def _code_note(report: dict[str, Any]) -> str:
+    """Which code computed the figures (a hash of agent/, tools/, prompts/ and the eval code
+    that scores, per session in sessions.jsonl): a method whose users came from two versions is
+    flagged loudly, methods computed by different versions quietly."""
+    versions = report.get("code_versions", [])
+    if len(versions) <= 1:
+        return ""
+    mixed = [v["label"] for v in report["methods"].values() if len(v.get("code_versions", [])) > 1]
+    if mixed:
+        return f" **Warning: the users of {', '.join(mixed)} were computed by different versions of the code (see sessions.jsonl).**"
+    by_version: dict[str, list[str]] = {}
+    for v in report["methods"].values():
+        for version in v.get("code_versions", []):
+            by_version.setdefault(version, []).append(v["label"])
+    detail = "; ".join(f"{version}: {', '.join(labels)}" for version, labels in by_version.items())
+    return f" Methods were computed in sessions with different code versions ({detail or ', '.join(versions)}); each method's users share one."
+
+
 def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str, Any]) -> str:
     methods = report["methods"]
     names = report["metrics"]
@@ -290,12 +309,7 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         f"Wall time {wall / 60:.1f} min on {versions.get('cpus', '?')} CPUs. "
         + status
         + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped."
-        + (
-            f" **Warning: these results were computed by {len(report['code_versions'])} different versions of the code "
-            f"({', '.join(report['code_versions'])}; see sessions.jsonl).**"
-            if len(report["code_versions"]) > 1
-            else ""
-        ),
+        + _code_note(report),
         "",
         "## Results",
         "",

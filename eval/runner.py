@@ -234,6 +234,8 @@ def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store
     common = [u for u in users if started and all(u in d for d in started)]
     code = {line["session"]: line.get("code") for line in read_jsonl(run_dir / SESSIONS) if "start" in line}
     used = sorted({str(code.get(r.session)) for d in done.values() for r in d.values()})
+    for m in methods:
+        per_method[m.name]["code_versions"] = sorted({str(code.get(r.session)) for r in done[m.name].values()})
     return {
         "name": config.name,
         "dataset": config.dataset,

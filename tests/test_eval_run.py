@@ -363,3 +363,14 @@ def test_remote_llm_concurrency_is_bounded_and_changes_nothing(reference: tuple[
     assert 1 < llm.most <= 3
     assert figures(results) == figures(ref_results)
     assert len(per_user(tmp_path)) == 7 * 6
+
+
+def test_the_report_says_which_code_computed_what() -> None:
+    from eval.report import _code_note
+
+    one = {"code_versions": ["a"], "methods": {"m": {"label": "M", "code_versions": ["a"]}}}
+    assert _code_note(one) == ""
+    apart = {"code_versions": ["a", "b"], "methods": {"m": {"label": "M", "code_versions": ["a"]}, "n": {"label": "N", "code_versions": ["b"]}}}
+    assert "a: M; b: N" in _code_note(apart) and "Warning" not in _code_note(apart)
+    mixed = {"code_versions": ["a", "b"], "methods": {"m": {"label": "M", "code_versions": ["a", "b"]}}}
+    assert "Warning: the users of M" in _code_note(mixed)
