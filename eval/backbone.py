@@ -10,18 +10,21 @@ import numpy as np
 from eval.metrics import KS, summarise, target_ranks
 from tools.data.sequences import SequenceDataset, Split
 from tools.models.base import Recommender
-from tools.models.scoring import score_histories
+from tools.models.scoring import by_length, score_histories
 
 
-def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, batch_size: int = 1024) -> np.ndarray:
+def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, chunk_size: int = 1024) -> np.ndarray:
+    """The target's rank for each user (all users, or the dataset rows `users`), in that order."""
     inputs, targets = dataset.split(split)
-    rows = np.arange(len(targets)) if users is None else np.asarray(users)
-    ranks = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        scores = score_histories(model, [inputs[i] for i in chunk], batch_size=batch_size)
-        ranks.append(target_ranks(scores, targets[chunk]))
-    return np.concatenate(ranks) if ranks else np.empty(0, dtype=np.int64)
+    rows = np.arange(len(targets)) if users is None else np.asarray(users, dtype=np.int64)
+    # chunks of similar history lengths, so that each forward pass pads little
+    order = by_length([inputs[i] for i in rows])
+    ranks = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), chunk_size):
+        chunk = order[start : start + chunk_size]
+        scores = score_histories(model, [inputs[i] for i in rows[chunk]])
+        ranks[chunk] = target_ranks(scores, targets[rows[chunk]])
+    return ranks
 
 
 def evaluate_backbone(model: Recommender, dataset: SequenceDataset, split: Split, ks: Sequence[int] = KS) -> dict[str, float]:

@@ -5,12 +5,10 @@ the metrics of `eval.metrics`."""
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -19,16 +17,15 @@ from eval.backbone import evaluate_backbone
 from eval.commands import eval_app
 from eval.conversation_sim import chat_sim_command
 from eval.metrics import KS
+from eval.report import plot_training_curves
+from eval.training import METRICS, TrainSpec, train_run
 from agent.bench import bench_agent
 from agent.cli import models_app, recommend_command
 from agent.commands import bench_serve_command, chat_command, mcp_command, serve_command
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
-from tools.data.fetch import load_sequences
 from tools.data.schema import DataError
 from tools.io import write_json
-from tools.models.base import Recommender
-from tools.models.registry import build_model, load_model, load_run, new_config
-from tools.models.train import TrainConfig, seed_everything, train as train_model
+from tools.models.registry import load_run
 from tools.settings import PathSettings
 
 console = Console()
@@ -49,85 +46,75 @@ app.command("mcp")(mcp_command)
 bench_app.command("serve")(bench_serve_command)
 eval_app.command("chat-sim")(chat_sim_command)
 
-VALID_KS = (10,)
 
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+_D = {name: field.default for name, field in TrainSpec.model_fields.items()}
 
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="ml-100k, ml-1m, or a dataset folder")] = "ml-100k",
-    model: Annotated[str, typer.Option(help="sasrec | sasrec-attr | bert4rec | popularity")] = "sasrec",
+    dataset: Annotated[str, typer.Option(help="ml-100k, ml-1m, or a dataset folder")] = _D["dataset"],
+    model: Annotated[str, typer.Option(help="sasrec | sasrec-attr | bert4rec | popularity")] = _D["model"],
     out: Annotated[Path, typer.Option(help="Run folder for the checkpoint and metrics")] = Path("runs/sasrec"),
     attribute: Annotated[str | None, typer.Option(help="Attribute type fused by sasrec-attr (genre, year, ...)")] = None,
-    epochs: int = 200,
-    patience: Annotated[int, typer.Option(help="Epochs without validation NDCG@10 gain before stopping")] = 5,
+    epochs: Annotated[int, typer.Option(help="Epoch budget (the cosine schedule reaches zero there)")] = _D["epochs"],
+    patience: Annotated[int, typer.Option(help="Epochs without validation NDCG@10 gain before stopping")] = _D["patience"],
     max_seconds: Annotated[float | None, typer.Option(help="Stop training after this many seconds")] = None,
-    seed: int = 42,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    dim: int = 64,
-    blocks: int = 2,
-    heads: int = 1,
-    dropout: float = 0.1,
-    max_len: int = 200,
-    loss: Annotated[str, typer.Option(help="ce (full softmax) | bce | bpr")] = "ce",
-    negatives: int = 1,
-    min_core: Annotated[int, typer.Option(help="k-core filter on users and items (0: none)")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: int = _D["seed"],
+    batch_size: int = _D["batch_size"],
+    lr: float = _D["lr"],
+    schedule: Annotated[str, typer.Option(help="constant | cosine (decay to zero at --epochs)")] = _D["schedule"],
+    warmup_steps: int = _D["warmup_steps"],
+    bucket: Annotated[bool, typer.Option(help="Batch histories of similar length together")] = _D["bucket"],
+    dim: int = _D["dim"],
+    blocks: int = _D["blocks"],
+    heads: int = _D["heads"],
+    dropout: float = _D["dropout"],
+    max_len: int = _D["max_len"],
+    loss: Annotated[str, typer.Option(help="ce (full softmax) | bce | bpr")] = _D["loss"],
+    negatives: int = _D["negatives"],
+    min_core: Annotated[int, typer.Option(help="k-core filter on users and items (0: none)")] = _D["min_core"],
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _D["device"],
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
-    """Train a backbone with early stopping on validation NDCG@10; rerunning resumes."""
-    if threads:
-        torch.set_num_threads(threads)
-    if model not in ("sasrec", "sasrec-attr", "bert4rec", "popularity"):
-        raise typer.BadParameter(f"unknown model {model!r}", param_hint="--model")
-    if loss not in ("ce", "bce", "bpr"):
-        raise typer.BadParameter(f"unknown loss {loss!r}", param_hint="--loss")
+    """Train a backbone with early stopping on validation NDCG@10; rerunning resumes. Prints
+    the final figures and the time-to-quality curve, both kept in RUN/metrics.json."""
+    settings = dict(locals())
+    settings.pop("out")
     try:
-        data = load_sequences(dataset, PathSettings().data_dir, min_core=min_core)
-        config = new_config(
-            model,  # type: ignore[arg-type]
-            data, attribute=attribute, dim=dim, blocks=blocks, heads=heads, dropout=dropout,
-            max_len=max_len, loss=loss, negatives=negatives,  # type: ignore[arg-type]
-        )
+        spec = TrainSpec.model_validate(settings)
+        console.print(f"[bold]{spec.model}[/bold] on {spec.dataset} -> {out}")
+        metrics = train_run(spec, out, PathSettings().data_dir)
     except (DataError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
-    seed_everything(seed)  # initial weights too, not only the batch order
-    net = build_model(config, data).to(_device(device))
-    settings = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, max_seconds=max_seconds)
-    console.print(f"[bold]{model}[/bold] on {data.name}: {len(data.user_ids):,} users, {data.num_items:,} items -> {out}")
-
-    def validate(candidate: Recommender) -> dict[str, float]:
-        return _keep(evaluate_backbone(candidate, data, "valid", ks=VALID_KS))
-
-    progress = train_model(net, data, settings, out, validate)
-    best = load_model(out, data)
-    metrics = {
-        "valid": progress.best,
-        "test": _keep(evaluate_backbone(best, data, "test", ks=VALID_KS)),
-        "train_seconds": round(progress.train_seconds, 1),
-        "epochs": progress.epoch,
-        "best_epoch": progress.best_epoch,
-        "seconds_per_epoch": round(progress.train_seconds / max(progress.epoch, 1), 2),
-        "peak_rss_mib": _peak_rss_mib(),
-    }
-    write_json(out / "metrics.json", metrics)
-    console.print_json(json.dumps(metrics))
+    console.print(_curve_table(metrics["curve"]))
+    console.print_json(json.dumps({k: v for k, v in metrics.items() if k not in ("curve", "settings")}))
 
 
-def _keep(metrics: dict[str, float]) -> dict[str, float]:
-    """The three figures metrics.json records at 10."""
-    return {name: metrics[name] for name in ("ndcg@10", "recall@10", "mrr@10")}
+@bench_app.command("curves")
+def bench_curves(
+    runs: Annotated[list[str], typer.Argument(metavar="LABEL=RUN...", help="Run folders written by `toolrec train`, each with its legend label")],
+    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("eval/figures/train-curves.png"),
+) -> None:
+    """Plot the time-to-quality curves (validation NDCG@10 against seconds) of trained runs."""
+    curves = {}
+    for entry in runs:
+        label, _, folder = entry.rpartition("=")
+        path = Path(folder) / METRICS
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist (train the run first)", param_hint="LABEL=RUN")
+        curves[label or folder] = json.loads(path.read_text())["curve"]
+    plot_training_curves(curves, out)
+    console.print(f"wrote {out}")
 
 
-def _peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def _curve_table(curve: list[dict[str, float]]) -> Table:
+    table = Table(title="time to quality (validation)")
+    for name in ("epoch", "seconds", "NDCG@10"):
+        table.add_column(name, justify="right")
+    for point in curve:
+        table.add_row(str(point["epoch"]), f"{point['seconds']:.0f}", f"{point['ndcg@10']:.4f}")
+    return table
 
 
 @app.command()

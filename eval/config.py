@@ -23,6 +23,13 @@ picks what they are:
     tools = ["retrieve", "semantic_search", "similar_items"]
     assembly = "fused"
 
+A run folder that does not exist yet is trained first when `runs` says how (any setting of
+`toolrec train`; an existing run is reused only if it was trained with those settings):
+
+    [runs."runs/ml1m-sasrec-genre"]
+    model = "sasrec-attr"
+    attribute = "genre"
+
 Relative paths are resolved against the current directory (the repository root, as every
 other command). A method's fingerprint is a hash of its definition and of the protocol, so a
 resumed run never mixes results of two different definitions under one name.
@@ -41,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agent.state import AgentConfig
 from eval.metrics import KS
+from eval.training import TrainSpec
 
 
 class _Method(BaseModel):
@@ -151,6 +159,19 @@ class EvalConfig(BaseModel):
     backbone: str | None = Field(None, description="Method the paired tests compare against (default: the first backbone method)")
     data_dir: Path | None = Field(None, description="Default: TOOLREC_DATA_DIR")
     methods: list[Method] = Field(min_length=1)
+    runs: dict[Path, TrainSpec] = Field(
+        default_factory=dict,
+        description="How to train each run folder the methods name, if it is missing (any `toolrec train` setting; dataset: the config's)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runs_on_the_dataset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("runs"), dict):
+            dataset = data.get("dataset", cls.model_fields["dataset"].default)
+            runs = {path: {"dataset": dataset, **spec} if isinstance(spec, dict) else spec for path, spec in data["runs"].items()}
+            data = {**data, "runs": runs}
+        return data
 
     @field_validator("ks")
     @classmethod
@@ -165,6 +186,9 @@ class EvalConfig(BaseModel):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"method names must be unique: {duplicated}")
+        foreign = sorted(str(path) for path, spec in self.runs.items() if spec.dataset != self.dataset)
+        if foreign:
+            raise ValueError(f"runs {foreign} are not trained on the config's dataset {self.dataset!r}")
         if self.backbone is None:
             self.backbone = next((m.name for m in self.methods if m.kind == "backbone"), None)
         elif self.backbone not in names:

@@ -466,3 +466,21 @@ def write_report(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, 
         plot_metrics(report, run_dir / METRICS_PNG)
         plot_cost(report, run_dir / COST_PNG)
     return report
+
+
+def plot_training_curves(curves: dict[str, list[dict[str, float]]], path: Path, threshold: float | None = 0.18) -> None:
+    """Validation NDCG@10 against elapsed training seconds, one line per labelled run (the
+    `curve` of each run's metrics.json)."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for label, curve in curves.items():
+        ax.plot([p["seconds"] / 60 for p in curve], [p["ndcg@10"] for p in curve], marker=".", label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:gray", linestyle="--", linewidth=1, label=f"NDCG@10 = {threshold}")
+    ax.set_xlabel("minutes of training (validation included)")
+    ax.set_ylabel("validation NDCG@10 (full ranking)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

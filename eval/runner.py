@@ -41,7 +41,9 @@ from eval.config import AgentMethod, EvalConfig, LLMRerankMethod, Method
 from eval.methods import AgentRunner, Context, LLMRerank, is_repeat, rank_method, set_threads
 from eval.metrics import MISSING, summarise
 from eval.store import ResultStore, UserResult, read_jsonl
+from eval.training import prepare_runs
 from tools.io import write_json
+from tools.settings import PathSettings
 
 RESULTS, CONFIG, VERSIONS, SESSIONS, CACHE_DIR = "results.json", "config.json", "versions.json", "sessions.jsonl", "llm-cache"
 RUNNING_METRIC = "ndcg@10"
@@ -384,6 +386,8 @@ def _run_eval(
 
     session = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
     _append_line(run_dir / SESSIONS, {"session": session, "start": time.time(), "pid": os.getpid(), "argv": sys.argv, "code": source_hash(), "git": git_commit(Path(__file__).resolve().parent)})
+    data_dir = data_dir or config.data_dir or PathSettings().data_dir
+    prepare_runs(config.runs, data_dir, console.print)  # before set_threads: training wants every core
     set_threads()
     ctx = Context(config, data_dir=data_dir)
     store = ResultStore(run_dir)

@@ -10,6 +10,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from tools.models.softmax import full_softmax_ce
+
 ModelKind = Literal["sasrec", "sasrec-attr", "bert4rec", "popularity"]
 
 
@@ -59,8 +61,9 @@ def sampled_loss(kind: str, hidden: torch.Tensor, vectors: torch.Tensor, targets
     uniform negatives, as the original SASRec and ToolRec's backbone did.
     """
     if kind == "ce":
-        logits = hidden @ vectors[1:].T
-        return nn.functional.cross_entropy(logits, targets - 1)
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        return full_softmax_ce(hidden, vectors[1:], targets - 1, dtype)
     sampled = torch.randint(1, vectors.shape[0], (targets.shape[0], negatives), device=hidden.device)
     positive = (hidden * vectors[targets]).sum(-1, keepdim=True)
     negative = torch.einsum("td,tnd->tn", hidden, vectors[sampled])

@@ -96,7 +96,10 @@ class Encoder(nn.Module):
     def forward(self, embedded: torch.Tensor, padding: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """[batch, length, dim] hidden states, or [batch, 1, dim] for the last position alone."""
         batch, length, _ = embedded.shape
-        positions = torch.arange(length, device=embedded.device)
+        # right-aligned: the most recent item always has the last position, however short the
+        # batch is padded, so a batch padded to its longest history scores as one padded to max_len
+        max_len = self.positions.num_embeddings
+        positions = torch.arange(max_len - length, max_len, device=embedded.device)
         hidden = self.dropout(embedded + self.positions(positions))
         # A query may see non-padding keys (and, if causal, only earlier ones); it always sees
         # itself, so a padding row is never fully masked (which would give NaN).
@@ -112,10 +115,12 @@ class Encoder(nn.Module):
 
 def left_pad(histories: list[np.ndarray], max_len: int, pad: int = 0) -> torch.Tensor:
     """The last `max_len` items of each history, right-aligned so that position -1 is the most
-    recent item for every row."""
-    out = np.full((len(histories), max_len), pad, dtype=np.int64)
+    recent item for every row. Padded only to the longest history in the batch: attention to
+    padding is masked, so extra padding would cost time and change nothing."""
+    width = min(max_len, max((len(h) for h in histories), default=1)) or 1
+    out = np.full((len(histories), width), pad, dtype=np.int64)
     for row, history in enumerate(histories):
-        tail = history[-max_len:]
+        tail = history[-width:]
         if len(tail):
             out[row, -len(tail) :] = tail
     return torch.from_numpy(out)

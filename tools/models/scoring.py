@@ -8,17 +8,22 @@ import torch
 from tools.models.base import Recommender
 
 
+def by_length(histories: list[np.ndarray]) -> np.ndarray:
+    """Indices that order histories by length: batches of similar lengths need little padding."""
+    return np.argsort([len(h) for h in histories], kind="stable")
+
+
 @torch.inference_mode()
-def score_histories(model: Recommender, histories: list[np.ndarray], batch_size: int = 1024, exclude_history: bool = True) -> np.ndarray:
-    """[len(histories), num_items + 1] float32 scores; padding and (by default) history items
-    are -inf so they can never be recommended."""
+def score_histories(model: Recommender, histories: list[np.ndarray], batch_size: int = 256, exclude_history: bool = True) -> np.ndarray:
+    """[len(histories), num_items + 1] float32 scores in the order given; padding and (by
+    default) history items are -inf so they can never be recommended."""
     model.eval()
-    blocks = []
-    for start in range(0, len(histories), batch_size):
-        batch = histories[start : start + batch_size]
-        scores = model.score(batch).float().cpu().numpy()
-        if exclude_history:
-            for row, history in enumerate(batch):
-                scores[row, history] = -np.inf
-        blocks.append(scores)
-    return np.concatenate(blocks) if blocks else np.empty((0, model.config.num_items + 1), dtype=np.float32)
+    out = np.empty((len(histories), model.config.num_items + 1), dtype=np.float32)
+    order = by_length(histories)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        out[rows] = model.score([histories[i] for i in rows]).float().cpu().numpy()
+    if exclude_history:
+        for row, history in enumerate(histories):
+            out[row, history] = -np.inf
+    return out

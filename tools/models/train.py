@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +38,12 @@ class TrainConfig(BaseModel):
     patience: int = Field(5, description="Epochs without validation gain before stopping")
     seed: int = 42
     max_seconds: float | None = Field(None, description="Stop after this much training time")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up: constant, or cosine decay to zero at `epochs`")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up from zero")
+    bucket: bool = Field(True, description="Batch histories of similar length together (less padding, same loss)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Matmul precision while training (auto: bf16 on a CPU with AMX or AVX-512-BF16, else fp32); weights stay fp32"
+    )
 
 
 class TrainProgress(BaseModel):
@@ -45,8 +52,8 @@ class TrainProgress(BaseModel):
     epoch: int = 0
     best_epoch: int = 0
     best: dict[str, float] = Field(default_factory=dict)
-    history: list[dict[str, float]] = Field(default_factory=list)
-    train_seconds: float = 0.0
+    history: list[dict[str, float]] = Field(default_factory=list, description="Per epoch: loss, validation metrics, elapsed seconds")
+    train_seconds: float = Field(0.0, description="Wall time of training and validation, resumed runs included")
     done: bool = False
 
 
@@ -74,6 +81,11 @@ def train(
     progress = _resume(state_dir, model, optimiser, config)
     sequences = [s for s in dataset.train_sequences() if len(s) >= 2]
     steps = math.ceil(len(sequences) / config.batch_size)
+    lengths = np.array([min(len(s), model.config.max_len) for s in sequences])
+    mean_batch_positions = lengths.sum() / steps
+    device = model.device.type
+    bf16 = use_bf16(config.precision, model.device)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_factor(config, steps), last_epoch=progress.epoch * steps - 1)
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, transient=False) as bars:
@@ -81,15 +93,18 @@ def train(
         while not progress.done and progress.epoch < config.epochs:
             started = time.perf_counter()
             model.train()
-            order = np.random.default_rng(config.seed + progress.epoch).permutation(len(sequences))
+            order = _batch_order(sequences, config, np.random.default_rng(config.seed + progress.epoch))
             batches = bars.add_task(f"epoch {progress.epoch + 1}", total=steps, info="")
             total = 0.0
-            for step in range(steps):
-                batch = [sequences[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
-                loss = model.loss(batch)
+            for step, rows in enumerate(order):
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                    # a batch's mean loss weighs by its share of the epoch's positions, so
+                    # that bucketing leaves every position's weight equal
+                    loss = model.loss([sequences[i] for i in rows]) * (lengths[rows].sum() / mean_batch_positions)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                schedule.step()
                 total += loss.item()
                 bars.update(batches, advance=1, info=f"loss {total / (step + 1):.4f}")
             bars.remove_task(batches)
@@ -97,7 +112,7 @@ def train(
             metrics = validate(model)
             progress.epoch += 1
             progress.train_seconds += time.perf_counter() - started
-            progress.history.append({"epoch": progress.epoch, "loss": total / steps, **metrics})
+            progress.history.append({"epoch": progress.epoch, "seconds": round(progress.train_seconds, 2), "loss": total / steps, **metrics})
             if metrics[MONITOR] > progress.best.get(MONITOR, -1.0):
                 progress.best, progress.best_epoch = metrics, progress.epoch
                 save_model(run_dir, model, dataset)
@@ -108,6 +123,45 @@ def train(
             _save_state(state_dir, model, optimiser, progress, config)
             bars.update(epochs, completed=progress.epoch, info=_info(progress, total / steps, metrics))
     return progress
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def _batch_order(sequences: list[np.ndarray], config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of each batch of one epoch. Bucketed: a shuffled epoch is cut into pools of
+    64 batches, each pool sorted by length and cut into batches, and the batches shuffled; a
+    batch then pads to a length close to its rows' own (ML-1M: about half the work)."""
+    order = rng.permutation(len(sequences))
+    size = config.batch_size
+    if config.bucket:
+        lengths = np.array([len(s) for s in sequences])
+        pool = 64 * size
+        order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.split(order, range(pool, len(order), pool))])
+    batches = [order[start : start + size] for start in range(0, len(order), size)]
+    if config.bucket:
+        rng.shuffle(batches)
+    return batches
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate's multiplier at an optimiser step."""
+    total = max(config.epochs * steps_per_epoch, 1)
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "cosine":
+            done = (step - config.warmup_steps) / max(total - config.warmup_steps, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+        return 1.0
+
+    return factor
 
 
 def _info(progress: TrainProgress, loss: float | None = None, metrics: dict[str, float] | None = None) -> str:
@@ -132,7 +186,7 @@ def _resume(state_dir: Path, model: Recommender, optimiser: torch.optim.Optimize
         return TrainProgress()
     saved = TrainConfig.model_validate_json((state_dir / "train_config.json").read_text())
     # epochs, patience and the time cap may change on resume; anything else would mix two runs
-    fixed = {"batch_size", "lr", "weight_decay", "seed"}
+    fixed = {"batch_size", "lr", "weight_decay", "seed", "schedule", "warmup_steps", "bucket"}
     if saved.model_dump(include=fixed) != config.model_dump(include=fixed):
         raise ValueError(f"{state_dir}: an interrupted run with other settings ({saved}); use another --out or delete it")
     model.load_state_dict(load_file(str(state_dir / "last.safetensors")))

@@ -1,0 +1,161 @@
+"""Training a backbone run from one typed specification, shared by `toolrec train`,
+`toolrec bench train` and `toolrec eval run` (which trains a run its config names but that
+does not exist yet).
+
+The specification is written into the run folder (`train_spec.json`) before training starts,
+so a run is reused only when its settings match, and `metrics.json` records the
+time-to-quality curve (validation NDCG@10 against elapsed seconds) beside the final figures.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.backbone import evaluate_backbone
+from tools.data.fetch import load_sequences
+from tools.data.sequences import SequenceDataset
+from tools.io import write_json
+from tools.models.base import ModelKind, Recommender
+from tools.models.registry import build_model, load_model, new_config
+from tools.models.train import MONITOR, TrainConfig, TrainProgress, seed_everything, train
+
+SPEC, METRICS = "train_spec.json", "metrics.json"
+KS = (10,)
+# settings that change what is learnt; the others (threads, device) change only how fast
+RUNTIME_ONLY = frozenset({"threads", "device"})
+
+
+class TrainSpec(BaseModel):
+    """Everything a run's weights depend on. The defaults reach the README's ML-1M quality on a
+    2-core CPU within minutes (see the README's training benchmark)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("ml-100k", description="ml-100k, ml-1m, or a dataset folder")
+    model: ModelKind = "sasrec"
+    attribute: str | None = Field(None, description="Attribute type fused by sasrec-attr (genre, year, ...)")
+    min_core: int = Field(0, ge=0, description="k-core filter on users and items (0: none)")
+    # the network
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    max_len: int = 200
+    loss: Literal["ce", "bce", "bpr"] = "ce"
+    negatives: int = 1
+    # the optimisation
+    epochs: int = 30
+    patience: int = Field(5, description="Epochs without validation NDCG@10 gain before stopping")
+    max_seconds: float | None = Field(None, description="Stop training after this many seconds")
+    seed: int = 42
+    batch_size: int = 64
+    lr: float = 3e-3
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = 100
+    bucket: bool = True
+    # the runtime
+    threads: int | None = Field(None, description="torch CPU threads (default: torch's choice)")
+    device: str = Field("auto", description="auto | cpu | cuda")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self.model_dump(include=set(TrainConfig.model_fields)))
+
+    def differences(self, other: TrainSpec) -> list[str]:
+        """`name: ours != theirs` for every setting that changes the weights."""
+        ours, theirs = self.model_dump(exclude=RUNTIME_ONLY), other.model_dump(exclude=RUNTIME_ONLY)
+        return [f"{key}: {ours[key]!r} != {theirs[key]!r}" for key in ours if ours[key] != theirs[key]]
+
+
+class SettingsMismatch(ValueError):
+    """An existing run was trained with other settings than the ones asked for."""
+
+
+def read_spec(run_dir: Path) -> TrainSpec | None:
+    path = run_dir / SPEC
+    return TrainSpec.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def check_reusable(run_dir: Path, spec: TrainSpec) -> None:
+    """Raise SettingsMismatch unless the run in `run_dir` was trained with `spec`'s settings."""
+    saved = read_spec(run_dir)
+    if saved is None:
+        raise SettingsMismatch(f"{run_dir} has no recorded settings ({SPEC}); retrain it or point the config elsewhere")
+    differing = spec.differences(saved)
+    if differing:
+        raise SettingsMismatch(f"{run_dir} was trained with other settings (asked != recorded): " + "; ".join(differing))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _keep(metrics: dict[str, float]) -> dict[str, float]:
+    """The three figures metrics.json records at 10."""
+    return {name: metrics[name] for name in ("ndcg@10", "recall@10", "mrr@10")}
+
+
+def seconds_to(progress: TrainProgress, threshold: float) -> float | None:
+    """Elapsed seconds at the first epoch whose validation NDCG@10 reached `threshold`."""
+    return next((h["seconds"] for h in progress.history if h.get(MONITOR, 0.0) >= threshold), None)
+
+
+def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset | None = None, threshold: float = 0.18) -> dict[str, Any]:
+    """Train (or resume) the run `out` with `spec`, evaluate its best checkpoint on test, and
+    write and return `metrics.json`. A run folder holding other settings is refused."""
+    if (out / SPEC).exists():
+        check_reusable(out, spec)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    data = data or load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
+    config = new_config(
+        spec.model, data, attribute=spec.attribute, dim=spec.dim, blocks=spec.blocks, heads=spec.heads,
+        dropout=spec.dropout, max_len=spec.max_len, loss=spec.loss, negatives=spec.negatives,
+    )
+    seed_everything(spec.seed)  # initial weights too, not only the batch order
+    net = build_model(config, data).to(_device(spec.device))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SPEC, spec.model_dump(mode="json"))
+
+    def validate(candidate: Recommender) -> dict[str, float]:
+        return _keep(evaluate_backbone(candidate, data, "valid", ks=KS))
+
+    progress = train(net, data, spec.train_config(), out, validate)
+    started = time.perf_counter()
+    test = _keep(evaluate_backbone(load_model(out, data), data, "test", ks=KS))
+    metrics = {
+        "valid": progress.best,
+        "test": test,
+        "train_seconds": round(progress.train_seconds, 1),
+        "epochs": progress.epoch,
+        "best_epoch": progress.best_epoch,
+        "seconds_per_epoch": round(progress.train_seconds / max(progress.epoch, 1), 2),
+        f"seconds_to_ndcg10_{threshold}": seconds_to(progress, threshold),
+        "test_seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "curve": [{"epoch": h["epoch"], "seconds": h.get("seconds"), MONITOR: round(h[MONITOR], 5)} for h in progress.history],
+        "settings": spec.model_dump(mode="json"),
+    }
+    write_json(out / METRICS, metrics)
+    return metrics
+
+
+def prepare_runs(runs: dict[Path, TrainSpec], data_dir: Path, say: Callable[[str], None]) -> None:
+    """Train every run in `runs` that is not finished (resuming an interrupted one); a finished
+    run is reused only if it was trained with the same settings (SettingsMismatch otherwise)."""
+    for path, spec in runs.items():
+        if (path / METRICS).exists():
+            check_reusable(path, spec)
+            say(f"reusing {path}: trained with the config's settings")
+            continue
+        say(f"training {path}: {spec.model} on {spec.dataset} (settings in {path / SPEC})")
+        metrics = train_run(spec, path, data_dir)
+        say(f"trained {path} in {metrics['train_seconds']:.0f} s: test NDCG@10 {metrics['test']['ndcg@10']:.4f}")

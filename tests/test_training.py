@@ -1,0 +1,112 @@
+"""Fast CPU training on real MovieLens-100K: the chunked full-softmax loss is the plain one,
+padding to a batch's own length changes no score, bucketed epochs cover every row once, the
+default settings still learn, the time-to-quality record is written, and `eval run` trains a
+missing run, reuses a matching one and refuses one trained otherwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eval.backbone import evaluate_backbone
+from eval.config import EvalConfig
+from eval.runner import run_eval
+from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, train_run
+from tools.data.sequences import SequenceDataset
+from tools.models.registry import build_model, new_config
+from tools.models.softmax import full_softmax_ce
+from tools.models.train import TrainConfig, _batch_order
+
+# the defaults, made small enough for the suite: ML-100K histories are short
+QUICK = {"dataset": "ml-100k", "max_len": 50, "epochs": 6, "threads": 1}
+
+
+def test_chunked_cross_entropy_is_the_plain_one() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(700, 16, requires_grad=True)  # several chunks, the last one partial
+    vectors = torch.randn(300, 16, requires_grad=True)
+    targets = torch.randint(0, 300, (700,))
+    expected = torch.nn.functional.cross_entropy(hidden @ vectors.T, targets)
+    expected_grads = torch.autograd.grad(expected, (hidden, vectors))
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+        loss = full_softmax_ce(hidden, vectors, targets, dtype)
+        grads = torch.autograd.grad(loss, (hidden, vectors))
+        assert abs(loss.item() - expected.item()) < tolerance * expected.item()
+        for got, want in zip(grads, expected_grads, strict=True):
+            assert (got - want).norm() <= tolerance * want.norm()
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
+def test_padding_to_the_batch_changes_no_score(ml100k: SequenceDataset, kind: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(new_config(kind, ml100k, max_len=50, dim=32), ml100k).eval()  # type: ignore[arg-type]
+    short = ml100k.sequences[0][:4]
+    longest = max(ml100k.sequences, key=len)
+    with torch.no_grad():
+        alone = model.score([short])  # padded to 4 (5 for BERT4Rec's mask token)
+        beside_a_long_one = model.score([short, longest])[:1]  # padded to max_len
+    np.testing.assert_allclose(alone[:, 1:].numpy(), beside_a_long_one[:, 1:].numpy(), atol=1e-5)
+
+
+def test_bucketed_epoch_covers_every_row_once(ml100k: SequenceDataset) -> None:
+    sequences = ml100k.train_sequences()
+    batches = _batch_order(sequences, TrainConfig(batch_size=32), np.random.default_rng(0))
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(sequences)))
+    spread = np.mean([np.ptp([len(sequences[i]) for i in batch]) for batch in batches])
+    unsorted = _batch_order(sequences, TrainConfig(batch_size=32, bucket=False), np.random.default_rng(0))
+    assert spread < 0.5 * np.mean([np.ptp([len(sequences[i]) for i in batch]) for batch in unsorted])
+
+
+def test_defaults_learn_and_record_time_to_quality(ml100k: SequenceDataset, data_dir: Path, tmp_path: Path) -> None:
+    popularity = build_model(new_config("popularity", ml100k), ml100k)
+    baseline = evaluate_backbone(popularity, ml100k, "test", ks=(10,))["ndcg@10"]
+    metrics = train_run(TrainSpec(**QUICK), tmp_path, data_dir, data=ml100k)
+    assert metrics["test"]["ndcg@10"] > 1.2 * baseline, (metrics, baseline)
+
+    saved = json.loads((tmp_path / METRICS).read_text())
+    curve = saved["curve"]
+    assert [p["epoch"] for p in curve] == list(range(1, saved["epochs"] + 1))
+    assert all(b["seconds"] > a["seconds"] > 0 for a, b in zip(curve, curve[1:], strict=False))
+    assert max(p["ndcg@10"] for p in curve) == pytest.approx(saved["valid"]["ndcg@10"], abs=1e-5)
+    reached = [p["seconds"] for p in curve if p["ndcg@10"] >= 0.18]
+    assert saved["seconds_to_ndcg10_0.18"] == (reached[0] if reached else None)
+    assert TrainSpec.model_validate(saved["settings"]) == TrainSpec(**QUICK)
+
+
+def test_a_run_with_other_settings_is_refused(ml100k: SequenceDataset, data_dir: Path, tmp_path: Path) -> None:
+    train_run(TrainSpec(**{**QUICK, "epochs": 1}), tmp_path, data_dir, data=ml100k)
+    with pytest.raises(SettingsMismatch, match=r"lr: 0\.01 != 0\.003"):
+        train_run(TrainSpec(**{**QUICK, "epochs": 1, "lr": 0.01}), tmp_path, data_dir, data=ml100k)
+    # how fast it ran is not a setting of the weights
+    assert not TrainSpec(**QUICK).differences(TrainSpec(**{**QUICK, "threads": 2, "device": "cpu"}))
+
+
+def test_eval_run_trains_a_missing_run_then_reuses_it(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "sasrec"
+    spec = {k: v for k, v in QUICK.items() if k != "dataset"} | {"epochs": 2}
+
+    def config(**changes: object) -> EvalConfig:
+        return EvalConfig.model_validate(
+            {
+                "dataset": "ml-100k", "users": 20, "data_dir": str(data_dir),
+                "methods": [{"name": "sasrec", "kind": "backbone", "run": str(run)}],
+                "runs": {str(run): {**spec, **changes}},
+            }
+        )
+
+    first = run_eval(config(), tmp_path / "eval-1")
+    assert (run / SPEC).exists() and (run / METRICS).exists()
+    assert first["methods"]["sasrec"]["scored"] == 20
+    trained_at = (run / "model.safetensors").stat().st_mtime_ns
+
+    second = run_eval(config(), tmp_path / "eval-2")
+    assert (run / "model.safetensors").stat().st_mtime_ns == trained_at  # reused, not retrained
+    assert second["methods"]["sasrec"]["metrics"] == first["methods"]["sasrec"]["metrics"]
+
+    with pytest.raises(SettingsMismatch, match="dropout: 0.5 != 0.2"):
+        run_eval(config(dropout=0.5), tmp_path / "eval-3")
