@@ -25,7 +25,7 @@ from agent.llm.parsing import Attempt, ask_structured
 from agent.nodes import RecommendError, RerankReply
 from agent.prompts import domain_of, render
 from agent.recommend import Agent
-from agent.state import RecommendRequest, TraceEvent
+from agent.state import RecommendRequest, TraceCode, TraceEvent
 from eval.config import AgentMethod, BackboneMethod, EvalConfig, LLMRerankMethod, PopularityMethod
 from eval.metrics import MISSING, list_ranks, target_ranks
 from eval.store import UserResult
@@ -33,10 +33,11 @@ from tools.data.fetch import load_dataset
 from tools.data.schema import RawDataset
 from tools.data.sequences import SequenceDataset, build_sequences
 from tools.models.base import Recommender
-from tools.models.registry import load_model, read_meta
+from tools.models.checkpoint import load_model, read_meta
 from tools.models.scoring import score_histories
 from tools.retrieval import top_k
 from tools.settings import PathSettings
+from tools.titles import item_line
 from tools.toolbox import Toolbox, variant_name
 
 # Failures of one user's recommendation that are not bugs: recorded, scored zero, counted.
@@ -72,13 +73,8 @@ class Context:
         self.raw: RawDataset = load_dataset(config.dataset, self.data_dir)
         self.dataset = build_sequences(self.raw, min_core=min_cores.pop())
         self.users = sample_users(self.dataset, config)
-        cut = 1 if config.split == "test" else 2
-        self.histories: dict[str, np.ndarray] = {}
-        self.targets: dict[str, int] = {}
-        for user in self.users:
-            sequence = self.dataset.sequences[self.dataset.user_index[user]]
-            self.histories[user] = sequence[: len(sequence) - cut]
-            self.targets[user] = int(sequence[len(sequence) - cut])
+        self.histories: dict[str, np.ndarray] = {u: self.dataset.history(u, config.split) for u in self.users}
+        self.targets: dict[str, int] = {u: self.dataset.target(u, config.split) for u in self.users}
         self._models: dict[Path, Recommender] = {}
         self._toolboxes: dict[tuple[Path, tuple[tuple[str, Path], ...]], Toolbox] = {}
         self._ratings: pd.Series | None = None
@@ -226,9 +222,7 @@ class LLMRerank:
 
     def line(self, dense: int) -> str:
         item = self.ctx.dataset.item(dense)
-        year = f" ({item.year})" if item.year is not None and str(item.year) not in item.title else ""
-        values = ", ".join(item.attributes.get(self.primary, ())) if self.primary else ""
-        return f"{item.title}{year}" + (f" - {values}" if values else "")
+        return item_line(item.title, item.year, item.attributes.get(self.primary, ()) if self.primary else ())
 
     def prompt(self, user: str, shown: list[int]) -> str:
         recent = [int(d) for d in self.ctx.histories[user][::-1][: self.method.history]]
@@ -302,7 +296,7 @@ class AgentRunner:
         acts = [e for e in rec.trace if e.node == "act" and e.kind == "tool"]
         plans = [e for e in rec.trace if e.node == "plan" and e.kind == "llm" and e.valid_first_try is not None]
         backbone10 = {self.ctx.item_id(d) for d in self.ctx.backbone_top(self.toolbox, user, 10)}
-        fallbacks = [e.error or "" for e in rec.trace if e.kind == "fallback"]
+        fallbacks: list[TraceCode] = [e.code for e in rec.trace if e.kind == "fallback" and e.code is not None]
         # a repeated tool call ends the search by design; only an unusable reply is a fallback
         unusable = [f for f in fallbacks if not is_repeat(f)]
         diagnostics = {
@@ -322,8 +316,9 @@ class AgentRunner:
 
 
 def is_repeat(fallback: str) -> bool:
-    """The agent's note when the LLM repeats a tool call: the search converged, nothing failed."""
-    return "same tool call" in fallback
+    """Whether a fallback's trace code says the LLM repeated a tool call: the search converged,
+    nothing failed."""
+    return fallback == "repeated_call"
 
 
 def set_threads() -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agent.llm.base import LLM
+from agent.llm.base import LLM, NoLLM
 from agent.llm.cache import CachedLLM
 from agent.llm.factory import make_llm
 from agent.settings import AgentSettings
@@ -74,15 +74,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 class StopRun(BaseException):
     """Raised by a test hook to simulate a kill between two users."""
-
-
-class NoLLM:
-    """Stands in for the LLM when no pending method needs one (an agent with 0 rounds)."""
-
-    name = "none"
-
-    def chat(self, *_: Any, **__: Any) -> Any:
-        raise RuntimeError("this method was expected to make no LLM call")
 
 
 # --- provenance --------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.conversation import Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, TurnIntent, UnknownUser
+from agent.chat import Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, TurnIntent, UnknownUser
 from agent.llm.scripted import ScriptedLLM
 from agent.nodes import impose
 from agent.recommend import Agent
-from agent.runtime import NoLLM, agent_config, shared_agent_factory
+from agent.cli.runtime import agent_config, shared_agent_factory
+from agent.llm.base import NoLLM
 from agent.state import AgentConfig, PlannedCall, RecommendRequest
 from tools.constraints import Filters
 from tools.registry import call_tool
@@ -234,7 +235,7 @@ def test_planned_calls_run_only_for_allowed_tools(toolbox: Toolbox) -> None:
     rec = Agent(NoLLM(), toolbox, config).recommend(request)
     similar = [e for e in rec.trace if e.tool == "similar_items"]
     assert len(similar) == 1 and similar[0].arguments["user_id"] == USER and similar[0].arguments["exclude_genres"] == ["Drama"]
-    assert any(e.kind == "fallback" and "lookup" in (e.error or "") for e in rec.trace)
+    assert any(e.code == "refused_call" and e.tool == "lookup" for e in rec.trace)
     assert all("Drama" not in item.attributes["genre"] for item in rec.items)
 
 
@@ -311,7 +312,7 @@ def test_chat_command_reads_piped_stdin_and_resumes(tool_runs: dict[str, Path], 
     import typer
     from typer.testing import CliRunner
 
-    from agent.commands import chat_command
+    from agent.cli.app import chat_command
 
     app = typer.Typer()
     app.command()(chat_command)

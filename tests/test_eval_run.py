@@ -30,7 +30,7 @@ from eval.report import write_report
 from eval.runner import RunLocked, StopRun, run_eval, run_lock
 from eval.store import USERS_FILE, UserResult
 from tools.data.sequences import SequenceDataset
-from tools.models.registry import load_model
+from tools.models.checkpoint import load_model
 
 pytest_plugins = ["fixtures_tools"]
 

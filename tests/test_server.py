@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 
 from agent.llm.base import ChatMessage, LLMReply
 from agent.llm.scripted import ScriptedLLM
-from agent.loadtest import run_bench
+from agent.cli.bench import run_bench
 from agent.recommend import Agent
-from agent.server import ServerSettings, create_app, running
+from agent.serve.app import ServerSettings, create_app, running
 from agent.state import AgentConfig
 from tools.toolbox import Toolbox
 

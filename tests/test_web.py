@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.conversation import Conversation
-from agent.runtime import NoLLM, agent_config, shared_agent_factory
-from agent.server import ServerSettings, create_app, running
+from agent.chat import Conversation
+from agent.cli.runtime import agent_config, shared_agent_factory
+from agent.llm.base import NoLLM
+from agent.serve.app import ServerSettings, create_app, running
 from tools.toolbox import Toolbox
 
 pytest_plugins = ["fixtures_tools"]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.models.registry import load_model, load_run
+from tools.models.checkpoint import load_model, load_run
 from tools.registry import call_tool
 from tools.settings import PathSettings
 from tools.toolbox import Toolbox

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,25 +28,24 @@ from rapidfuzz import fuzz, process, utils
 
 from tools.data.fetch import load_dataset
 from tools.data.schema import Item
-from tools.data.sequences import SequenceDataset, build_sequences
+from tools.data.sequences import HistorySplit, SequenceDataset, build_sequences
 from tools.index.item_index import ItemIndexes
 from tools.index.vector_index import IndexConfig, IndexMismatchError, VectorIndex
 from tools.models.attributes import YEAR, available_attributes, item_values
 from tools.models.base import Recommender
-from tools.models.registry import CheckpointMeta, load_model, read_meta
+from tools.models.checkpoint import CheckpointMeta, load_model, read_meta
 from tools.models.scoring import score_histories
 from tools.schemas import InvalidArguments, Provenance, ScoredItem, Unavailable, UnknownValue
 from tools.settings import PathSettings
+from tools.titles import natural_title, titled
 
 log = logging.getLogger(__name__)
 
-HistorySplit = Literal["valid", "test", "full"]
 INDEX_DIR = "index"
 PLAIN = "plain"
 TEXT_SPACE = "text"
 # The attribute `genres` / `exclude_genres` stand for, first one the catalogue has
 PRIMARY_ATTRIBUTES = ("genre", "category", "categories")
-_ARTICLES = ("the", "a", "an", "les", "la", "le", "il", "das", "der", "die", "el")
 
 
 def normalize(text: str) -> str:
@@ -57,12 +56,6 @@ def normalize(text: str) -> str:
 def variant_name(meta: CheckpointMeta) -> str:
     """An attribute-aware model is named by its attribute type ("genre"), any other "plain"."""
     return meta.model.attribute or PLAIN
-
-
-def natural_title(title: str) -> str:
-    """A catalogue title as people say it: "Matrix, The" -> "The Matrix"."""
-    head, sep, tail = title.rpartition(", ")
-    return f"{tail} {head}" if sep and tail.casefold() in _ARTICLES else title
 
 
 def _title_keys(item: Item) -> list[str]:
@@ -144,7 +137,7 @@ class Toolbox:
                 self._titles.setdefault(key, []).append(dense)
         # fuzzy matching sees "The Matrix (1999)", not "Matrix, The (1999)"
         self._choices = [
-            utils.default_process(f"{natural_title(item.title)} ({item.year})" if item.year is not None else natural_title(item.title))
+            utils.default_process(titled(item.title, item.year, natural=True))
             for item in dataset.items
         ]
 
@@ -231,9 +224,7 @@ class Toolbox:
                 field="user_id",
                 valid=examples,
             )
-        sequence = self.dataset.sequences[index]
-        cut = {"test": 1, "valid": 2, "full": 0}[self.split]
-        return sequence[: len(sequence) - cut]
+        return self.dataset.history(user_id, self.split)
 
     def history(self, user_id: str | None, items: Sequence[str] | None, required: bool = True) -> np.ndarray | None:
         """Dense history from a user id or a raw history (item ids or titles, oldest first)."""
@@ -292,9 +283,17 @@ class Toolbox:
         ranked = sorted(exact.items(), key=lambda hit: (-hit[1], -self.popularity[hit[0]]))
         return ranked[:limit]
 
+    def spoken_title(self, item_id: str) -> str:
+        """An item's title as people say it, "Il Postino (1994)"; an unknown id stays as it is."""
+        try:
+            item = self.dataset.item(self.resolve_item(item_id, "id"))
+        except UnknownValue:
+            return item_id
+        return titled(item.title, item.year, natural=True)
+
     def display(self, dense: int, with_id: bool = False) -> str:
         item = self.dataset.item(dense)
-        name = item.title if item.year is None or str(item.year) in item.title else f"{item.title} ({item.year})"
+        name = titled(item.title, item.year)
         return f"{item.id}: {name}" if with_id and item.id != name else name
 
     # --- attributes -----------------------------------------------------------------------

@@ -197,6 +197,7 @@ class Attempt(BaseModel):
     messages: list[ChatMessage]
     reply: LLMReply | None
     error: str | None = None
+    timed_out: bool = False
 
 
 class StructuredResult(BaseModel, Generic[M]):
@@ -238,7 +239,7 @@ def ask_structured(
         try:
             reply = llm.chat(convo, tools=tools, **chat_kwargs)
         except LLMTimeout as exc:
-            attempts.append(Attempt(messages=convo, reply=None, error=f"timeout: {exc}"))
+            attempts.append(Attempt(messages=convo, reply=None, error=f"timeout: {exc}", timed_out=True))
             break
         native = [call.model_dump() for call in reply.tool_calls]
         try:

@@ -1,4 +1,6 @@
-"""`toolrec bench serve`: concurrent conversations against the HTTP server over loopback.
+"""The agent's benchmarks: `summarise` for `toolrec bench agent` (what one recommendation costs
+with a given LLM), and `run_bench` for `toolrec bench serve` (concurrent conversations against
+the HTTP server over loopback).
 
 The server runs in process (uvicorn on a free 127.0.0.1 port) over a real toolbox with a
 scripted LLM, so the numbers measure the service (HTTP, sessions, the agent graph, the tools),
@@ -21,15 +23,32 @@ from typing import Any
 import httpx
 
 from agent.llm.scripted import ScriptedLLM
-from agent.recommend import Agent
-from agent.runtime import AgentFactory
-from agent.server import ServerSettings, create_app, running
-from agent.state import AgentConfig
-from tools.toolbox import Toolbox, natural_title
+from agent.recommend import Agent, AgentFactory
+from agent.serve.app import ServerSettings, create_app, running
+from agent.state import AgentConfig, Recommendation
+from tools.toolbox import Toolbox
 
 FINISH = '{"name": "finish", "arguments": {}}'
 MAX_SESSIONS = 256
 MAX_TURNS = 12
+
+
+def summarise(recommendations: list[Recommendation]) -> dict[str, float]:
+    """`toolrec bench agent`'s figures over a sample of recommendations."""
+    firsts = [e.valid_first_try for r in recommendations for e in r.llm_events if e.node == "plan" and e.valid_first_try is not None]
+    seconds = [r.seconds for r in recommendations]
+    return {
+        "recommendations": len(recommendations),
+        "seconds_per_recommendation": round(statistics.mean(seconds), 3),
+        "seconds_p50": round(statistics.median(seconds), 3),
+        "seconds_max": round(max(seconds), 3),
+        "llm_calls_per_recommendation": round(statistics.mean(len(r.llm_events) for r in recommendations), 3),
+        "tokens_per_recommendation": round(statistics.mean(r.tokens for r in recommendations), 1),
+        "valid_plan_share": round(sum(firsts) / len(firsts), 3) if firsts else 0.0,
+        "backfilled_share": round(sum(r.backfilled > 0 for r in recommendations) / len(recommendations), 3),
+        "backfilled_items_per_list": round(statistics.mean(r.backfilled for r in recommendations), 3),
+        "tool_calls_per_recommendation": round(statistics.mean(sum(e.kind == "tool" and e.node == "act" for e in r.trace) for r in recommendations), 3),
+    }
 
 
 def scripted_factory(toolbox: Toolbox, config: AgentConfig) -> AgentFactory:
@@ -59,7 +78,7 @@ def _plan(toolbox: Toolbox, index: int) -> dict[str, Any]:
     if index % 2 == 0:
         return {"user_id": toolbox.dataset.user_ids[index % len(toolbox.dataset.user_ids)], "title": None, "genre": genre}
     item = toolbox.dataset.item(popular[(index * 7) % len(popular)])
-    title = natural_title(item.title) + (f" ({item.year})" if item.year else "")
+    title = toolbox.spoken_title(item.id)
     return {"user_id": None, "title": title, "title_id": item.id, "genre": genre}
 
 

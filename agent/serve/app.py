@@ -20,35 +20,30 @@ JSON, `{"error": {"message", "type", "param", "code"}}`, and the server keeps se
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.conversation import Conversation, ConversationConfig, ConversationError, ConversationState, SessionConflict, TurnResult, UnknownUser
+from agent.chat import Conversation, ConversationConfig, ConversationError, ConversationState, SessionConflict, TurnResult, UnknownUser
 from agent.nodes import RecommendError
-from agent.recommend import Agent
-from agent.runtime import AgentFactory
+from agent.recommend import AgentFactory
+from agent.serve.guards import APIError, BodyLimit, RateLimiter, RunLimiter, error_body, error_response
+from agent.serve.openai import ChatCompletion, ChatCompletionRequest, Health, ModelCard, ModelList, RecommendBody, chunk, completion, pieces, sse
 from agent.state import Recommendation, RecommendRequest
-from tools.constraints import Filters
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -72,241 +67,13 @@ class ServerSettings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
 
 
-# --- errors ----------------------------------------------------------------------------------
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.param, self.headers = status, message, kind, code, param, headers or {}
-
-
-def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def error_response(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind, code, param), status_code=status, headers=headers)
-
-
-# --- guards ----------------------------------------------------------------------------------
-
-
-class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413: at once when Content-Length says so,
-    else while the body is read (chunked uploads)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = JSONResponse(error_body(f"the request body is larger than {self.limit} bytes", code="body_too_large"), status_code=413)
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await too_big(scope, receive, send)
-            return
-        received = 0
-        started = responded = False
-
-        async def limited() -> Message:
-            nonlocal received, responded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    if not started and not responded:
-                        responded = True
-                        await too_big(scope, receive, send)
-                    # the app sees the client gone; whatever it answers is dropped below
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if responded:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited, guarded_send)
-        except Exception:
-            if not responded:
-                raise
-
-
-class RateLimiter:
-    """A token bucket per client: `burst` tokens, refilled at `per_minute` a minute."""
-
-    def __init__(self, per_minute: float, burst: int) -> None:
-        self.rate, self.burst = per_minute / 60.0, float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """0 when allowed, else the seconds until a token is free."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, then = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - then) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[client] = (tokens, now)
-            if len(self._buckets) > 10_000:  # forget idle clients
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 600}
-            return (1.0 - tokens) / self.rate
-
-
-class RunLimiter:
-    """At most `concurrency` agent runs at once, in worker threads; at most `queue` requests
-    waiting for one (503 beyond); `timeout` seconds per run (504). A run that times out keeps its
-    slot until its thread finishes, so the bound holds."""
-
-    def __init__(self, concurrency: int, queue: int, timeout: float) -> None:
-        self.semaphore = asyncio.Semaphore(concurrency)
-        self.queue, self.timeout = queue, timeout
-        self.waiting = 0
-        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="toolrec-agent")
-
-    async def acquire(self) -> None:
-        if self.semaphore.locked() and self.waiting >= self.queue:
-            raise APIError(503, "the server is busy; try again shortly", kind="server_error", code="overloaded", headers={"Retry-After": "1"})
-        self.waiting += 1
-        try:
-            await self.semaphore.acquire()
-        finally:
-            self.waiting -= 1
-
-    async def run_acquired(self, fn: Callable[[], T]) -> T:
-        """Run `fn` in a worker thread on a slot already acquired; the slot is released when the
-        thread finishes."""
-        loop = asyncio.get_running_loop()
-        try:
-            future = loop.run_in_executor(self.executor, fn)
-        except BaseException:
-            self.semaphore.release()
-            raise
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.semaphore.release))
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError as exc:
-            raise APIError(504, f"the recommendation took longer than {self.timeout:g} s", kind="server_error", code="timeout") from exc
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        await self.acquire()
-        return await self.run_acquired(fn)
-
-
-# --- request and response models ---------------------------------------------------------------
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "\n".join(p.text for p in self.content if p.type == "text" and p.text)
-        return self.content or ""
-
-
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat-completion request; sampling fields are accepted and ignored (the agent
-    decides). Only the last user message is a new turn: the session remembers the rest."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str = "toolrec"
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool = False
-    user: str | None = Field(None, max_length=200, description="Session id (or use the X-Session-Id header)")
-    toolrec_user_id: str | None = Field(None, max_length=100, description="Bind a new session to this dataset user")
-
-
-class ChatCompletionMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChatChoice(BaseModel):
-    index: int = 0
-    message: ChatCompletionMessage
-    finish_reason: Literal["stop"] = "stop"
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-    toolrec: TurnResult = Field(description="The turn: items with reasons, constraints, session")
-
-
-class RecommendBody(RecommendRequest):
-    """A RecommendRequest plus how many items; `include_trace` returns the agent's trace."""
-
-    model_config = ConfigDict(extra="forbid")
-    k: int = Field(10, ge=1, le=100)
-    include_trace: bool = False
-    history: list[str] | None = Field(None, max_length=2000)
-    exclude: list[str] = Field(default_factory=list, max_length=2000)
-    request: str | None = Field(None, max_length=2000)
-    constraints: Filters | None = None
-
-    @model_validator(mode="after")
-    def _no_probes(self) -> RecommendBody:
-        if self.probes:
-            raise ValueError("probes are not accepted over HTTP")
-        return self
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "toolrec"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-    dataset: str
-    items: int
-    users: int
-    llm: str
-    sessions: Literal["sqlite-file", "sqlite-memory"]
-
-
 # --- the app -----------------------------------------------------------------------------------
 
 WEB = "web"
 
 
 def _web_file(name: str) -> str:
-    return resources.files("agent").joinpath(WEB, name).read_text(encoding="utf-8")
+    return resources.files("agent.serve").joinpath(WEB, name).read_text(encoding="utf-8")
 
 
 def create_app(settings: ServerSettings | None = None, agent_factory: AgentFactory | None = None, *, conversation: Conversation | None = None) -> FastAPI:
@@ -323,7 +90,7 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
     rate = RateLimiter(settings.rate_per_minute, settings.rate_burst)
     created = int(time.time())
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    llm_name = getattr(factory().nodes.llm, "name", "?")
+    llm_name = getattr(factory().llm, "name", "?")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -402,8 +169,7 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
             raise APIError(404, f"unknown user {body.user_id!r}", code="unknown_user", param="user_id")
 
         def run() -> Recommendation:
-            base = factory()
-            agent = base if base.config.k == body.k else Agent(base.nodes.llm, base.nodes.toolbox, base.config.model_copy(update={"k": body.k}))
+            agent = factory().with_k(body.k)
             request = RecommendRequest.model_validate(body.model_dump(include=set(RecommendRequest.model_fields)))
             return agent.recommend(request)
 
@@ -450,7 +216,7 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
         if user_id is not None and user_id not in toolbox.dataset.user_index:
             raise APIError(404, f"unknown user {user_id!r}", code="unknown_user", param="toolrec_user_id")
         current = conversation.state(session_id)
-        if user_id is not None and current is not None and current.user_id != user_id and (current.user_id is not None or current.turns):
+        if current is not None and current.belongs_to_other(user_id):
             raise APIError(409, f"session {session_id!r} belongs to another user; start another session", code="session_conflict")
         earlier = [m.text() for m in users[:-1]] if ephemeral else []
 
@@ -467,29 +233,29 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
         headers = {"X-Session-Id": session_id}
         if not body.stream:
             result = await _turn(limiter(), run)
-            return JSONResponse(_completion(completion_id, settings.model_name, message, result).model_dump(mode="json"), headers=headers)
+            return JSONResponse(completion(completion_id, settings.model_name, message, result).model_dump(mode="json"), headers=headers)
 
         run_limiter = limiter()
         await run_limiter.acquire()  # 503 before the stream starts, not inside it
 
         async def events() -> AsyncIterator[str]:
-            yield _sse(_chunk(completion_id, settings.model_name, {"role": "assistant", "content": ""}))
+            yield sse(chunk(completion_id, settings.model_name, {"role": "assistant", "content": ""}))
             try:
                 result = await _turn(run_limiter, run, acquired=True)
             except APIError as exc:
-                yield _sse(error_body(exc.message, exc.kind, exc.code, exc.param))
+                yield sse(error_body(exc.message, exc.kind, exc.code, exc.param))
                 yield "data: [DONE]\n\n"
                 return
             except Exception as exc:  # the stream has begun: report in-band
                 log.exception("unexpected error in a stream: %s", exc)
-                yield _sse(error_body("internal error; the server keeps serving", "server_error", "internal_error"))
+                yield sse(error_body("internal error; the server keeps serving", "server_error", "internal_error"))
                 yield "data: [DONE]\n\n"
                 return
-            for line in _pieces(result.reply):
-                yield _sse(_chunk(completion_id, settings.model_name, {"content": line}))
-            final = _chunk(completion_id, settings.model_name, {}, finish="stop")
+            for line in pieces(result.reply):
+                yield sse(chunk(completion_id, settings.model_name, {"content": line}))
+            final = chunk(completion_id, settings.model_name, {}, finish="stop")
             final["toolrec"] = result.model_dump(mode="json")
-            yield _sse(final)
+            yield sse(final)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -516,32 +282,6 @@ async def _turn(limiter: RunLimiter, run: Callable[[], TurnResult], acquired: bo
         raise APIError(400, str(exc), code="invalid_message") from exc
     except ValidationError as exc:
         raise APIError(422, str(exc), code="invalid_request") from exc
-
-
-def _completion(completion_id: str, model: str, message: str, result: TurnResult) -> ChatCompletion:
-    prompt, completion = len(message.split()), len(result.reply.split())
-    return ChatCompletion(
-        id=completion_id, created=int(time.time()), model=model,
-        choices=[ChatChoice(message=ChatCompletionMessage(content=result.reply))],
-        usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
-        toolrec=result,
-    )  # fmt: skip
-
-
-def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }  # fmt: skip
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-def _pieces(text: str) -> list[str]:
-    lines = text.split("\n")
-    return [line + ("\n" if n < len(lines) - 1 else "") for n, line in enumerate(lines)]
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
