@@ -67,7 +67,10 @@ def describe(result: ToolResult, primary: str | None) -> str:
     output = result.output
     if not isinstance(output, ItemsOutput):
         return result.to_message()
-    lines = [f"{i}. {item_line(item.title, item.year, item.attributes.get(primary or '', []))}" for i, item in enumerate(output.items[:SHOWN], start=1)]
+    lines = [
+        f"{i}. {item_line(item.title, item.year, item.attributes.get(primary or '', []))}"
+        for i, item in enumerate(output.items[:SHOWN], start=1)
+    ]
     more = len(output.items) - SHOWN
     return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
 
@@ -179,7 +182,9 @@ class Nodes:
         )
         return result, event
 
-    def _probe(self, node: str, pool: Pool, call: PlannedCall, request: RecommendRequest, role: Role) -> tuple[Pool, ToolResult, TraceEvent]:
+    def _probe(
+        self, node: str, pool: Pool, call: PlannedCall, request: RecommendRequest, role: Role
+    ) -> tuple[Pool, ToolResult, TraceEvent]:
         """One probe (an LLM-chosen or a planned call) made under the request's rules; its items
         join the pool under `role`."""
         result, event = self._tool(node, call.name, self._probe_arguments(call.name, call.arguments, request))
@@ -190,8 +195,14 @@ class Nodes:
     def _ask(self, messages: list[ChatMessage], model: type[BaseModel]) -> StructuredResult[Any]:
         c = self.config
         return ask_structured(
-            self.llm, messages, model, retries=c.retries, max_tokens=c.max_tokens,
-            temperature=c.temperature, seed=c.seed, timeout=c.llm_timeout_s,
+            self.llm,
+            messages,
+            model,
+            retries=c.retries,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            seed=c.seed,
+            timeout=c.llm_timeout_s,
         )
 
     # --- nodes ---------------------------------------------------------------------------
@@ -295,11 +306,18 @@ class Nodes:
         events: list[TraceEvent] = []
         scores: dict[str, dict[str, float]] = {}
         for variant in variants:
-            ranked, event = self._tool("assemble", "rank", {**state["request"].subject(), "candidates": pool.ids(), "by": "model", "variant": variant})
+            ranked, event = self._tool(
+                "assemble", "rank", {**state["request"].subject(), "candidates": pool.ids(), "by": "model", "variant": variant}
+            )
             events.append(event)
             if not isinstance(ranked.output, ItemsOutput):
                 # the pool came from the backbones themselves; the seed order is the fallback
-                kept = TraceEvent(node="assemble", kind="fallback", code="rank_failed", error="the pool could not be ranked: the backbone's seed order is kept")
+                kept = TraceEvent(
+                    node="assemble",
+                    kind="fallback",
+                    code="rank_failed",
+                    error="the pool could not be ranked: the backbone's seed order is kept",
+                )
                 return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
             key = f"model:{self.toolbox.variant(variant)}"
             scores[variant] = {item.id: item.scores[key] for item in ranked.output.items}
@@ -308,20 +326,30 @@ class Nodes:
         if self.config.assembly == "llm":
             order, llm_events = self._rerank(state, order)
             events += llm_events
-        note = TraceEvent(node="assemble", kind="assembly", seconds=time.perf_counter() - started, observation=f"{self.config.assembly}: {len(order)} ordered")
+        note = TraceEvent(
+            node="assemble",
+            kind="assembly",
+            seconds=time.perf_counter() - started,
+            observation=f"{self.config.assembly}: {len(order)} ordered",
+        )
         return {"final": order, "scores": fused, "trace": [*events, note]}
 
     def _rerank(self, state: AgentState, order: list[str]) -> tuple[list[str], list[TraceEvent]]:
         shown = order[: self.config.rerank_candidates]
         pool = state["pool"]
         items = [pool[i].item for i in shown]
-        candidates = "\n".join(f"{n}. {item_line(it.title, it.year, it.attributes.get(self.primary or '', []))}" for n, it in enumerate(items, start=1))
+        candidates = "\n".join(
+            f"{n}. {item_line(it.title, it.year, it.attributes.get(self.primary or '', []))}" for n, it in enumerate(items, start=1)
+        )
         recent = "; ".join(h.title for h in state["profile"].recent_items[:5])
         prompt = render(self.domain, "rerank", recent=recent, candidates=candidates, k=self.config.k)
         result = self._ask([ChatMessage(role="user", content=prompt)], RerankReply)
         events = _llm_events("assemble", result)
         if not result.ok:
-            return order, [*events, TraceEvent(node="assemble", kind="fallback", code="no_ranking", error="no usable ranking: backbone order kept")]
+            return order, [
+                *events,
+                TraceEvent(node="assemble", kind="fallback", code="no_ranking", error="no usable ranking: backbone order kept"),
+            ]
         # numbers map to candidates; ids are taken as given and checked in validate
         picked = [shown[p - 1] if isinstance(p, int) and 1 <= p <= len(shown) else str(p) for p in result.value.items]
         return picked, events

@@ -1,8 +1,8 @@
 """The Python entry point: `recommend(user_or_history, k, llm=..., tools=...)`.
 
-    toolbox = Toolbox.open(Path("runs/ml1m-sasrec"))
-    rec = recommend("1m_42", k=10, llm=make_llm("local"), tools=toolbox)
-    rec.items[0].title, rec.items[0].reason, rec.trace
+toolbox = Toolbox.open(Path("runs/ml1m-sasrec"))
+rec = recommend("1m_42", k=10, llm=make_llm("local"), tools=toolbox)
+rec.items[0].title, rec.items[0].reason, rec.trace
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from agent.graph import build_graph
 from agent.llm.base import LLM
 from agent.nodes import Nodes
-from agent.state import AgentConfig, AgentState, RecommendedItem, Recommendation, RecommendRequest
+from agent.state import AgentConfig, AgentState, Recommendation, RecommendedItem, RecommendRequest
 from tools.toolbox import Toolbox
 
 

@@ -39,7 +39,10 @@ class AgentConfig(BaseModel):
     tools: list[str] = Field(default_factory=lambda: list(AGENT_TOOLS), description="Tools the LLM may call")
     probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")
     seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
-    assembly: Assembly = Field("fused", description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks")
+    assembly: Assembly = Field(
+        "fused",
+        description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks",
+    )
     ensemble: bool = Field(True, description="Assembly sums the z-scored scores of every backbone variant in the toolbox")
     probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")
     rerank_candidates: int = Field(20, ge=1, le=50, description="llm assembly: pool items shown to the LLM")
@@ -67,7 +70,9 @@ class RecommendRequest(BaseModel):
     request: str | None = Field(None, description="What the person asked for, in words (conversation)")
     exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend (already shown, rejected)")
     constraints: Filters | None = Field(
-        None, description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never widen them)"
+        None,
+        description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never "
+        "widen them)",
     )
     probes: list[PlannedCall] = Field(default_factory=list, description="Tool calls made up front; their items count as probe finds")
 

@@ -13,7 +13,9 @@ from tools.models.base import Recommender
 from tools.models.scoring import score_histories
 
 
-def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, batch_size: int = 1024) -> np.ndarray:
+def backbone_ranks(
+    model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, batch_size: int = 1024
+) -> np.ndarray:
     inputs, targets = dataset.split(split)
     rows = np.arange(len(targets)) if users is None else np.asarray(users)
     ranks = []

@@ -37,7 +37,8 @@ from tools.data.schema import DataError
 from tools.io import write_json
 from tools.models.base import Recommender
 from tools.models.checkpoint import build_model, load_model, load_run, new_config
-from tools.models.train import TrainConfig, seed_everything, train as train_model
+from tools.models.train import TrainConfig, seed_everything
+from tools.models.train import train as train_model
 from tools.settings import PathSettings
 
 console = Console()
@@ -103,8 +104,15 @@ def train(
         data = load_sequences(dataset, PathSettings().data_dir, min_core=min_core)
         config = new_config(
             model,  # type: ignore[arg-type]
-            data, attribute=attribute, dim=dim, blocks=blocks, heads=heads, dropout=dropout,
-            max_len=max_len, loss=loss, negatives=negatives,  # type: ignore[arg-type]
+            data,
+            attribute=attribute,
+            dim=dim,
+            blocks=blocks,
+            heads=heads,
+            dropout=dropout,
+            max_len=max_len,
+            loss=loss,
+            negatives=negatives,  # type: ignore[arg-type]
         )
     except (DataError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
@@ -184,7 +192,9 @@ def _table(results: dict) -> Table:
             continue
         users = str(v["scored"]) if v["complete"] else f"{v['scored']}/{v['users']}"
         seconds = v["cost"]["seconds_per_user"] or 0.0
-        table.add_row(name, users, str(v["invalid"]), *(f"{v['metrics'][c]:.4f}" for c in columns), str(v["cost"]["llm_calls"]), f"{seconds:.2f}")
+        table.add_row(
+            name, users, str(v["invalid"]), *(f"{v['metrics'][c]:.4f}" for c in columns), str(v["cost"]["llm_calls"]), f"{seconds:.2f}"
+        )
     return table
 
 
@@ -209,7 +219,9 @@ def run_command(
         eval_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err
     run_dir = out or PathSettings().runs_dir / "eval" / config.name
-    eval_console.print(f"[bold]{config.name}[/]: {len(config.methods)} methods, {config.users or 'all'} users, LLM {config.llm} -> {run_dir}")
+    eval_console.print(
+        f"[bold]{config.name}[/]: {len(config.methods)} methods, {config.users or 'all'} users, LLM {config.llm} -> {run_dir}"
+    )
     try:
         results = run_eval(
             config, run_dir, concurrency=concurrency, only=method, restart=restart, retry_errors=retry_errors,

@@ -151,9 +151,14 @@ class LLMUser:
     def message(self, turn: int, target: Item, shown: list[ShownItem]) -> str:
         tb = self.toolbox
         recent = [tb.dataset.item(int(d)) for d in tb.user_history(self.user_id)[-5:]]
-        shown_text = ("The recommender just showed: " + "; ".join(i.title for i in shown) + ". Your movie is not among them.") if shown else "This is your first message."
+        shown_text = (
+            ("The recommender just showed: " + "; ".join(i.title for i in shown) + ". Your movie is not among them.")
+            if shown
+            else "This is your first message."
+        )
         prompt = SIM_PROMPT.format(
-            target=natural_title(target.title), year=target.year or "?", genres=", ".join(target.attributes.get(tb.primary_attribute or "", [])),
+            target=natural_title(target.title), year=target.year or "?",
+            genres=", ".join(target.attributes.get(tb.primary_attribute or "", [])),
             recent="; ".join(natural_title(i.title) for i in recent) or "-", shown=shown_text,
         )  # fmt: skip
         try:
@@ -188,7 +193,9 @@ def backbone_rank(toolbox: Toolbox, user_id: str, target: str, depth: int) -> in
     return ids.index(target) + 1 if target in ids else None
 
 
-def simulate(toolbox: Toolbox, conversation: Conversation, config: SimConfig, user_llm: LLM | None, progress: bool = True) -> dict[str, Any]:
+def simulate(
+    toolbox: Toolbox, conversation: Conversation, config: SimConfig, user_llm: LLM | None, progress: bool = True
+) -> dict[str, Any]:
     if toolbox.split != "test":
         raise ValueError("the simulation needs a toolbox on the test split (the target is the held-out item)")
     dialogues: list[SimDialogue] = []
@@ -280,7 +287,12 @@ def chat_sim_command(
     table = Table(title=f"conversation simulation on {result['dataset']}: {result['users']} users, up to {turns} turns of {k}")
     for key in ("hit@" + str(turns), "avg_turns", "avg_turns_hits", f"backbone_hit@{min(turns * k, 100)}", "seconds_per_turn"):
         table.add_column(key, justify="right")
-    table.add_row(*(str(summary.get(key)) for key in ("hit@" + str(turns), "avg_turns", "avg_turns_hits", f"backbone_hit@{min(turns * k, 100)}", "seconds_per_turn")))
+    table.add_row(
+        *(
+            str(summary.get(key))
+            for key in ("hit@" + str(turns), "avg_turns", "avg_turns_hits", f"backbone_hit@{min(turns * k, 100)}", "seconds_per_turn")
+        )
+    )
     console.print(table)
     print(json.dumps(summary, indent=2))
     if out is not None:

@@ -136,7 +136,9 @@ def _rank(value: int) -> int | None:
 # --- ranking methods ---------------------------------------------------------------------
 
 
-def rank_method(ctx: Context, method: PopularityMethod | BackboneMethod, fp: str, users: Sequence[str], batch_size: int = 256) -> list[UserResult]:
+def rank_method(
+    ctx: Context, method: PopularityMethod | BackboneMethod, fp: str, users: Sequence[str], batch_size: int = 256
+) -> list[UserResult]:
     """Full-catalogue ranks for `users`, in batches; every user gets a line."""
     out: list[UserResult] = []
     counts = ctx.dataset.popularity().astype(np.float64) if isinstance(method, PopularityMethod) else None
@@ -154,7 +156,9 @@ def rank_method(ctx: Context, method: PopularityMethod | BackboneMethod, fp: str
             scores = score_histories(ctx.model(method.run), histories, batch_size=batch_size)
         ranks = target_ranks(scores, np.array([ctx.targets[u] for u in chunk], dtype=np.int64))
         each = (time.perf_counter() - began) / len(chunk)
-        out += [UserResult(method=method.name, fp=fp, user=u, rank=_rank(r), seconds=round(each, 6)) for u, r in zip(chunk, ranks, strict=True)]
+        out += [
+            UserResult(method=method.name, fp=fp, user=u, rank=_rank(r), seconds=round(each, 6)) for u, r in zip(chunk, ranks, strict=True)
+        ]
     return out
 
 
@@ -180,7 +184,9 @@ def _llm_fields(events: Sequence[tuple[float, bool, int, int]], wall: float) -> 
 def _attempt_events(attempts: Sequence[Attempt], timeout: float | None) -> list[tuple[float, bool, int, int]]:
     """A call that timed out has no reply: it counts as a call that took the whole budget."""
     return [
-        (a.reply.seconds, a.reply.cached, a.reply.prompt_tokens, a.reply.completion_tokens) if a.reply is not None else (timeout or 0.0, False, 0, 0)
+        (a.reply.seconds, a.reply.cached, a.reply.prompt_tokens, a.reply.completion_tokens)
+        if a.reply is not None
+        else (timeout or 0.0, False, 0, 0)
         for a in attempts
     ]
 
@@ -203,7 +209,9 @@ def _scored(ctx: Context, method: str, fp: str, user: str, items: list[str], **f
 
 
 def _failed(method: str, fp: str, user: str, error: BaseException, wall: float) -> UserResult:
-    return UserResult(method=method, fp=fp, user=user, rank=None, valid=False, error=f"{type(error).__name__}: {error}", seconds=round(wall, 4))
+    return UserResult(
+        method=method, fp=fp, user=user, rank=None, valid=False, error=f"{type(error).__name__}: {error}", seconds=round(wall, 4)
+    )
 
 
 class LLMRerank:

@@ -286,7 +286,9 @@ class Tracker:
         for record in previous:
             self._count(state, record)
         if self.live:
-            state["task"] = self.progress.add_task("", total=total, completed=state["n"], method=method, ndcg=self._ndcg(state), invalid=state["invalid"])
+            state["task"] = self.progress.add_task(
+                "", total=total, completed=state["n"], method=method, ndcg=self._ndcg(state), invalid=state["invalid"]
+            )
         elif self.enabled:
             self.console.print(f"{method}: {total} users, {state['n']} already done")
 
@@ -374,7 +376,17 @@ def _run_eval(
         raise ValueError(f"unknown methods {unknown}; the config has {[m.name for m in config.methods]}")
 
     session = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
-    _append_line(run_dir / SESSIONS, {"session": session, "start": time.time(), "pid": os.getpid(), "argv": sys.argv, "code": source_hash(), "git": git_commit(Path(__file__).resolve().parent)})
+    _append_line(
+        run_dir / SESSIONS,
+        {
+            "session": session,
+            "start": time.time(),
+            "pid": os.getpid(),
+            "argv": sys.argv,
+            "code": source_hash(),
+            "git": git_commit(Path(__file__).resolve().parent),
+        },
+    )
     set_threads()
     ctx = Context(config, data_dir=data_dir)
     store = ResultStore(run_dir)

@@ -40,11 +40,13 @@ def tool_events(rec: Recommendation, node: str = "act") -> list:
 
 
 def test_multi_step_plan(toolbox: Toolbox) -> None:
-    llm = ScriptedLLM([
-        call("retrieve", genres=["Sci-Fi"], year_from=1980),
-        call("semantic_search", query="space adventure"),
-        FINISH,
-    ])
+    llm = ScriptedLLM(
+        [
+            call("retrieve", genres=["Sci-Fi"], year_from=1980),
+            call("semantic_search", query="space adventure"),
+            FINISH,
+        ]
+    )
     rec = recommend(USER, k=10, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=3))
     assert_valid(rec, toolbox)
     acts = tool_events(rec)

@@ -28,7 +28,11 @@ def test_add_keeps_every_find_with_its_role_and_merges_scores() -> None:
     pool = Pool().add(SEED_PLAIN, "seed").add(SEED_GENRE, "seed").add(PROBE, "probe")
     assert pool.ids() == ["a", "b", "c", "d"]
     b = pool["b"]
-    assert [(f.role, f.provenance.variant, f.position) for f in b.finds] == [("seed", "plain", 2), ("seed", "genre", 1), ("probe", "plain", 1)]
+    assert [(f.role, f.provenance.variant, f.position) for f in b.finds] == [
+        ("seed", "plain", 2),
+        ("seed", "genre", 1),
+        ("probe", "plain", 1),
+    ]
     assert set(b.item.scores) == {"model:plain", "model:genre"} and len(b.item.provenance) == 3
     assert b.probed and not pool["a"].probed and pool["d"].probed
 
@@ -89,7 +93,11 @@ def test_seed_only_items_cite_the_variant_that_ranked_them_best() -> None:
 
 
 def test_a_probe_beats_a_seed_in_any_position() -> None:
-    seed = Find(role="seed", provenance=Provenance(tool="retrieve", variant="plain", constraints={"genres": ["War"], "year_from": 1990}), position=1)
-    probe = Find(role="probe", provenance=Provenance(tool="semantic_search", variant="text", constraints={"query": "time travel"}), position=20)
+    seed = Find(
+        role="seed", provenance=Provenance(tool="retrieve", variant="plain", constraints={"genres": ["War"], "year_from": 1990}), position=1
+    )
+    probe = Find(
+        role="probe", provenance=Provenance(tool="semantic_search", variant="text", constraints={"query": "time travel"}), position=20
+    )
     for finds in ([seed, probe], [probe, seed]):
         assert reason_for(finds).text == 'matches "time travel" - via semantic_search'

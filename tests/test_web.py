@@ -54,7 +54,10 @@ def _send(driver, text: str, turns_before: int) -> None:
     box.send_keys(Keys.ENTER)
     # my message and the reply both land in the log, and the page is idle again
     WebDriverWait(driver, 60).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .turn")) >= turns_before + 2 and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle"
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "#log .turn")) >= turns_before + 2
+            and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle"
+        )
     )
 
 

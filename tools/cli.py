@@ -34,12 +34,8 @@ data_app = typer.Typer(help="Fetch and verify datasets (MovieLens: GroupLens, el
 @data_app.command("get")
 def get(
     name: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(KNOWN_DATASETS)}.")],
-    directory: Annotated[
-        Path | None, typer.Option("--dir", help="Data folder (default: TOOLREC_DATA_DIR or ./data).")
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Skip GroupLens and use the registry copy (also TOOLREC_OFFLINE=1).")
-    ] = False,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Data folder (default: TOOLREC_DATA_DIR or ./data).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip GroupLens and use the registry copy (also TOOLREC_OFFLINE=1).")] = False,
 ) -> None:
     """Download NAME into the data folder, verify its counts and print where it is."""
     data_dir = directory if directory is not None else PathSettings().data_dir
@@ -128,8 +124,15 @@ def index_build(
     indexes = ItemIndexes.build(dataset, encoder, item_embeddings=model.item_vectors(), config=config, cache_dir=embedding_cache)
     indexes.save(run / INDEX_DIR)
     stats = {k: round(v, 3) for k, v in indexes.build_stats.items()}
-    report = {"run": str(run), "index_dir": str(run / INDEX_DIR), "kind": kind, "encoder": encoder.name,
-              "encoder_load_s": round(encoder.load_seconds, 3), "has_model_index": indexes.model is not None, **stats}
+    report = {
+        "run": str(run),
+        "index_dir": str(run / INDEX_DIR),
+        "kind": kind,
+        "encoder": encoder.name,
+        "encoder_load_s": round(encoder.load_seconds, 3),
+        "has_model_index": indexes.model is not None,
+        **stats,
+    }
     typer.echo(json.dumps(report, indent=2))
 
 

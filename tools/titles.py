@@ -1,8 +1,8 @@
 """How an item's title is written for people and prompts, in one place.
 
-    natural_title("Matrix, The")            -> "The Matrix"
-    titled("Alien", 1979)                   -> "Alien (1979)"   (no second year when the title has one)
-    item_line("Alien", 1979, ["Horror"])    -> "Alien (1979) - Horror"
+natural_title("Matrix, The")            -> "The Matrix"
+titled("Alien", 1979)                   -> "Alien (1979)"   (no second year when the title has one)
+item_line("Alien", 1979, ["Horror"])    -> "Alien (1979) - Horror"
 """
 
 from __future__ import annotations

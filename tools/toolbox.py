@@ -126,9 +126,7 @@ class Toolbox:
                 for value in item_values(item, attribute):
                     members.setdefault(value, []).append(dense)
             self.attribute_items[attribute] = {v: np.asarray(ids, dtype=np.int64) for v, ids in sorted(members.items())}
-        self._value_keys = {
-            attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()
-        }
+        self._value_keys = {attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()}
         self.primary_attribute = next((a for a in PRIMARY_ATTRIBUTES if a in self.attribute_items), None)
 
         self._titles: dict[str, list[int]] = {}
@@ -136,10 +134,7 @@ class Toolbox:
             for key in dict.fromkeys(_title_keys(item)):
                 self._titles.setdefault(key, []).append(dense)
         # fuzzy matching sees "The Matrix (1999)", not "Matrix, The (1999)"
-        self._choices = [
-            utils.default_process(titled(item.title, item.year, natural=True))
-            for item in dataset.items
-        ]
+        self._choices = [utils.default_process(titled(item.title, item.year, natural=True)) for item in dataset.items]
 
     # --- construction ---------------------------------------------------------------------
 
@@ -380,12 +375,12 @@ class Toolbox:
         where = f"; saving it to {self.index_dir}" if self.index_dir is not None else ""
         log.warning(
             "no item index for %s: embedding %d item texts now (one-time; `toolrec index build` does it ahead)%s",
-            self.dataset.name, self.num_items, where,
+            self.dataset.name,
+            self.num_items,
+            where,
         )
         main = self.variants[self.default_variant].item_vectors()
-        indexes = ItemIndexes.build(
-            self.dataset, encoder, item_embeddings=main, config=self.index_config, cache_dir=self.embedding_cache
-        )
+        indexes = ItemIndexes.build(self.dataset, encoder, item_embeddings=main, config=self.index_config, cache_dir=self.embedding_cache)
         if self.index_dir is not None:
             indexes.save(self.index_dir)
         return indexes
@@ -401,7 +396,8 @@ class Toolbox:
         if not np.allclose(indexes.model.vectors(np.arange(1, self.num_items + 1)), rows, atol=1e-4):
             log.warning(
                 "the model-space index in %s was built from other weights than this run's; "
-                "rebuild it with `toolrec index build` (the tools use the weights in memory)", self.index_dir
+                "rebuild it with `toolrec index build` (the tools use the weights in memory)",
+                self.index_dir,
             )
 
     def warm(self) -> Toolbox:

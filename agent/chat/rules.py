@@ -13,20 +13,65 @@ from agent.prompts import synonyms
 from tools.titles import natural_title
 from tools.toolbox import Toolbox, normalize
 
-
 NEGATIONS = {
-    "no", "not", "without", "avoid", "hate", "dislike", "skip", "none", "nothing", "except", "exclude",
-    "excluding", "less", "fewer", "enough", "dont", "never", "stop", "minus", "nor", "neither", "tired",
+    "no",
+    "not",
+    "without",
+    "avoid",
+    "hate",
+    "dislike",
+    "skip",
+    "none",
+    "nothing",
+    "except",
+    "exclude",
+    "excluding",
+    "less",
+    "fewer",
+    "enough",
+    "dont",
+    "never",
+    "stop",
+    "minus",
+    "nor",
+    "neither",
+    "tired",
 }
 ALLOWS = {"fine", "ok", "okay", "allow", "allowed", "include", "back", "mind", "welcome"}
 ORDINALS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6, "7th": 7, "8th": 8,
-    "9th": 9, "10th": 10, "last": -1, "top": 1,
+    "first": 1,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "sixth": 6,
+    "seventh": 7,
+    "eighth": 8,
+    "ninth": 9,
+    "tenth": 10,
+    "1st": 1,
+    "2nd": 2,
+    "3rd": 3,
+    "4th": 4,
+    "5th": 5,
+    "6th": 6,
+    "7th": 7,
+    "8th": 8,
+    "9th": 9,
+    "10th": 10,
+    "last": -1,
+    "top": 1,
 }
 DECADE_WORDS = {
-    "twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
-    "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000,
+    "twenties": 1920,
+    "thirties": 1930,
+    "forties": 1940,
+    "fifties": 1950,
+    "sixties": 1960,
+    "seventies": 1970,
+    "eighties": 1980,
+    "nineties": 1990,
+    "noughties": 2000,
 }
 STOPWORDS = set(
     """a an the i me my we you your it its this that these those is are was were be been am do does did
@@ -51,17 +96,27 @@ _LIKE_TRIGGER = re.compile(
     r"\b(?:i\s+(?:really\s+|also\s+|do\s+)?(?:like|liked|love|loved|enjoy|enjoyed|adore|adored|dig)|"
     r"my\s+favou?rites?\s+(?:are|is|include|were)|(?:big\s+)?fan\s+of|i'm\s+into|i\s+am\s+into)\s+(.+)"
 )
-_MORE_LIKE = re.compile(r"\b(?:more\s+like|similar\s+to|something\s+like|stuff\s+like|films?\s+like|movies?\s+like|in\s+the\s+vein\s+of)\s+(.+)")
+_MORE_LIKE = re.compile(
+    r"\b(?:more\s+like|similar\s+to|something\s+like|stuff\s+like|films?\s+like|movies?\s+like|in\s+the\s+vein\s+of)\s+(.+)"
+)
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]")
 _RANGE = re.compile(r"\b(?:between\s+)?((?:19|20)\d\d)\s*(?:-|–|to|and|until|till)\s*((?:19|20)\d\d)\b")
-_DECADE = re.compile(r"(?:\b(before|after|since|until|pre|post|older\s+than|newer\s+than)[\s-]+)?(?:the\s+)?(?:\b((?:19|20)\d)0s\b|(?<![\d])'?(\d)0s\b|\b(twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|noughties)\b)")
-_YEAR_BOUND = re.compile(r"\b(before|after|since|until|till|from|pre|post|older\s+than|newer\s+than|earlier\s+than|later\s+than|up\s+to|prior\s+to)[\s-]+((?:19|20)\d\d)\b")
+_DECADE = re.compile(
+    r"(?:\b(before|after|since|until|pre|post|older\s+than|newer\s+than)[\s-]+)?(?:the\s+)?(?:\b((?:19|20)\d)0s\b|(?<![\d])'?(\d)0s\b|\b(twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|noughties)\b)"
+)
+_YEAR_BOUND = re.compile(
+    r"\b(before|after|since|until|till|from|pre|post|older\s+than|newer\s+than|earlier\s+than|later\s+than|up\s+to|prior\s+to)[\s-]+((?:19|20)\d\d)\b"
+)
 _ERA_OLDER = re.compile(r"\b(older|old|classic|classics|vintage|earlier|oldies)\b")
 _ERA_NEWER = re.compile(r"\b(newer|recent|more\s+recent|modern|latest|contemporary)\b")
 _ANY_YEAR = re.compile(r"\bany\s+(?:year|decade|era|age|time)\b")
 _ANY_GENRE = re.compile(r"\b(?:any|all|whatever)\s+genres?\b|\bno\s+genre\s+(?:filter|constraint)s?\b")
-_REPEAT = re.compile(r"\b(?:show|list|give)\b.*\bagain\b|\brepeat\b|\bsame\s+(?:list|ones)\b|\binclud\w*\s+(?:the\s+)?ones\s+(?:you\s+)?(?:already\s+)?(?:showed|shown)\b")
-_RESET = re.compile(r"\b(?:start\s+(?:over|again|afresh)|reset|clear\s+(?:all\s+|the\s+|my\s+)?(?:filters|constraints)|forget\s+(?:it|that|everything|all))\b")
+_REPEAT = re.compile(
+    r"\b(?:show|list|give)\b.*\bagain\b|\brepeat\b|\bsame\s+(?:list|ones)\b|\binclud\w*\s+(?:the\s+)?ones\s+(?:you\s+)?(?:already\s+)?(?:showed|shown)\b"
+)
+_RESET = re.compile(
+    r"\b(?:start\s+(?:over|again|afresh)|reset|clear\s+(?:all\s+|the\s+|my\s+)?(?:filters|constraints)|forget\s+(?:it|that|everything|all))\b"
+)
 _POSITIVE = re.compile(r"\b(?:more|like|similar|love|loved|good|great|nice|yes|want)\b")
 _REJECT_WORDS = re.compile(r"\b(?:not|no|don't|dont|drop|remove|seen|skip|hate|dislike|without|nope|meh|boring|already|except|never)\b")
 
@@ -222,7 +277,9 @@ class RuleReader:
         for field in ("genres", "exclude_genres", "allow_genres"):
             setattr(intent, field, list(dict.fromkeys(getattr(intent, field))))
 
-        content = [w for w in content if w not in STOPWORDS and normalize(w) not in NEGATIONS and normalize(w) not in ALLOWS and not w.isdigit()]
+        content = [
+            w for w in content if w not in STOPWORDS and normalize(w) not in NEGATIONS and normalize(w) not in ALLOWS and not w.isdigit()
+        ]
         if len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 5 and intent.empty()):
             intent.query = " ".join(content)[:200]
         return intent

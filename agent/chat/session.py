@@ -101,7 +101,9 @@ class Conversation:
         self.toolbox = toolbox if toolbox is not None else agent_factory().nodes.toolbox
         self.config = config or ConversationConfig()
         self.rules = RuleReader(self.toolbox, self.config.title_match)
-        self.checkpointer = checkpointer if checkpointer is not None else session_store(sqlite3.connect(":memory:", check_same_thread=False))
+        self.checkpointer = (
+            checkpointer if checkpointer is not None else session_store(sqlite3.connect(":memory:", check_same_thread=False))
+        )
         self.graph = self._build()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -173,7 +175,10 @@ class Conversation:
                 if user_id not in self.toolbox.dataset.user_index:
                     raise UnknownUser(f"unknown user {user_id!r}")
                 if current is not None and current.belongs_to_other(user_id):
-                    raise SessionConflict(f"session {session_id!r} belongs to {'user ' + repr(current.user_id) if current.user_id else 'a new user'}; start another session")
+                    raise SessionConflict(
+                        f"session {session_id!r} belongs to {'user ' + repr(current.user_id) if current.user_id else 'a new user'}; "
+                        "start another session"
+                    )
             run = self._thread(session_id)
             run["configurable"]["agent"] = self.agent_factory()
             values = self.graph.invoke(TurnState(message=message, user_id=user_id), run)
@@ -238,11 +243,17 @@ class Conversation:
                 # the new constraints leave nothing: keep the earlier ones
                 session.constraints = state["before"]
                 turn.error = str(exc)
-                turn.reply = f"Nothing matches that ({exc}). I kept your earlier preferences: {session.constraints.describe(self.title) or 'none'}."
+                turn.reply = (
+                    f"Nothing matches that ({exc}). I kept your earlier preferences: {session.constraints.describe(self.title) or 'none'}."
+                )
             else:
                 self._keep(session_id, recommendation)
                 turn.items = [self.shown(item) for item in recommendation.items]
-                turn.tools = [call_text(e.tool or "", e.arguments or {}) for e in recommendation.trace if e.kind == "tool" and e.tool not in ("user_profile", "rank")]
+                turn.tools = [
+                    call_text(e.tool or "", e.arguments or {})
+                    for e in recommendation.trace
+                    if e.kind == "tool" and e.tool not in ("user_profile", "rank")
+                ]
                 turn.reply = self.format(session, turn)
                 session.shown = list(dict.fromkeys([*session.shown, *(i.id for i in turn.items)]))
                 session.last = turn.items
@@ -272,13 +283,21 @@ class Conversation:
         if mode == "rules" or agent is None or not uses_llm(llm):
             return rules, "rules"
         prompt = render(
-            agent.nodes.domain, "intent",
+            agent.nodes.domain,
+            "intent",
             genres=", ".join(self.rules.genres) or "(none)",
             shown="\n".join(f"{n}. {i.title}" for n, i in enumerate(session.last, start=1)) or "(nothing yet)",
             message=message,
         )
         try:
-            asked = ask_structured(agent.llm, [ChatMessage(role="user", content=prompt)], TurnIntent, retries=0, max_tokens=self.config.intent_max_tokens, temperature=0.0)
+            asked = ask_structured(
+                agent.llm,
+                [ChatMessage(role="user", content=prompt)],
+                TurnIntent,
+                retries=0,
+                max_tokens=self.config.intent_max_tokens,
+                temperature=0.0,
+            )
         except LLMError:
             asked = None
         read = self._sanitise(asked.value, session) if asked is not None and asked.value is not None else None
@@ -360,7 +379,11 @@ class Conversation:
             notes.append(f"years {c.year_from or '...'}-{c.year_to or '...'}")
         if intent.era is not None:
             years = [i.year for i in session.last if i.year is not None]
-            middle = int(statistics.median(years)) if years else (int(statistics.median(self.toolbox.years[self.toolbox.years > 0])) if (self.toolbox.years > 0).any() else None)
+            middle = (
+                int(statistics.median(years))
+                if years
+                else (int(statistics.median(self.toolbox.years[self.toolbox.years > 0])) if (self.toolbox.years > 0).any() else None)
+            )
             if middle is not None:
                 if intent.era == "older":
                     c.year_to = middle - 1
@@ -442,11 +465,18 @@ class Conversation:
     def shown(self, item: RecommendedItem) -> ShownItem:
         """An item as the person sees it, with the agent's own reason for it."""
         primary = self.toolbox.primary_attribute or ""
-        return ShownItem(id=item.id, title=natural_title(item.title), year=item.year, genres=item.attributes.get(primary, []), reason=item.reason, tool=item.via)
+        return ShownItem(
+            id=item.id,
+            title=natural_title(item.title),
+            year=item.year,
+            genres=item.attributes.get(primary, []),
+            reason=item.reason,
+            tool=item.via,
+        )
 
     def format(self, session: ConversationState, turn: Turn) -> str:
         if not turn.items:
-            return "I have nothing new to show under these preferences; try loosening one (\"any genre\", \"any year\") or say \"start over\"."
+            return 'I have nothing new to show under these preferences; try loosening one ("any genre", "any year") or say "start over".'
         wish = session.constraints.describe(self.title)
         head = f"Here is what I found ({wish}):" if wish else "Here is what I found:"
         lines = [head]

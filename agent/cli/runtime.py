@@ -48,7 +48,7 @@ def open_toolbox(run: Path, variants: dict[str, Path] | list[Path] | None = None
 
 
 def build_llm(spec: str, settings: AgentSettings | None = None) -> LLM:
-    """"none", "local" or "openai:MODEL"; a real model is wrapped in a lock so that concurrent
+    """ "none", "local" or "openai:MODEL"; a real model is wrapped in a lock so that concurrent
     turns take turns at it."""
     if spec == NO_LLM:
         return NoLLM()

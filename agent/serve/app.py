@@ -41,7 +41,18 @@ from agent.chat import Conversation, ConversationConfig, ConversationError, Conv
 from agent.nodes import RecommendError
 from agent.recommend import AgentFactory
 from agent.serve.guards import APIError, BodyLimit, RateLimiter, RunLimiter, error_body, error_response
-from agent.serve.openai import ChatCompletion, ChatCompletionRequest, Health, ModelCard, ModelList, RecommendBody, chunk, completion, pieces, sse
+from agent.serve.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Health,
+    ModelCard,
+    ModelList,
+    RecommendBody,
+    chunk,
+    completion,
+    pieces,
+    sse,
+)
 from agent.state import Recommendation, RecommendRequest
 
 log = logging.getLogger(__name__)
@@ -76,14 +87,18 @@ def _web_file(name: str) -> str:
     return resources.files("agent.serve").joinpath(WEB, name).read_text(encoding="utf-8")
 
 
-def create_app(settings: ServerSettings | None = None, agent_factory: AgentFactory | None = None, *, conversation: Conversation | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings | None = None, agent_factory: AgentFactory | None = None, *, conversation: Conversation | None = None
+) -> FastAPI:
     """The app over `agent_factory` (called per turn: a test hands each turn a fresh scripted
     agent; a deployment shares one). `conversation` overrides the session store."""
     settings = settings or ServerSettings()
     if conversation is None:
         if agent_factory is None:
             raise ValueError("create_app needs an agent_factory or a conversation")
-        conversation = Conversation.open(agent_factory, db=settings.sessions_db, config=ConversationConfig(max_message_chars=settings.max_message_chars))
+        conversation = Conversation.open(
+            agent_factory, db=settings.sessions_db, config=ConversationConfig(max_message_chars=settings.max_message_chars)
+        )
     factory = agent_factory or conversation.agent_factory
     toolbox = conversation.toolbox
     limiter_box: dict[str, RunLimiter] = {}
@@ -145,10 +160,21 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
         if key is not None:
             scheme, _, given = (authorization or "").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
-                raise APIError(401, "a valid API key is required: Authorization: Bearer <key>", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                raise APIError(
+                    401,
+                    "a valid API key is required: Authorization: Bearer <key>",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         wait = rate.take(client_of(request, authorization))
         if wait > 0:
-            raise APIError(429, f"rate limit reached; retry in {wait:.1f} s", kind="rate_limit_error", code="rate_limited", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            raise APIError(
+                429,
+                f"rate limit reached; retry in {wait:.1f} s",
+                kind="rate_limit_error",
+                code="rate_limited",
+                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
 
     # --- routes ---
 
@@ -191,23 +217,43 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
         conversation.reset(session_id)
         return Response(status_code=204)
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletion, dependencies=[Depends(guard)], tags=["openai"],
-              responses={200: {"content": {"text/event-stream": {}}, "description": "A ChatCompletion, or SSE chunks when stream is true"}})
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        dependencies=[Depends(guard)],
+        tags=["openai"],
+        responses={200: {"content": {"text/event-stream": {}}, "description": "A ChatCompletion, or SSE chunks when stream is true"}},
+    )
     async def chat_completions(
         body: ChatCompletionRequest,
         x_session_id: str | None = Header(None, max_length=200),
         x_toolrec_user: str | None = Header(None, max_length=100),
     ) -> Any:
         if len(body.messages) > settings.max_messages:
-            raise APIError(413, f"too many messages ({len(body.messages)}; at most {settings.max_messages})", code="too_many_messages", param="messages")
+            raise APIError(
+                413,
+                f"too many messages ({len(body.messages)}; at most {settings.max_messages})",
+                code="too_many_messages",
+                param="messages",
+            )
         users = [m for m in body.messages if m.role == "user"]
         if not users:
             raise APIError(400, "no user message: the last message must come from the user", code="no_user_message", param="messages")
         message = users[-1].text().strip()
         if not message:
-            raise APIError(400, "the user message is empty: say what you would like, or name a few titles you like", code="empty_message", param="messages")
+            raise APIError(
+                400,
+                "the user message is empty: say what you would like, or name a few titles you like",
+                code="empty_message",
+                param="messages",
+            )
         if len(message) > settings.max_message_chars:
-            raise APIError(413, f"the user message is too long ({len(message)} characters; at most {settings.max_message_chars})", code="message_too_long", param="messages")
+            raise APIError(
+                413,
+                f"the user message is too long ({len(message)} characters; at most {settings.max_message_chars})",
+                code="message_too_long",
+                param="messages",
+            )
         user_id = x_toolrec_user or body.toolrec_user_id
         session_id = x_session_id or body.user
         ephemeral = session_id is None
@@ -258,7 +304,9 @@ def create_app(settings: ServerSettings | None = None, agent_factory: AgentFacto
             yield sse(final)
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:

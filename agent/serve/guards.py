@@ -17,7 +17,15 @@ T = TypeVar("T")
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param, self.headers = status, message, kind, code, param, headers or {}
 
@@ -26,7 +34,14 @@ def error_body(message: str, kind: str = "invalid_request_error", code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(message, kind, code, param), status_code=status, headers=headers)
 
 
@@ -113,7 +128,9 @@ class RunLimiter:
 
     async def acquire(self) -> None:
         if self.semaphore.locked() and self.waiting >= self.queue:
-            raise APIError(503, "the server is busy; try again shortly", kind="server_error", code="overloaded", headers={"Retry-After": "1"})
+            raise APIError(
+                503, "the server is busy; try again shortly", kind="server_error", code="overloaded", headers={"Retry-After": "1"}
+            )
         self.waiting += 1
         try:
             await self.semaphore.acquire()

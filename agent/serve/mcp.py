@@ -47,7 +47,9 @@ class RecommendInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     user_id: str | None = Field(None, description="A known user's id")
-    history: list[str] | None = Field(None, max_length=2000, description="Instead of user_id: items the person liked, ids or titles, oldest first")
+    history: list[str] | None = Field(
+        None, max_length=2000, description="Instead of user_id: items the person liked, ids or titles, oldest first"
+    )
     request: str | None = Field(None, max_length=2000, description='What the person asks for, in words ("something funny from the 80s")')
     k: int | None = Field(None, ge=1, le=100, description="How many items (default: the server's)")
     exclude: list[str] = Field(default_factory=list, max_length=2000, description="Item ids never to recommend")
