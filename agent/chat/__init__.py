@@ -1,22 +1,9 @@
-"""The conversation: records (`records`), the rule reader (`rules`), the session store and the
-turn graph (`session`)."""
+"""The conversation: records (`records`), the rule reader (`rules`), what a message changes
+(`steering`), and the session store with the turn graph (`session`)."""
 
-from agent.chat.records import (
-    ConversationConfig,
-    ConversationError,
-    ConversationState,
-    SessionConflict,
-    SessionConstraints,
-    ShownItem,
-    Turn,
-    TurnIntent,
-    TurnResult,
-    UnknownUser,
-)
+from agent.chat import records
+from agent.chat.records import *  # noqa: F403 (the records are the package's vocabulary)
 from agent.chat.rules import RuleReader
 from agent.chat.session import Conversation
 
-__all__ = [
-    "Conversation", "ConversationConfig", "ConversationError", "ConversationState", "RuleReader",
-    "SessionConflict", "SessionConstraints", "ShownItem", "Turn", "TurnIntent", "TurnResult", "UnknownUser",
-]  # fmt: skip
+__all__ = ["Conversation", "RuleReader", *records.__all__]

@@ -12,6 +12,11 @@ from pydantic import BaseModel, Field, field_validator
 from agent.pool import constraint_text
 from tools.constraints import Filters
 
+__all__ = [
+    "ConversationConfig", "ConversationError", "ConversationState", "SessionConflict", "SessionConstraints",
+    "ShownItem", "Turn", "TurnIntent", "TurnResult", "UnknownUser",
+]  # fmt: skip
+
 MAX_MESSAGE_CHARS = 4000
 KEPT_TURNS = 100  # the turn log kept per session (constraints, shown and rejected are kept whole)
 KEPT_RECOMMENDATIONS = 256  # sessions whose last full Recommendation is kept in memory

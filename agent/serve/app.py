@@ -132,22 +132,22 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.kind, exc.code, exc.param, exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error: %s", exc)
-        return error_response(500, "internal error; the server keeps serving", kind="server_error", code="internal_error")
+        return error_response(APIError(500, "internal error; the server keeps serving", kind="server_error", code="internal_error"))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
-            return error_response(400, "the request body is not valid JSON", code="json_invalid")
+            return error_response(APIError(400, "the request body is not valid JSON", code="json_invalid"))
         first = problems[0] if problems else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in problems[:5])
-        return error_response(422, message or "invalid request", code="invalid_request", param=param)
+        return error_response(APIError(422, message or "invalid request", code="invalid_request", param=param))
 
     # --- dependencies ---
 

@@ -34,15 +34,8 @@ def error_body(message: str, kind: str = "invalid_request_error", code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(
-    status: int,
-    message: str,
-    kind: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(error_body(message, kind, code, param), status_code=status, headers=headers)
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error_body(error.message, error.kind, error.code, error.param), status_code=error.status, headers=error.headers)
 
 
 class BodyLimit:
