@@ -310,7 +310,7 @@ class AgentRunner:
         diagnostics = {
             "rounds": rec.rounds,
             "tools": [e.tool for e in acts],
-            "tool_errors": sum(1 for e in acts if e.error),
+            "tool_errors": sum(1 for e in acts if e.code == "tool_error"),
             "plans_valid_first": sum(1 for e in plans if e.valid_first_try),
             "plans": len(plans),
             "fallbacks": fallbacks,

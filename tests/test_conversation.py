@@ -111,6 +111,19 @@ def test_cold_start_from_named_titles(toolbox: Toolbox, plain: Callable[[], Agen
     assert all(i.reason and f"via {i.tool}" in i.reason for i in second.items)
 
 
+def test_an_item_has_one_reason_in_the_agent_and_the_conversation(toolbox: Toolbox, plain: Callable[[], Agent]) -> None:
+    conversation = Conversation(plain, toolbox)
+    conversation.turn("one-reason", "what should I watch?", user_id=USER)
+    turn = conversation.turn("one-reason", "more like the first one")
+    recommendation = conversation.last_recommendation("one-reason")
+    assert recommendation is not None and turn.items
+    by_id = {item.id: item for item in recommendation.items}
+    assert all(shown.reason == by_id[shown.id].reason and shown.tool == by_id[shown.id].via for shown in turn.items)
+    # the person's own ask is cited before the seed rankings that also found the item
+    asked = [e.arguments for e in recommendation.trace if e.tool == "similar_items"]
+    assert asked and any(i.tool == "similar_items" for i in turn.items)
+
+
 def test_constraints_accumulate_and_nothing_repeats(toolbox: Toolbox, plain: Callable[[], Agent]) -> None:
     conversation = Conversation(plain, toolbox)
     conversation.turn("acc", "what should I watch?", user_id=USER)

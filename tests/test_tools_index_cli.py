@@ -133,3 +133,29 @@ def test_stale_model_index_warns(toolbox: Toolbox, tool_runs: dict[str, Path], c
     with caplog.at_level(logging.WARNING, logger="tools.toolbox"):
         Toolbox(toolbox.dataset, toolbox.variants, run_dir=tool_runs["plain"]).warm()
     assert "other weights" not in caplog.text
+
+
+def test_recommend_command_streams_the_steps_and_prints_json(
+    tool_runs: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLREC_DATA_DIR", str(data_dir))
+    common = [
+        "recommend",
+        "--run",
+        str(tool_runs["plain"]),
+        "--variant",
+        f"genre={tool_runs['genre']}",
+        "--user",
+        "196",
+        "--k",
+        "5",
+        "--llm",
+        "none",
+    ]
+    shown = CliRunner().invoke(app, common)
+    assert shown.exit_code == 0, shown.output
+    assert "seed tool retrieve" in shown.stdout and "validate 5 items" in shown.stdout
+    printed = CliRunner().invoke(app, [*common, "--json"])
+    assert printed.exit_code == 0, printed.output
+    rec = json.loads(printed.stdout)
+    assert len(rec["items"]) == 5 and rec["rounds"] == 0 and all(i["reason"] and i["via"] for i in rec["items"])

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from agent.cli.runtime import PROBE_BONUS
 from agent.llm.scripted import ScriptedLLM
 from agent.recommend import Agent, AgentFactory
 from agent.serve.app import ServerSettings, create_app, running
@@ -204,7 +205,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the benchmark against an in-process server; returns the JSON-ready report."""
     sessions, turns = max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
-    config = AgentConfig(k=k, max_rounds=2, probe_bonus=1.0)
+    config = AgentConfig(k=k, max_rounds=2, probe_bonus=PROBE_BONUS)  # the scripted LLM probes twice
     settings = ServerSettings(
         api_key=api_key, max_concurrency=server_concurrency, max_queue=sessions * 2,
         rate_per_minute=60_000.0, rate_burst=sessions * turns + 10, request_timeout_s=max(30.0, max_seconds),
