@@ -1,8 +1,9 @@
-"""The graph's nodes: profile -> plan -> act -> (plan | assemble) -> validate.
+"""The graph's nodes: profile -> seed -> plan -> act -> (plan | assemble) -> validate.
 
 Each node reads the state and returns the keys it changes. The LLM chooses tools and their
 attribute arguments; the agent owns who the user is (user_id / history are always overwritten
-with the request's), how many items a probe adds, and what may end up in the list.
+with the request's), how many items a probe adds, and what may end up in the list. What the
+tools return goes on the candidate pool (`agent.pool`), each find with its role.
 """
 
 from __future__ import annotations
@@ -12,22 +13,22 @@ import time
 from functools import cache
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, create_model
 
 from agent.llm.base import LLM, ChatMessage
 from agent.llm.parsing import StructuredResult, ask_structured
+from agent.pool import Pool, Role
 from agent.prompts import domain_of, render
-from agent.state import AgentConfig, AgentState, Candidate, RecommendRequest, TraceEvent
+from agent.state import AGENT_OWNED, UNSHOWN, AgentConfig, AgentState, PlannedCall, RecommendRequest, TraceEvent
 from tools.constraints import Filters
 from tools.registry import TOOLS, ToolResult, call_tool
-from tools.schemas import ItemsOutput, ScoredItem
+from tools.schemas import ItemsOutput
+from tools.titles import item_line
 from tools.toolbox import Toolbox, normalize
 
 FINISH = "finish"
-# Arguments the agent sets itself: the LLM never chooses whose history is read.
-AGENT_OWNED = ("user_id", "history")
-HIDDEN_ARGUMENTS = {*AGENT_OWNED, "exclude_ids", "attributes", "exclude_attributes", "space"}
+# Arguments the LLM is not offered in the tool catalogue: the agent sets them.
+HIDDEN_FROM_LLM = {*UNSHOWN, "attributes", "exclude_attributes", "space"}
 SHOWN = 5  # items per observation: small models read short prompts best
 
 
@@ -54,15 +55,9 @@ def tool_lines(names: list[str]) -> str:
     lines = []
     for name in names:
         spec = TOOLS[name]
-        fields = [f for f in spec.input_model.model_fields if f not in HIDDEN_ARGUMENTS]
+        fields = [f for f in spec.input_model.model_fields if f not in HIDDEN_FROM_LLM]
         lines.append(f"- {name}({', '.join(fields)}): {spec.description.split('. ')[0].rstrip('.')}.")
     return "\n".join(lines)
-
-
-def item_line(item: ScoredItem, primary: str | None) -> str:
-    year = f" ({item.year})" if item.year is not None and str(item.year) not in item.title else ""
-    values = ", ".join(item.attributes.get(primary, [])) if primary else ""
-    return f"{item.title}{year}" + (f" - {values}" if values else "")
 
 
 def describe(result: ToolResult, primary: str | None) -> str:
@@ -72,7 +67,10 @@ def describe(result: ToolResult, primary: str | None) -> str:
     output = result.output
     if not isinstance(output, ItemsOutput):
         return result.to_message()
-    lines = [f"{i}. {item_line(item, primary)}" for i, item in enumerate(output.items[:SHOWN], start=1)]
+    lines = [
+        f"{i}. {item_line(item.title, item.year, item.attributes.get(primary or '', []))}"
+        for i, item in enumerate(output.items[:SHOWN], start=1)
+    ]
     more = len(output.items) - SHOWN
     return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
 
@@ -141,6 +139,7 @@ def _llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
         TraceEvent(
             node=node,
             kind="llm",
+            code="timeout" if attempt.timed_out else "unusable_reply" if attempt.error else None,
             seconds=attempt.reply.seconds if attempt.reply else 0.0,
             messages=attempt.messages,
             reply=attempt.reply.text if attempt.reply else None,
@@ -152,23 +151,6 @@ def _llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
         )
         for index, attempt in enumerate(result.attempts)
     ]
-
-
-def merge(pool: dict[str, Candidate], items: list[ScoredItem], probe: bool) -> dict[str, Candidate]:
-    """The pool with `items` added: a known item gains the new scores and provenance (and a
-    probe count if an LLM-chosen call found it again)."""
-    merged = dict(pool)
-    for item in items:
-        known = merged.get(item.id)
-        if known is None:
-            merged[item.id] = Candidate(item=item, probes=int(probe))
-            continue
-        combined = known.item.model_copy(update={
-            "scores": {**known.item.scores, **item.scores},
-            "provenance": [*known.item.provenance, *item.provenance],
-        })
-        merged[item.id] = Candidate(item=combined, probes=known.probes + int(probe))
-    return merged
 
 
 class Nodes:
@@ -196,45 +178,44 @@ class Nodes:
             arguments=arguments,
             observation=describe(result, self.primary),
             error=result.error.message if result.error else None,
+            code="tool_error" if result.error else None,
         )
         return result, event
+
+    def _probe(
+        self, node: str, pool: Pool, call: PlannedCall, request: RecommendRequest, role: Role
+    ) -> tuple[Pool, ToolResult, TraceEvent]:
+        """One probe (an LLM-chosen or a planned call) made under the request's rules; its items
+        join the pool under `role`."""
+        result, event = self._tool(node, call.name, self._probe_arguments(call.name, call.arguments, request))
+        if isinstance(result.output, ItemsOutput):
+            pool = pool.add(result.output.items, role)
+        return pool, result, event
 
     def _ask(self, messages: list[ChatMessage], model: type[BaseModel]) -> StructuredResult[Any]:
         c = self.config
         return ask_structured(
-            self.llm, messages, model, retries=c.retries, max_tokens=c.max_tokens,
-            temperature=c.temperature, seed=c.seed, timeout=c.llm_timeout_s,
+            self.llm,
+            messages,
+            model,
+            retries=c.retries,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            seed=c.seed,
+            timeout=c.llm_timeout_s,
         )
 
     # --- nodes ---------------------------------------------------------------------------
 
     def profile(self, state: AgentState) -> dict[str, Any]:
+        """Who the user is (the user_profile tool), and the plan prompt built from it."""
         request = state["request"]
-        profile, profile_event = self._tool("profile", "user_profile", {**request.subject(), "recent": 8, "top_values": 5})
+        profile, event = self._tool("profile", "user_profile", {**request.subject(), "recent": 8, "top_values": 5})
         if profile.error is not None:
             raise RecommendError(profile.error.message)
-        pool: dict[str, Candidate] = {}
-        events = [profile_event]
-        backbone: list[str] = []
-        # the pool starts from every backbone variant's own top candidates (the default first)
-        for variant in self.toolbox.variants:
-            seed, seed_event = self._tool("profile", "retrieve", impose("retrieve", {"k": self.config.seed_k, "variant": variant}, request))
-            if seed.error is not None or not isinstance(seed.output, ItemsOutput):
-                raise RecommendError(f"the backbone could not rank for this user: {seed.error.message if seed.error else 'no output'}")
-            events.append(seed_event)
-            backbone = backbone or [item.id for item in seed.output.items]
-            pool = merge(pool, seed.output.items, probe=False)
-        for planned in request.probes:  # calls the caller asked for, made like the LLM's probes
-            if planned.name not in self.config.tools:
-                events.append(TraceEvent(node="profile", kind="fallback", tool=planned.name, error=f"planned call to {planned.name!r} refused: not an allowed tool"))
-                continue
-            result, event = self._tool("profile", planned.name, self._probe_arguments(planned.name, planned.arguments, request))
-            events.append(event)
-            if isinstance(result.output, ItemsOutput):
-                pool = merge(pool, result.output.items, probe=True)
         out = profile.output
         primary = self.primary or ""
-        recent = "\n".join(f"- {item_line(ScoredItem(**h.model_dump(include={'id', 'title', 'year', 'attributes'})), self.primary)}" for h in out.recent_items)
+        recent = "\n".join(f"- {item_line(h.title, h.year, h.attributes.get(primary, []))}" for h in out.recent_items)
         plan = render(
             self.domain, "plan",
             recent=recent or "(nothing yet)",
@@ -242,31 +223,56 @@ class Nodes:
             recent_values=", ".join(v.value for v in out.recent_attributes.get(primary, [])) or "-",
             request=f"\nWhat you ask for now: {request.request}\n" if request.request else "",
             round=1, max_rounds=self.config.max_rounds, example_value=self.example_value,
-        )
+        )  # fmt: skip
         return {
             "profile": out,
-            "pool": pool,
-            "backbone": backbone,
             "messages": [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=plan)],
             "round": 0,
             "step": None,
             "finished": self.config.max_rounds == 0,
-            "trace": events,
+            "trace": [event],
         }
+
+    def seed(self, state: AgentState) -> dict[str, Any]:
+        """The pool starts from every backbone variant's own top candidates (the default first),
+        plus what the caller's planned calls find."""
+        request = state["request"]
+        pool = Pool()
+        events: list[TraceEvent] = []
+        backbone: list[str] = []
+        for variant in self.toolbox.variants:
+            seed, event = self._tool("seed", "retrieve", impose("retrieve", {"k": self.config.seed_k, "variant": variant}, request))
+            if seed.error is not None or not isinstance(seed.output, ItemsOutput):
+                raise RecommendError(f"the backbone could not rank for this user: {seed.error.message if seed.error else 'no output'}")
+            events.append(event)
+            backbone = backbone or [item.id for item in seed.output.items]
+            pool = pool.add(seed.output.items, "seed")
+        for planned in request.probes:  # calls the caller asked for, made like the LLM's probes
+            if planned.name not in self.config.tools:
+                refusal = f"planned call to {planned.name!r} refused: not an allowed tool"
+                events.append(TraceEvent(node="seed", kind="fallback", code="refused_call", tool=planned.name, error=refusal))
+                continue
+            pool, _, event = self._probe("seed", pool, planned, request, "asked")
+            events.append(event)
+        return {"pool": pool, "backbone": backbone, "trace": events}
 
     def plan(self, state: AgentState) -> dict[str, Any]:
         result = self._ask(state["messages"], self.plan_model)
         events = _llm_events("plan", result)
         if not result.ok:
-            fallback = TraceEvent(node="plan", kind="fallback", error="no usable plan step: assembling from the pool so far")
+            timed_out = bool(result.attempts) and result.attempts[-1].timed_out
+            fallback = TraceEvent(
+                node="plan", kind="fallback", code="timeout" if timed_out else "unusable_reply",
+                error="no usable plan step: assembling from the pool so far",
+            )  # fmt: skip
             return {"step": None, "finished": True, "trace": [*events, fallback]}
-        step = result.value.model_dump()
-        reply = ChatMessage(role="assistant", content=json.dumps(step, ensure_ascii=False))
+        step = PlannedCall.model_validate(result.value.model_dump())
+        reply = ChatMessage(role="assistant", content=json.dumps(step.model_dump(), ensure_ascii=False))
         if reply.content in {m.content for m in state["messages"] if m.role == "assistant"}:
             # a repeated call would only return the same items again: the search has converged
-            repeat = TraceEvent(node="plan", kind="fallback", error="the same tool call again: finishing")
+            repeat = TraceEvent(node="plan", kind="fallback", code="repeated_call", error="the same tool call again: finishing")
             return {"step": None, "finished": True, "trace": [*events, repeat]}
-        return {"step": step, "finished": step["name"] == FINISH, "messages": [*state["messages"], reply], "trace": events}
+        return {"step": step, "finished": step.name == FINISH, "messages": [reply], "trace": events}
 
     def _probe_arguments(self, name: str, arguments: dict[str, Any], request: RecommendRequest) -> dict[str, Any]:
         """A probe's arguments as sent: k capped at probe_k; the request's subject, exclusions and
@@ -277,57 +283,73 @@ class Nodes:
         return arguments
 
     def act(self, state: AgentState) -> dict[str, Any]:
-        request, step = state["request"], state["step"]
+        step = state["step"]
         assert step is not None
-        result, event = self._tool("act", step["name"], self._probe_arguments(step["name"], step["arguments"], request))
-
-        pool = merge(state["pool"], result.output.items, probe=True) if isinstance(result.output, ItemsOutput) else state["pool"]
+        pool, _, event = self._probe("act", state["pool"], step, state["request"], "probe")
         done = state["round"] + 1
         observation = render(
-            self.domain, "observe", tool=step["name"], result=event.observation,
+            self.domain, "observe", tool=step.name, result=event.observation,
             round=min(done + 1, self.config.max_rounds), max_rounds=self.config.max_rounds,
-        )
+        )  # fmt: skip
         return {
             "pool": pool,
             "round": done,
-            "messages": [*state["messages"], ChatMessage(role="user", content=observation)],
+            "finished": done >= self.config.max_rounds,
+            "messages": [ChatMessage(role="user", content=observation)],
             "trace": [event],
         }
 
     def assemble(self, state: AgentState) -> dict[str, Any]:
         started = time.perf_counter()
-        ids = list(state["pool"])
+        pool = state["pool"]
         variants = list(self.toolbox.variants) if self.config.ensemble else [self.toolbox.default_variant]
         events: list[TraceEvent] = []
-        z = np.zeros(len(ids))
+        scores: dict[str, dict[str, float]] = {}
         for variant in variants:
-            ranked, event = self._tool("assemble", "rank", {**state["request"].subject(), "candidates": ids, "by": "model", "variant": variant})
+            ranked, event = self._tool(
+                "assemble", "rank", {**state["request"].subject(), "candidates": pool.ids(), "by": "model", "variant": variant}
+            )
             events.append(event)
             if not isinstance(ranked.output, ItemsOutput):
                 # the pool came from the backbones themselves; the seed order is the fallback
-                return {"final": state["backbone"], "scores": {}, "trace": events}
-            score = {item.id: next(iter(item.scores.values())) for item in ranked.output.items}
-            values = np.array([score[i] for i in ids])
-            z += (values - values.mean()) / (values.std() or 1.0)
-        bonus = self.config.probe_bonus if self.config.assembly == "fused" else 0.0
-        fused = {i: float(z[n]) + bonus * (state["pool"][i].probes > 0) for n, i in enumerate(ids)}
-        order = sorted(ids, key=lambda i: -fused[i])
+                kept = TraceEvent(
+                    node="assemble",
+                    kind="fallback",
+                    code="rank_failed",
+                    error="the pool could not be ranked: the backbone's seed order is kept",
+                )
+                return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
+            key = f"model:{self.toolbox.variant(variant)}"
+            scores[variant] = {item.id: item.scores[key] for item in ranked.output.items}
+        fused = pool.fuse(scores, bonus=self.config.probe_bonus if self.config.assembly == "fused" else 0.0)
+        order = sorted(fused, key=lambda i: -fused[i])
         if self.config.assembly == "llm":
             order, llm_events = self._rerank(state, order)
             events += llm_events
-        note = TraceEvent(node="assemble", kind="assembly", seconds=time.perf_counter() - started, observation=f"{self.config.assembly}: {len(order)} ordered")
+        note = TraceEvent(
+            node="assemble",
+            kind="assembly",
+            seconds=time.perf_counter() - started,
+            observation=f"{self.config.assembly}: {len(order)} ordered",
+        )
         return {"final": order, "scores": fused, "trace": [*events, note]}
 
     def _rerank(self, state: AgentState, order: list[str]) -> tuple[list[str], list[TraceEvent]]:
         shown = order[: self.config.rerank_candidates]
         pool = state["pool"]
-        candidates = "\n".join(f"{n}. {item_line(pool[i].item, self.primary)}" for n, i in enumerate(shown, start=1))
+        items = [pool[i].item for i in shown]
+        candidates = "\n".join(
+            f"{n}. {item_line(it.title, it.year, it.attributes.get(self.primary or '', []))}" for n, it in enumerate(items, start=1)
+        )
         recent = "; ".join(h.title for h in state["profile"].recent_items[:5])
         prompt = render(self.domain, "rerank", recent=recent, candidates=candidates, k=self.config.k)
         result = self._ask([ChatMessage(role="user", content=prompt)], RerankReply)
         events = _llm_events("assemble", result)
         if not result.ok:
-            return order, [*events, TraceEvent(node="assemble", kind="fallback", error="no usable ranking: backbone order kept")]
+            return order, [
+                *events,
+                TraceEvent(node="assemble", kind="fallback", code="no_ranking", error="no usable ranking: backbone order kept"),
+            ]
         # numbers map to candidates; ids are taken as given and checked in validate
         picked = [shown[p - 1] if isinstance(p, int) and 1 <= p <= len(shown) else str(p) for p in result.value.items]
         return picked, events
@@ -339,23 +361,13 @@ class Nodes:
         history = self.toolbox.history(request.user_id, request.history)
         assert history is not None  # the profile node already refused an unknown user
         excluded = set(request.exclude) | {self.toolbox.dataset.item(int(d)).id for d in history}
-        chosen: list[str] = []
-        dropped: list[str] = []
-        for item_id in state["final"]:
-            if item_id in pool and item_id not in excluded and item_id not in chosen:
-                chosen.append(item_id)
-            else:
-                dropped.append(item_id)
-        chosen = chosen[:k]
-        filled = 0
-        for item_id in [*state["backbone"], *pool]:
-            if len(chosen) >= k:
-                break
-            if item_id not in chosen and item_id not in excluded:
-                chosen.append(item_id)
-                filled += 1
-        detail = f"{len(chosen)} items; {filled} completed from the backbone"
-        if dropped:
-            detail += f"; dropped {len(dropped)} not in the pool or repeated: {dropped[:10]}"
-        event = TraceEvent(node="validate", kind="validation", observation=detail, error=None if len(chosen) == k else f"only {len(chosen)} items could be found")
-        return {"final": chosen, "backfilled": filled, "trace": [event]}
+        done = pool.complete(state["final"], k, backbone=state["backbone"], excluded=excluded)
+        detail = f"{len(done.items)} items; {done.filled} completed from the backbone"
+        if done.dropped:
+            detail += f"; dropped {len(done.dropped)} not in the pool or repeated: {done.dropped[:10]}"
+        short = len(done.items) < k
+        event = TraceEvent(
+            node="validate", kind="validation", observation=detail,
+            code="incomplete" if short else None, error=f"only {len(done.items)} items could be found" if short else None,
+        )  # fmt: skip
+        return {"final": done.items, "backfilled": done.filled, "trace": [event]}

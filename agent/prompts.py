@@ -30,3 +30,16 @@ def template(domain: str, name: str) -> Template:
 
 def render(domain: str, name: str, **values: object) -> str:
     return template(domain, name).substitute({k: str(v) for k, v in values.items()}).strip()
+
+
+@cache
+def synonyms() -> dict[str, list[str]]:
+    """Genre -> the words people use for it (`prompts/synonyms.txt`: "Genre: word, word")."""
+    table: dict[str, list[str]] = {}
+    text = resources.files("prompts").joinpath("synonyms.txt").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        genre, sep, words = line.partition(":")
+        if line.startswith("#") or not sep:
+            continue
+        table[genre.strip()] = [w.strip() for w in words.split(",") if w.strip()]
+    return table

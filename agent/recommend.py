@@ -1,35 +1,21 @@
 """The Python entry point: `recommend(user_or_history, k, llm=..., tools=...)`.
 
-    toolbox = Toolbox.open(Path("runs/ml1m-sasrec"))
-    rec = recommend("1m_42", k=10, llm=make_llm("local"), tools=toolbox)
-    rec.items[0].title, rec.items[0].reason, rec.trace
+toolbox = Toolbox.open(Path("runs/ml1m-sasrec"))
+rec = recommend("1m_42", k=10, llm=make_llm("local"), tools=toolbox)
+rec.items[0].title, rec.items[0].reason, rec.trace
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.graph import build_graph
 from agent.llm.base import LLM
 from agent.nodes import Nodes
-from agent.state import AgentConfig, AgentState, RecommendedItem, Recommendation, RecommendRequest
-from tools.schemas import Provenance
+from agent.state import AgentConfig, AgentState, Recommendation, RecommendedItem, RecommendRequest
 from tools.toolbox import Toolbox
-
-HIDDEN_CONSTRAINTS = {"exclude_ids", "history", "user_id", "k"}
-
-
-def reason(provenance: list[Provenance], probes: int) -> str:
-    """One line saying which tool found the item and under which constraints."""
-    found = [p for p in provenance if p.tool != "rank"]
-    chosen = found[1] if probes and len(found) > 1 else found[0]
-    shown = {k: v for k, v in chosen.constraints.items() if k not in HIDDEN_CONSTRAINTS and v not in (None, [], {})}
-    if not shown and chosen.tool == "retrieve":
-        return f"top pick of the {chosen.variant or 'sequence'} model for this history"
-    detail = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in shown.items())
-    return f"found by {chosen.tool}" + (f" ({detail})" if detail else "")
 
 
 class Agent:
@@ -40,35 +26,55 @@ class Agent:
         self.nodes = Nodes(llm, toolbox, self.config)
         self.graph = build_graph(self.nodes)
 
-    def stream(self, request: RecommendRequest) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(node, update) pairs as each step finishes; the last is validate's."""
-        for chunk in self.graph.stream(AgentState(request=request), stream_mode="updates"):
-            yield from chunk.items()
+    @property
+    def llm(self) -> LLM:
+        return self.nodes.llm
 
-    def recommend(self, request: RecommendRequest) -> Recommendation:
+    @property
+    def toolbox(self) -> Toolbox:
+        return self.nodes.toolbox
+
+    def with_k(self, k: int | None) -> Agent:
+        """This agent, or one like it that lists `k` items (None: as configured)."""
+        if k is None or k == self.config.k:
+            return self
+        return Agent(self.llm, self.toolbox, self.config.model_copy(update={"k": k}))
+
+    def recommend(self, request: RecommendRequest, on_step: Callable[[str, dict[str, Any]], None] | None = None) -> Recommendation:
+        """The graph's run for one request; `on_step(node, update)` sees each step as it finishes
+        (the command line shows them), the state itself is LangGraph's, reducers applied."""
         started = time.perf_counter()
-        state: dict[str, Any] = {"trace": []}
-        for _, update in self.stream(request):
-            trace = state["trace"] + update.get("trace", [])
-            state.update(update)
-            state["trace"] = trace
+        if on_step is None:
+            state = self.graph.invoke(AgentState(request=request))
+        else:
+            state = AgentState()
+            for mode, chunk in self.graph.stream(AgentState(request=request), stream_mode=["updates", "values"]):
+                if mode == "values":
+                    state = chunk
+                else:
+                    for node, update in chunk.items():
+                        on_step(node, update)
         return self.result(request, state, time.perf_counter() - started)
 
-    def result(self, request: RecommendRequest, state: dict[str, Any], seconds: float) -> Recommendation:
+    def result(self, request: RecommendRequest, state: AgentState, seconds: float) -> Recommendation:
         pool, scores = state["pool"], state.get("scores", {})
         items = []
         for item_id in state["final"]:
-            candidate = pool[item_id]
-            item = candidate.item
+            item = pool[item_id].item
+            why = pool.explain(item_id, self.toolbox.spoken_title)
             items.append(RecommendedItem(
                 id=item.id, title=item.title, year=item.year, attributes=item.attributes,
-                score=round(scores.get(item_id, 0.0), 4), provenance=item.provenance,
-                reason=reason(item.provenance, candidate.probes),
-            ))
+                score=round(scores.get(item_id, 0.0), 4), provenance=item.provenance, reason=why.text, via=why.tool,
+            ))  # fmt: skip
         return Recommendation(
             user_id=request.user_id, k=self.config.k, items=items, backfilled=state.get("backfilled", 0),
             rounds=state.get("round", 0), trace=state["trace"], seconds=round(seconds, 3),
-        )
+        )  # fmt: skip
+
+
+# Called once per turn or request by the conversation, the server and MCP: a test hands each
+# turn a fresh scripted agent; a deployment shares one agent (and one model) across them all.
+AgentFactory = Callable[[], Agent]
 
 
 def as_request(user_or_history: str | Sequence[str] | RecommendRequest) -> RecommendRequest:

@@ -21,12 +21,8 @@ class AgentSettings(BaseSettings):
     llm: str = "local"
 
     # validation_alias bypasses env_prefix, so both spellings are listed explicitly.
-    openai_base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("TOOLREC_OPENAI_BASE_URL", "OPENAI_BASE_URL")
-    )
-    openai_api_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("TOOLREC_OPENAI_API_KEY", "OPENAI_API_KEY")
-    )
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("TOOLREC_OPENAI_BASE_URL", "OPENAI_BASE_URL"))
+    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("TOOLREC_OPENAI_API_KEY", "OPENAI_API_KEY"))
     openai_model: str = "gpt-4o-mini"
 
     # None: the verified GGUF that `toolrec models get` puts in PathSettings.models_dir.

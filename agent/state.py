@@ -1,8 +1,8 @@
 """The agent's typed state and the records it hands back.
 
-The graph state is a TypedDict of pydantic values (LangGraph merges node updates key by key;
-`trace` accumulates). The candidate pool is the "candidate bus": every item any tool returned,
-once, with all of its scores and provenance.
+The graph state is a TypedDict of pydantic values. LangGraph merges node updates key by key;
+`messages` and `trace` have reducers, so a node returns only what it adds to them. The
+candidate pool is `agent.pool.Pool`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,22 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, Field, model_validator
 
 from agent.llm.base import ChatMessage
+from agent.pool import Pool
 from tools.constraints import Filters
 from tools.profile import UserProfileOutput
-from tools.schemas import Provenance, ScoredItem
+from tools.schemas import Provenance
 
 Assembly = Literal["fused", "backbone", "llm"]
 AGENT_TOOLS = ("retrieve", "semantic_search", "similar_items")
+# Arguments that name whose history is read: the agent sets them, never the LLM.
+AGENT_OWNED = ("user_id", "history")
+# Arguments that are bookkeeping rather than choices, left out wherever a call is shown.
+UNSHOWN = (*AGENT_OWNED, "exclude_ids")
+
+
+def shown_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments as shown to a person (the subject and exclusions left out)."""
+    return {k: v for k, v in arguments.items() if k not in UNSHOWN}
 
 
 class AgentConfig(BaseModel):
@@ -29,7 +39,10 @@ class AgentConfig(BaseModel):
     tools: list[str] = Field(default_factory=lambda: list(AGENT_TOOLS), description="Tools the LLM may call")
     probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")
     seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
-    assembly: Assembly = Field("fused", description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks")
+    assembly: Assembly = Field(
+        "fused",
+        description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks",
+    )
     ensemble: bool = Field(True, description="Assembly sums the z-scored scores of every backbone variant in the toolbox")
     probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")
     rerank_candidates: int = Field(20, ge=1, le=50, description="llm assembly: pool items shown to the LLM")
@@ -57,7 +70,9 @@ class RecommendRequest(BaseModel):
     request: str | None = Field(None, description="What the person asked for, in words (conversation)")
     exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend (already shown, rejected)")
     constraints: Filters | None = Field(
-        None, description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never widen them)"
+        None,
+        description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never "
+        "widen them)",
     )
     probes: list[PlannedCall] = Field(default_factory=list, description="Tool calls made up front; their items count as probe finds")
 
@@ -72,9 +87,22 @@ class RecommendRequest(BaseModel):
         return {"user_id": self.user_id} if self.user_id is not None else {"history": self.history}
 
 
+TraceCode = Literal[
+    "unusable_reply",  # an LLM reply that could not be used, even after the corrective retry
+    "timeout",  # an LLM call that ran out of its time budget
+    "repeated_call",  # the LLM asked for a tool call it had made: the search has converged
+    "refused_call",  # a planned call to a tool that is not allowed
+    "tool_error",  # a tool call that came back with a typed error
+    "no_ranking",  # the llm assembly got no usable order: the fused order is kept
+    "rank_failed",  # assembly could not score the pool: the backbone's seed order is kept
+    "incomplete",  # fewer than k items could be found
+]
+
+
 class TraceEvent(BaseModel):
     node: str
     kind: Literal["llm", "tool", "assembly", "validation", "fallback"]
+    code: TraceCode | None = Field(None, description="What went wrong or ended the search, as a typed signal (None: nothing)")
     seconds: float = 0.0
     messages: list[ChatMessage] | None = None
     reply: str | None = None
@@ -88,11 +116,6 @@ class TraceEvent(BaseModel):
     valid_first_try: bool | None = None
 
 
-class Candidate(BaseModel):
-    item: ScoredItem
-    probes: int = Field(0, description="LLM-chosen tool calls that returned this item")
-
-
 class RecommendedItem(BaseModel):
     id: str
     title: str
@@ -101,6 +124,7 @@ class RecommendedItem(BaseModel):
     score: float
     provenance: list[Provenance]
     reason: str
+    via: str = Field("retrieve", description="The tool whose result the reason cites")
 
 
 class Recommendation(BaseModel):
@@ -120,15 +144,18 @@ class Recommendation(BaseModel):
     def tokens(self) -> int:
         return sum(e.prompt_tokens + e.completion_tokens for e in self.llm_events)
 
+    def has(self, code: TraceCode) -> bool:
+        return any(e.code == code for e in self.trace)
+
 
 class AgentState(TypedDict, total=False):
     request: RecommendRequest
     profile: UserProfileOutput
-    messages: list[ChatMessage]
-    pool: dict[str, Candidate]
+    messages: Annotated[list[ChatMessage], operator.add]  # the plan conversation; nodes return what they add
+    pool: Pool
     backbone: list[str]  # the backbone's own order of the seed candidates, for backfill
     round: int
-    step: dict[str, Any] | None  # the validated plan step: {"name", "arguments"}
+    step: PlannedCall | None  # the validated plan step
     finished: bool
     final: list[str]
     scores: dict[str, float]  # assembly's score per pool item (fused or backbone)

@@ -13,7 +13,9 @@ from tools.models.base import Recommender
 from tools.models.scoring import by_length, score_histories
 
 
-def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, chunk_size: int = 1024) -> np.ndarray:
+def backbone_ranks(
+    model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, chunk_size: int = 1024
+) -> np.ndarray:
     """The target's rank for each user (all users, or the dataset rows `users`), in that order."""
     inputs, targets = dataset.split(split)
     rows = np.arange(len(targets)) if users is None else np.asarray(users, dtype=np.int64)

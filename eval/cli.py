@@ -1,34 +1,44 @@
 """The `toolrec` command. It lives in `eval` because only `eval` may see all three packages:
 tools' and agent's own sub-apps are mounted here, beside training and evaluation, which need
-the metrics of `eval.metrics`."""
+the metrics of `eval.metrics`, and the evaluation runs and their reports:
+
+    toolrec eval run eval/configs/ml1m-default.toml            # -> runs/eval/ml1m-default
+    toolrec eval run eval/configs/ml1m-default.toml            # again: continues where it stopped
+    toolrec eval run eval/configs/ml100k-smoke.toml --users 5 --out runs/eval/smoke
+    toolrec eval report runs/eval/ml1m-default
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli.app import bench_agent, bench_serve_command, chat_command, mcp_command, models_app, recommend_command, serve_command
+from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
-from eval.commands import eval_app
+from eval.config import load_config
 from eval.conversation_sim import chat_sim_command
 from eval.metrics import KS
-from eval.report import plot_training_curves
+from eval.report import REPORT_MD, plot_training_curves, write_report
+from eval.runner import RESULTS, RunLocked, run_eval
 from eval.training import METRICS, TrainSpec, train_run
-from agent.bench import bench_agent
-from agent.cli import models_app, recommend_command
-from agent.commands import bench_serve_command, chat_command, mcp_command, serve_command
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.schema import DataError
 from tools.io import write_json
-from tools.models.registry import load_run
+from tools.models.checkpoint import load_run
 from tools.settings import PathSettings
 
 console = Console()
+eval_console = Console(width=None if sys.stdout.isatty() else 180)  # logs keep whole tables
+eval_app = typer.Typer(help="Reproducible evaluation runs and their reports.", no_args_is_help=True)
 app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
@@ -93,7 +103,9 @@ def train(
 
 @bench_app.command("curves")
 def bench_curves(
-    runs: Annotated[list[str], typer.Argument(metavar="LABEL=RUN...", help="Run folders written by `toolrec train`, each with its legend label")],
+    runs: Annotated[
+        list[str], typer.Argument(metavar="LABEL=RUN...", help="Run folders written by `toolrec train`, each with its legend label")
+    ],
     out: Annotated[Path, typer.Option(help="PNG to write")] = Path("eval/figures/train-curves.png"),
 ) -> None:
     """Plot the time-to-quality curves (validation NDCG@10 against seconds) of trained runs."""
@@ -143,3 +155,80 @@ def evaluate(
     console.print(f"evaluated {len(data.user_ids):,} users in {seconds:.2f} s")
     write_json(run / "evaluation.json", {"split": split, "users": len(data.user_ids), "seconds": round(seconds, 3), "metrics": metrics})
 
+
+# --- eval run, eval report -------------------------------------------------------------------
+
+
+def _table(results: dict) -> Table:
+    ks = results["ks"]
+    columns = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks if k > 1] + [f"mrr@{k}" for k in ks if k > 1]
+    short = {c: c.replace("recall", "R").replace("ndcg", "N").replace("mrr", "MRR") for c in columns}
+    table = Table(title=f"{results['name']}: {results['dataset']} {results['split']}, {len(results['user_ids'])} users")
+    for name in ("method", "users", "invalid", *(short[c] for c in columns), "LLM calls", "s/user"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for name, v in results["methods"].items():
+        if not v["scored"]:
+            table.add_row(name, f"0/{v['users']}", "-", *["-"] * len(columns), "-", "-")
+            continue
+        users = str(v["scored"]) if v["complete"] else f"{v['scored']}/{v['users']}"
+        seconds = v["cost"]["seconds_per_user"] or 0.0
+        table.add_row(
+            name, users, str(v["invalid"]), *(f"{v['metrics'][c]:.4f}" for c in columns), str(v["cost"]["llm_calls"]), f"{seconds:.2f}"
+        )
+    return table
+
+
+@eval_app.command("run")
+def run_command(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML or YAML run configuration")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/eval/<config name>)")] = None,
+    users: Annotated[int | None, typer.Option(help="Override the number of sampled users (a prefix of the same sample)")] = None,
+    wave: Annotated[int | None, typer.Option(help="Override the users per wave (all methods finish a wave before the next)")] = None,
+    llm: Annotated[str | None, typer.Option(help="Override the LLM: local | openai:MODEL")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Only this method (repeat)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Parallel users for a remote LLM (default: the config's)")] = None,
+    restart: Annotated[bool, typer.Option(help="Discard per-user results (the LLM cache is kept)")] = False,
+    retry_errors: Annotated[bool, typer.Option(help="Recompute users whose LLM call failed")] = False,
+    report: Annotated[bool, typer.Option(help="Write the report when the run is complete")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars (a log line every 5 users when not a terminal)")] = True,
+) -> None:
+    """Run every method of CONFIG on the same sampled users; rerunning continues where it stopped."""
+    try:
+        config = load_config(config_path, users=users, llm=llm, wave=wave)
+    except (OSError, ValueError, ValidationError) as err:
+        eval_console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
+    run_dir = out or PathSettings().runs_dir / "eval" / config.name
+    eval_console.print(
+        f"[bold]{config.name}[/]: {len(config.methods)} methods, {config.users or 'all'} users, LLM {config.llm} -> {run_dir}"
+    )
+    try:
+        results = run_eval(
+            config, run_dir, concurrency=concurrency, only=method, restart=restart, retry_errors=retry_errors,
+            progress=progress, console=eval_console, config_text=(config_path.suffix, config_path.read_text(encoding="utf-8")),
+        )  # fmt: skip
+    except (DataError, FileNotFoundError, ValueError, LLMError, RunLocked) as err:
+        eval_console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
+    eval_console.print(_table(results))
+    eval_console.print(f"wall time {results['wall_seconds'] / 60:.1f} min; results: {run_dir / RESULTS}")
+    if report and results["complete"]:
+        write_report(run_dir)
+        eval_console.print(f"report: {run_dir / REPORT_MD}")
+
+
+@eval_app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Folder of an `eval run`")],
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples")] = 2000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed")] = 0,
+) -> None:
+    """Markdown table with 95% bootstrap intervals and paired tests, plots, config and versions."""
+    if not (run_dir / RESULTS).exists():
+        eval_console.print(f"[red]error:[/] no {RESULTS} in {run_dir}: run `toolrec eval run CONFIG` first")
+        raise typer.Exit(1)
+    report = write_report(run_dir, n_boot=resamples, seed=seed)
+    eval_console.print((run_dir / REPORT_MD).read_text(encoding="utf-8").split("\n### 95%")[0])
+    eval_console.print(f"written: {', '.join(str(run_dir / n) for n in (REPORT_MD, 'report.json', 'metrics.png', 'cost_quality.png'))}")
+    if not report["complete"]:
+        eval_console.print("[yellow]the run is not complete: some methods have users pending[/]")

@@ -147,13 +147,17 @@ class EvalConfig(BaseModel):
     user_ids: list[str] | None = Field(None, description="Explicit users instead of a sample")
     ks: list[int] = Field(default_factory=lambda: list(KS))
     wave: int | None = Field(
-        None, ge=1,
-        description="Users per wave: every method finishes a wave before the next wave starts, so a run stopped early still has all its methods on the same users (None: one wave)",
+        None,
+        ge=1,
+        description="Users per wave: every method finishes a wave before the next wave starts, so a run stopped early still has all "
+        "its methods on the same users (None: one wave)",
     )
     llm: str = Field("local", description='"local" (embedded) or "openai:MODEL"')
     llm_timeout_s: float = Field(
-        300.0, gt=0,
-        description="Per LLM call, for methods that set none. Generous: a timed-out call is a fallback, so a busy machine would change the figures",
+        300.0,
+        gt=0,
+        description="Per LLM call, for methods that set none. Generous: a timed-out call is a fallback, so a busy machine would change "
+        "the figures",
     )
     concurrency: int = Field(4, ge=1, le=64, description="Parallel users for a remote LLM (the embedded model runs one at a time)")
     backbone: str | None = Field(None, description="Method the paired tests compare against (default: the first backbone method)")

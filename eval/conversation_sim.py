@@ -35,13 +35,15 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from agent.conversation import Conversation, ConversationConfig, ShownItem
+from agent.chat import Conversation, ConversationConfig, ShownItem
+from agent.cli.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
 from agent.llm.base import LLM, ChatMessage, LLMError
-from agent.runtime import agent_config, build_llm, open_toolbox, shared_agent_factory
+from tools.cli import parse_variants
 from tools.data.schema import Item
 from tools.registry import call_tool
 from tools.schemas import ItemsOutput
-from tools.toolbox import Toolbox, natural_title, normalize
+from tools.titles import natural_title
+from tools.toolbox import Toolbox, normalize
 
 console = Console(stderr=True)
 
@@ -119,8 +121,7 @@ class RuleUser:
         vectors = space.vectors(np.asarray(list(history[-50:]), dtype=np.int64))
         similarity = vectors @ space.vectors(np.asarray([dense], dtype=np.int64))[0]
         best = int(history[-50:][int(np.argmax(similarity))])
-        item = tb.dataset.item(best)
-        return natural_title(item.title) + (f" ({item.year})" if item.year else "")
+        return tb.spoken_title(tb.dataset.item(best).id)
 
     def message(self, turn: int, target: Item, shown: list[ShownItem]) -> str:
         if self.clues is None:
@@ -150,9 +151,14 @@ class LLMUser:
     def message(self, turn: int, target: Item, shown: list[ShownItem]) -> str:
         tb = self.toolbox
         recent = [tb.dataset.item(int(d)) for d in tb.user_history(self.user_id)[-5:]]
-        shown_text = ("The recommender just showed: " + "; ".join(i.title for i in shown) + ". Your movie is not among them.") if shown else "This is your first message."
+        shown_text = (
+            ("The recommender just showed: " + "; ".join(i.title for i in shown) + ". Your movie is not among them.")
+            if shown
+            else "This is your first message."
+        )
         prompt = SIM_PROMPT.format(
-            target=natural_title(target.title), year=target.year or "?", genres=", ".join(target.attributes.get(tb.primary_attribute or "", [])),
+            target=natural_title(target.title), year=target.year or "?",
+            genres=", ".join(target.attributes.get(tb.primary_attribute or "", [])),
             recent="; ".join(natural_title(i.title) for i in recent) or "-", shown=shown_text,
         )  # fmt: skip
         try:
@@ -176,8 +182,7 @@ def sample_users(toolbox: Toolbox, count: int, seed: int) -> list[str]:
 
 
 def target_of(toolbox: Toolbox, user_id: str) -> Item:
-    sequence = toolbox.dataset.sequences[toolbox.dataset.user_index[user_id]]
-    return toolbox.dataset.item(int(sequence[-1]))
+    return toolbox.dataset.item(toolbox.dataset.target(user_id, "test"))
 
 
 def backbone_rank(toolbox: Toolbox, user_id: str, target: str, depth: int) -> int | None:
@@ -188,7 +193,9 @@ def backbone_rank(toolbox: Toolbox, user_id: str, target: str, depth: int) -> in
     return ids.index(target) + 1 if target in ids else None
 
 
-def simulate(toolbox: Toolbox, conversation: Conversation, config: SimConfig, user_llm: LLM | None, progress: bool = True) -> dict[str, Any]:
+def simulate(
+    toolbox: Toolbox, conversation: Conversation, config: SimConfig, user_llm: LLM | None, progress: bool = True
+) -> dict[str, Any]:
     if toolbox.split != "test":
         raise ValueError("the simulation needs a toolbox on the test split (the target is the held-out item)")
     dialogues: list[SimDialogue] = []
@@ -259,31 +266,33 @@ def chat_sim_command(
     user_sim: Annotated[str, typer.Option(help="The simulated user: rules | local | openai:MODEL")] = "rules",
     llm: Annotated[str, typer.Option(help="The agent's LLM: none | local | openai:MODEL")] = "none",
     rounds: Annotated[int | None, typer.Option(help="Agent plan steps per turn")] = None,
+    probe_bonus: Annotated[float, typer.Option(help="Fused assembly: bonus for what a probe or the request found")] = PROBE_BONUS,
     variant: Annotated[list[str] | None, typer.Option(help="Extra backbone variant NAME=RUN_DIR")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON report (with every dialogue) here")] = None,
 ) -> None:
     """Simulated users with a hidden target talk to the agent for up to N turns: hit rate within
     N turns and average turns (InteRecAgent's protocol), with the backbone alone for reference."""
     config = SimConfig(users=users, turns=turns, k=k, seed=seed, user_sim=user_sim, llm=llm, rounds=rounds)
-    variants = {}
-    for pair in variant or []:
-        name, _, path = pair.partition("=")
-        variants[name] = Path(path)
     try:
-        toolbox = open_toolbox(run, variants, split="test")
+        toolbox = open_toolbox(run, parse_variants(variant), split="test")
         agent_llm = build_llm(llm)
         user_llm = None if user_sim == "rules" else build_llm(user_sim)
     except (FileNotFoundError, ValueError, LLMError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    factory = shared_agent_factory(agent_llm, toolbox, agent_config(agent_llm, k=k, rounds=rounds))
+    factory = shared_agent_factory(agent_llm, toolbox, agent_config(agent_llm, k=k, rounds=rounds, probe_bonus=probe_bonus))
     conversation = Conversation(factory, toolbox, config=ConversationConfig())
     result = simulate(toolbox, conversation, config, user_llm)
     summary = {key: value for key, value in result.items() if key != "dialogues"}
     table = Table(title=f"conversation simulation on {result['dataset']}: {result['users']} users, up to {turns} turns of {k}")
     for key in ("hit@" + str(turns), "avg_turns", "avg_turns_hits", f"backbone_hit@{min(turns * k, 100)}", "seconds_per_turn"):
         table.add_column(key, justify="right")
-    table.add_row(*(str(summary.get(key)) for key in ("hit@" + str(turns), "avg_turns", "avg_turns_hits", f"backbone_hit@{min(turns * k, 100)}", "seconds_per_turn")))
+    table.add_row(
+        *(
+            str(summary.get(key))
+            for key in ("hit@" + str(turns), "avg_turns", "avg_turns_hits", f"backbone_hit@{min(turns * k, 100)}", "seconds_per_turn")
+        )
+    )
     console.print(table)
     print(json.dumps(summary, indent=2))
     if out is not None:

@@ -25,7 +25,7 @@ from agent.llm.parsing import Attempt, ask_structured
 from agent.nodes import RecommendError, RerankReply
 from agent.prompts import domain_of, render
 from agent.recommend import Agent
-from agent.state import RecommendRequest, TraceEvent
+from agent.state import RecommendRequest, TraceCode, TraceEvent
 from eval.config import AgentMethod, BackboneMethod, EvalConfig, LLMRerankMethod, PopularityMethod
 from eval.metrics import MISSING, list_ranks, target_ranks
 from eval.store import UserResult
@@ -33,10 +33,11 @@ from tools.data.fetch import load_dataset
 from tools.data.schema import RawDataset
 from tools.data.sequences import SequenceDataset, build_sequences
 from tools.models.base import Recommender
-from tools.models.registry import load_model, read_meta
+from tools.models.checkpoint import load_model, read_meta
 from tools.models.scoring import score_histories
 from tools.retrieval import top_k
 from tools.settings import PathSettings
+from tools.titles import item_line
 from tools.toolbox import Toolbox, variant_name
 
 # Failures of one user's recommendation that are not bugs: recorded, scored zero, counted.
@@ -72,13 +73,8 @@ class Context:
         self.raw: RawDataset = load_dataset(config.dataset, self.data_dir)
         self.dataset = build_sequences(self.raw, min_core=min_cores.pop())
         self.users = sample_users(self.dataset, config)
-        cut = 1 if config.split == "test" else 2
-        self.histories: dict[str, np.ndarray] = {}
-        self.targets: dict[str, int] = {}
-        for user in self.users:
-            sequence = self.dataset.sequences[self.dataset.user_index[user]]
-            self.histories[user] = sequence[: len(sequence) - cut]
-            self.targets[user] = int(sequence[len(sequence) - cut])
+        self.histories: dict[str, np.ndarray] = {u: self.dataset.history(u, config.split) for u in self.users}
+        self.targets: dict[str, int] = {u: self.dataset.target(u, config.split) for u in self.users}
         self._models: dict[Path, Recommender] = {}
         self._toolboxes: dict[tuple[Path, tuple[tuple[str, Path], ...]], Toolbox] = {}
         self._ratings: pd.Series | None = None
@@ -140,7 +136,9 @@ def _rank(value: int) -> int | None:
 # --- ranking methods ---------------------------------------------------------------------
 
 
-def rank_method(ctx: Context, method: PopularityMethod | BackboneMethod, fp: str, users: Sequence[str], batch_size: int = 256) -> list[UserResult]:
+def rank_method(
+    ctx: Context, method: PopularityMethod | BackboneMethod, fp: str, users: Sequence[str], batch_size: int = 256
+) -> list[UserResult]:
     """Full-catalogue ranks for `users`, in batches; every user gets a line."""
     out: list[UserResult] = []
     counts = ctx.dataset.popularity().astype(np.float64) if isinstance(method, PopularityMethod) else None
@@ -158,7 +156,9 @@ def rank_method(ctx: Context, method: PopularityMethod | BackboneMethod, fp: str
             scores = score_histories(ctx.model(method.run), histories, batch_size=batch_size)
         ranks = target_ranks(scores, np.array([ctx.targets[u] for u in chunk], dtype=np.int64))
         each = (time.perf_counter() - began) / len(chunk)
-        out += [UserResult(method=method.name, fp=fp, user=u, rank=_rank(r), seconds=round(each, 6)) for u, r in zip(chunk, ranks, strict=True)]
+        out += [
+            UserResult(method=method.name, fp=fp, user=u, rank=_rank(r), seconds=round(each, 6)) for u, r in zip(chunk, ranks, strict=True)
+        ]
     return out
 
 
@@ -184,7 +184,9 @@ def _llm_fields(events: Sequence[tuple[float, bool, int, int]], wall: float) -> 
 def _attempt_events(attempts: Sequence[Attempt], timeout: float | None) -> list[tuple[float, bool, int, int]]:
     """A call that timed out has no reply: it counts as a call that took the whole budget."""
     return [
-        (a.reply.seconds, a.reply.cached, a.reply.prompt_tokens, a.reply.completion_tokens) if a.reply is not None else (timeout or 0.0, False, 0, 0)
+        (a.reply.seconds, a.reply.cached, a.reply.prompt_tokens, a.reply.completion_tokens)
+        if a.reply is not None
+        else (timeout or 0.0, False, 0, 0)
         for a in attempts
     ]
 
@@ -207,7 +209,9 @@ def _scored(ctx: Context, method: str, fp: str, user: str, items: list[str], **f
 
 
 def _failed(method: str, fp: str, user: str, error: BaseException, wall: float) -> UserResult:
-    return UserResult(method=method, fp=fp, user=user, rank=None, valid=False, error=f"{type(error).__name__}: {error}", seconds=round(wall, 4))
+    return UserResult(
+        method=method, fp=fp, user=user, rank=None, valid=False, error=f"{type(error).__name__}: {error}", seconds=round(wall, 4)
+    )
 
 
 class LLMRerank:
@@ -226,9 +230,7 @@ class LLMRerank:
 
     def line(self, dense: int) -> str:
         item = self.ctx.dataset.item(dense)
-        year = f" ({item.year})" if item.year is not None and str(item.year) not in item.title else ""
-        values = ", ".join(item.attributes.get(self.primary, ())) if self.primary else ""
-        return f"{item.title}{year}" + (f" - {values}" if values else "")
+        return item_line(item.title, item.year, item.attributes.get(self.primary, ()) if self.primary else ())
 
     def prompt(self, user: str, shown: list[int]) -> str:
         recent = [int(d) for d in self.ctx.histories[user][::-1][: self.method.history]]
@@ -302,13 +304,13 @@ class AgentRunner:
         acts = [e for e in rec.trace if e.node == "act" and e.kind == "tool"]
         plans = [e for e in rec.trace if e.node == "plan" and e.kind == "llm" and e.valid_first_try is not None]
         backbone10 = {self.ctx.item_id(d) for d in self.ctx.backbone_top(self.toolbox, user, 10)}
-        fallbacks = [e.error or "" for e in rec.trace if e.kind == "fallback"]
+        fallbacks: list[TraceCode] = [e.code for e in rec.trace if e.kind == "fallback" and e.code is not None]
         # a repeated tool call ends the search by design; only an unusable reply is a fallback
         unusable = [f for f in fallbacks if not is_repeat(f)]
         diagnostics = {
             "rounds": rec.rounds,
             "tools": [e.tool for e in acts],
-            "tool_errors": sum(1 for e in acts if e.error),
+            "tool_errors": sum(1 for e in acts if e.code == "tool_error"),
             "plans_valid_first": sum(1 for e in plans if e.valid_first_try),
             "plans": len(plans),
             "fallbacks": fallbacks,
@@ -322,8 +324,9 @@ class AgentRunner:
 
 
 def is_repeat(fallback: str) -> bool:
-    """The agent's note when the LLM repeats a tool call: the search converged, nothing failed."""
-    return "same tool call" in fallback
+    """Whether a fallback's trace code says the LLM repeated a tool call: the search converged,
+    nothing failed."""
+    return fallback == "repeated_call"
 
 
 def set_threads() -> None:

@@ -127,8 +127,12 @@ def _diagnostics(records: Sequence[UserResult]) -> dict[str, Any] | None:
 
 
 def _view(
-    results: dict[str, Any], mine: dict[str, dict[str, UserResult]], methods: Sequence[str], users: Sequence[str],
-    rng: np.random.Generator, n_boot: int,
+    results: dict[str, Any],
+    mine: dict[str, dict[str, UserResult]],
+    methods: Sequence[str],
+    users: Sequence[str],
+    rng: np.random.Generator,
+    n_boot: int,
 ) -> dict[str, dict[str, Any]]:
     """Figures of `methods` on exactly `users` (each must have a result for each), with the
     paired test against the backbone when it is among them."""
@@ -285,7 +289,9 @@ def _code_note(report: dict[str, Any]) -> str:
         for version in v.get("code_versions", []):
             by_version.setdefault(version, []).append(v["label"])
     detail = "; ".join(f"{version}: {', '.join(labels)}" for version, labels in by_version.items())
-    return f" Methods were computed in sessions with different code versions ({detail or ', '.join(versions)}); each method's users share one."
+    return (
+        f" Methods were computed in sessions with different code versions ({detail or ', '.join(versions)}); each method's users share one."
+    )
 
 
 def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str, Any]) -> str:
@@ -297,7 +303,10 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
     if not report["complete"]:
         status = f"**The run is not complete.** The main tables cover the {report['reported_users']} users that their methods have finished"
         if partial:
-            status += f"; the methods still running ({', '.join(partial['unfinished'])}) are reported apart, on the {partial['users']} users every started method has finished"
+            status += (
+                f"; the methods still running ({', '.join(partial['unfinished'])}) are reported apart, "
+                f"on the {partial['users']} users every started method has finished"
+            )
         if report["not_started"]:
             status += f"; not started: {', '.join(report['not_started'])}"
         status += ". Cost figures count all users done so far. "
@@ -323,7 +332,12 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
     ]
     paired = _paired_table(methods, report["backbone"], report["paired_metric"])
     if paired:
-        lines += ["", f"## Paired test against {methods[report['backbone']]['label']} (per-user {report['paired_metric'].upper()})", "", *paired]
+        lines += [
+            "",
+            f"## Paired test against {methods[report['backbone']]['label']} (per-user {report['paired_metric'].upper()})",
+            "",
+            *paired,
+        ]
     if partial and partial["methods"]:
         lines += [
             "",
@@ -351,7 +365,8 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         fallbacks = f"{d['fallback_share']:.0%}" if d else "-"
         lines.append(
             f"| {v['label']} | {c['llm_calls']} | {c['llm_calls_per_user']:.2f} | {c['tokens_per_user']:.0f} | "
-            f"{_seconds(c['latency_p50'])} | {_seconds(c['latency_p95'])} | {_seconds(c['llm_call_p50'])} | {_seconds(c['llm_call_p95'])} | {fallbacks} |"
+            f"{_seconds(c['latency_p50'])} | {_seconds(c['latency_p95'])} | {_seconds(c['llm_call_p50'])} | "
+            f"{_seconds(c['llm_call_p95'])} | {fallbacks} |"
         )
 
     agents = {n: v for n, v in methods.items() if v["diagnostics"] and "tool_calls_per_user" in v["diagnostics"]}
@@ -365,7 +380,8 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
             "or a timeout) made the agent assemble early, users whose search ended because the LLM repeated a call, "
             "and how many items of the top-10 are not in the backbone's (SASRec's) own top-10.",
             "",
-            "| Method | tool calls / user | tool errors | plans valid first try | unusable-reply fallbacks | ended by a repeated call | new items in top-10 | tools used |",
+            "| Method | tool calls / user | tool errors | plans valid first try | unusable-reply fallbacks | ended by a repeated call "
+            "| new items in top-10 | tools used |",
             "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for v in agents.values():
@@ -378,7 +394,13 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
             )
     rerankers = {n: v for n, v in methods.items() if v["diagnostics"] and "picked_per_user" in v["diagnostics"]}
     if rerankers:
-        lines += ["", "## What the LLM reranker did", "", "| Method | candidates ordered by the LLM / user | order unchanged | fallbacks |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "## What the LLM reranker did",
+            "",
+            "| Method | candidates ordered by the LLM / user | order unchanged | fallbacks |",
+            "|---|---:|---:|---:|",
+        ]
         for v in rerankers.values():
             d = v["diagnostics"]
             lines.append(f"| {v['label']} | {d['picked_per_user']:.1f} | {d['identity_share']:.0%} | {d['fallback_share']:.0%} |")
@@ -403,7 +425,8 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         json.dumps(versions, indent=2),
         "```",
         "",
-        f"Report generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; bootstrap: {report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}.",
+        f"Report generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; bootstrap: {report['bootstrap']['resamples']} "
+        f"resamples, seed {report['bootstrap']['seed']}.",
         "",
     ]
     return "\n".join(lines)

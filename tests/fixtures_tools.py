@@ -19,7 +19,7 @@ from tools.data.sequences import SequenceDataset
 from tools.index.encoder import TextEncoder
 from tools.index.item_index import ItemIndexes
 from tools.models.base import Recommender
-from tools.models.registry import build_model, load_model, new_config
+from tools.models.checkpoint import build_model, load_model, new_config
 from tools.models.train import TrainConfig, train
 from tools.toolbox import INDEX_DIR, Toolbox
 

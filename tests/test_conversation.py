@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.conversation import Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, TurnIntent, UnknownUser
+from agent.chat import Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, TurnIntent, UnknownUser
+from agent.cli.runtime import agent_config, shared_agent_factory
+from agent.llm.base import NoLLM
 from agent.llm.scripted import ScriptedLLM
 from agent.nodes import impose
 from agent.recommend import Agent
-from agent.runtime import NoLLM, agent_config, shared_agent_factory
 from agent.state import AgentConfig, PlannedCall, RecommendRequest
 from tools.constraints import Filters
 from tools.registry import call_tool
@@ -110,6 +111,19 @@ def test_cold_start_from_named_titles(toolbox: Toolbox, plain: Callable[[], Agen
     assert all(i.reason and f"via {i.tool}" in i.reason for i in second.items)
 
 
+def test_an_item_has_one_reason_in_the_agent_and_the_conversation(toolbox: Toolbox, plain: Callable[[], Agent]) -> None:
+    conversation = Conversation(plain, toolbox)
+    conversation.turn("one-reason", "what should I watch?", user_id=USER)
+    turn = conversation.turn("one-reason", "more like the first one")
+    recommendation = conversation.last_recommendation("one-reason")
+    assert recommendation is not None and turn.items
+    by_id = {item.id: item for item in recommendation.items}
+    assert all(shown.reason == by_id[shown.id].reason and shown.tool == by_id[shown.id].via for shown in turn.items)
+    # the person's own ask is cited before the seed rankings that also found the item
+    asked = [e.arguments for e in recommendation.trace if e.tool == "similar_items"]
+    assert asked and any(i.tool == "similar_items" for i in turn.items)
+
+
 def test_constraints_accumulate_and_nothing_repeats(toolbox: Toolbox, plain: Callable[[], Agent]) -> None:
     conversation = Conversation(plain, toolbox)
     conversation.turn("acc", "what should I watch?", user_id=USER)
@@ -135,7 +149,13 @@ def test_constraints_accumulate_and_nothing_repeats(toolbox: Toolbox, plain: Cal
     assert state is not None and top.id in state.rejected
     assert len(state.shown) == len(set(state.shown)) == 5 * 5  # five lists, no item twice
     assert top.id not in {i.id for i in rejected.items}
-    assert [t.message for t in state.turns] == ["what should I watch?", "no drama", "older films", "more like the second one", "not that one"]
+    assert [t.message for t in state.turns] == [
+        "what should I watch?",
+        "no drama",
+        "older films",
+        "more like the second one",
+        "not that one",
+    ]
 
 
 def test_constraints_that_leave_nothing_are_undone(toolbox: Toolbox, plain: Callable[[], Agent]) -> None:
@@ -213,7 +233,14 @@ def test_constraints_narrow_the_llms_arguments() -> None:
         user_id=USER, exclude=["50"],
         constraints=Filters(genres=["Comedy", "Drama"], exclude_genres=["Horror"], year_from=1980, year_to=1995),
     )  # fmt: skip
-    llm_args = {"genres": ["Drama", "War"], "exclude_genres": ["Western"], "year_from": 1970, "year_to": 2000, "user_id": "2", "exclude_ids": ["7"]}
+    llm_args = {
+        "genres": ["Drama", "War"],
+        "exclude_genres": ["Western"],
+        "year_from": 1970,
+        "year_to": 2000,
+        "user_id": "2",
+        "exclude_ids": ["7"],
+    }
     out = impose("retrieve", llm_args, request)
     assert out["genres"] == ["Drama"] and out["exclude_genres"] == ["Western", "Horror"]
     assert (out["year_from"], out["year_to"]) == (1980, 1995) and out["user_id"] == USER
@@ -229,12 +256,15 @@ def test_planned_calls_run_only_for_allowed_tools(toolbox: Toolbox) -> None:
     config = AgentConfig(k=5, max_rounds=0, tools=["retrieve", "similar_items"])
     request = RecommendRequest(
         user_id=USER, constraints=Filters(exclude_genres=["Drama"]),
-        probes=[PlannedCall(name="similar_items", arguments={"items": ["1"], "space": "model", "user_id": "2"}), PlannedCall(name="lookup", arguments={"title": "x"})],
+        probes=[
+            PlannedCall(name="similar_items", arguments={"items": ["1"], "space": "model", "user_id": "2"}),
+            PlannedCall(name="lookup", arguments={"title": "x"}),
+        ],
     )  # fmt: skip
     rec = Agent(NoLLM(), toolbox, config).recommend(request)
     similar = [e for e in rec.trace if e.tool == "similar_items"]
     assert len(similar) == 1 and similar[0].arguments["user_id"] == USER and similar[0].arguments["exclude_genres"] == ["Drama"]
-    assert any(e.kind == "fallback" and "lookup" in (e.error or "") for e in rec.trace)
+    assert any(e.code == "refused_call" and e.tool == "lookup" for e in rec.trace)
     assert all("Drama" not in item.attributes["genre"] for item in rec.items)
 
 
@@ -263,7 +293,10 @@ def test_a_hostile_message_changes_no_rights(toolbox: Toolbox) -> None:
     assert all(e.arguments.get("user_id") == USER for e in tools if "user_id" in (e.arguments or {}))
     assert all(set(before) <= set(e.arguments.get("exclude_ids", [])) for e in tools if e.tool == "retrieve")
     assert "99999" not in {i.id for i in result.items} and not before & {i.id for i in result.items}
-    assert all(item.provenance and {p.tool for p in item.provenance} <= {"retrieve", "semantic_search", "similar_items", "rank"} for item in rec.items)
+    assert all(
+        item.provenance and {p.tool for p in item.provenance} <= {"retrieve", "semantic_search", "similar_items", "rank"}
+        for item in rec.items
+    )
     state = conversation.state("attack")
     assert state is not None and state.user_id == USER and state.liked == []
     assert state.constraints.query is not None and len(state.constraints.query) <= 200
@@ -293,7 +326,9 @@ def test_a_hostile_item_title_is_data(toolbox: Toolbox) -> None:
     llm_seen = "\n".join(m.content for c in obeying.llms[0].calls for m in c.messages)
     rec = conversation.last_recommendation("title")
     assert rec is not None and len(result.items) == 5 and "99999" not in {i.id for i in result.items}
-    assert all(e.arguments.get("user_id") == USER and "history" not in e.arguments for e in rec.trace if e.kind == "tool" and e.tool != "rank")
+    assert all(
+        e.arguments.get("user_id") == USER and "history" not in e.arguments for e in rec.trace if e.kind == "tool" and e.tool != "rank"
+    )
     assert "drop_tables" not in {e.tool for e in rec.trace if e.kind == "tool"}
     assert hostile in llm_seen  # the observation showed it to the LLM, and it changed nothing above
     assert any(e.error and "drop_tables" in (e.reply or "") for e in rec.llm_events)
@@ -307,11 +342,13 @@ def test_turn_intent_is_lenient_about_shapes() -> None:
 # --- the terminal chat -----------------------------------------------------------------------
 
 
-def test_chat_command_reads_piped_stdin_and_resumes(tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chat_command_reads_piped_stdin_and_resumes(
+    tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from agent.commands import chat_command
+    from agent.cli.app import chat_command
 
     app = typer.Typer()
     app.command()(chat_command)

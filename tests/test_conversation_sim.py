@@ -3,9 +3,10 @@ and a simulator that names its hidden target is overruled."""
 
 from __future__ import annotations
 
-from agent.conversation import Conversation
+from agent.chat import Conversation
+from agent.cli.runtime import agent_config, shared_agent_factory
+from agent.llm.base import NoLLM
 from agent.llm.scripted import ScriptedLLM
-from agent.runtime import NoLLM, agent_config, shared_agent_factory
 from eval.conversation_sim import LLMUser, RuleUser, SimConfig, simulate, target_of
 from tools.toolbox import Toolbox, normalize
 

@@ -65,9 +65,7 @@ def test_recbole_latin1_where_utf8_is_expected(tmp_path: Path) -> None:
 
 
 def test_recbole_item_field_count(tmp_path: Path) -> None:
-    message = recbole_error(
-        tmp_path, INTER_HEADER + "1\t1\t3\t4\n", "item_id:token\tmovie_title:token_seq\n1\tToy\tStory\n"
-    )
+    message = recbole_error(tmp_path, INTER_HEADER + "1\t1\t3\t4\n", "item_id:token\tmovie_title:token_seq\n1\tToy\tStory\n")
     assert "x.item, line 2: expected 2" in message
 
 
@@ -130,9 +128,7 @@ def test_amazon_reviews(tmp_path: Path, text: str, expected: str) -> None:
 
 
 def test_json_lines_must_be_utf8(tmp_path: Path) -> None:
-    text = review().encode() + '{"reviewerID": "Zoë", "asin": "B", "overall": 1, "unixReviewTime": 1}\n'.encode(
-        "latin-1"
-    )
+    text = review().encode() + '{"reviewerID": "Zoë", "asin": "B", "overall": 1, "unixReviewTime": 1}\n'.encode("latin-1")
     with pytest.raises(DataError, match=r"Books\.json, line 2: byte 0xeb is not valid utf-8"):
         load_amazon(write(tmp_path / "Books.json", text))
 

@@ -56,9 +56,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
     def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
         record.pip.append(command)
-        return subprocess.CompletedProcess(
-            command, 1, "", "ERROR: Could not find a version that satisfies the requirement"
-        )
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: Could not find a version that satisfies the requirement")
 
     monkeypatch.setattr(fetch.urllib.request, "urlopen", urlopen)
     monkeypatch.setattr(fetch.subprocess, "run", run)

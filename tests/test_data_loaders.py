@@ -28,7 +28,7 @@ def by_id(items: list[Item]) -> dict[str, Item]:
 
 
 def rows(frame: pd.DataFrame) -> list[tuple[str, str, float, int]]:
-    return list(zip(frame["user_id"], frame["item_id"], frame["rating"].tolist(), frame["timestamp"].tolist()))
+    return list(zip(frame["user_id"], frame["item_id"], frame["rating"].tolist(), frame["timestamp"].tolist(), strict=True))
 
 
 def test_grouplens_100k() -> None:
@@ -36,9 +36,7 @@ def test_grouplens_100k() -> None:
     assert raw.name == "ml-100k"
     items = by_id(raw.items)
     assert [i.id for i in raw.items] == ["1", "2", "3", "4", "5", "267"]
-    assert items["1"] == Item(
-        id="1", title="Toy Story", year=1995, attributes={"genre": ("Animation", "Children's", "Comedy")}
-    )
+    assert items["1"] == Item(id="1", title="Toy Story", year=1995, attributes={"genre": ("Animation", "Children's", "Comedy")})
     assert items["3"].title == "Misérables, Les"  # latin-1 in u.item
     assert items["4"].attributes["genre"] == ("Film-Noir", "Sci-Fi")
     # no trailing year in the title: the title stays whole and the release date gives the year
@@ -62,9 +60,7 @@ def test_grouplens_1m() -> None:
     raw = load_grouplens(DATASETS / "grouplens-1m")
     assert raw.name == "ml-1m"
     items = by_id(raw.items)
-    assert items["3"] == Item(
-        id="3", title="Alien³", year=1992, attributes={"genre": ("Action", "Horror", "Sci-Fi", "Thriller")}
-    )
+    assert items["3"] == Item(id="3", title="Alien³", year=1992, attributes={"genre": ("Action", "Horror", "Sci-Fi", "Thriller")})
     assert items["4"].title == "City of Lost Children, The"
     assert rows(raw.interactions)[0] == ("1", "1", 5.0, 978300760)
     assert len(raw.interactions) == 7

@@ -48,7 +48,7 @@ def test_sequences(ml100k: SequenceDataset, ml100k_raw: RawDataset) -> None:
     assert min(len(s) for s in ml100k.sequences) >= 20  # every ML-100K user rated 20 or more
     # each sequence is in time order
     frame = ml100k_raw.interactions
-    stamps = dict(zip(zip(frame["user_id"], frame["item_id"]), frame["timestamp"]))
+    stamps = dict(zip(zip(frame["user_id"], frame["item_id"], strict=True), frame["timestamp"], strict=True))
     for user in ("1", "196", "943"):
         seq = ml100k.sequences[ml100k.user_index[user]]
         times = np.array([stamps[(user, ml100k.item(int(d)).id)] for d in seq])

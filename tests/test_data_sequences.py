@@ -16,14 +16,12 @@ DATASETS = Path(__file__).parent / "fixtures" / "datasets"
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame["user_id"], frame["item_id"]))
+    return set(zip(frame["user_id"], frame["item_id"], strict=True))
 
 
 def test_k_core_cascades() -> None:
     # dropping b (1 rating) and i3 (1 rating) leaves a and c with too few in turn
-    frame = interactions_frame(
-        [("a", "i1", 1, 1), ("a", "i2", 1, 2), ("b", "i1", 1, 3), ("c", "i2", 1, 4), ("c", "i3", 1, 5)]
-    )
+    frame = interactions_frame([("a", "i1", 1, 1), ("a", "i2", 1, 2), ("b", "i1", 1, 3), ("c", "i2", 1, 4), ("c", "i3", 1, 5)])
     assert k_core(frame, 2).empty
 
 
@@ -41,7 +39,7 @@ def test_ties_keep_file_order() -> None:
     assert data.user_ids == ["196", "186", "22"]  # order of first appearance
     assert [item.id for item in data.items] == ["1", "2", "3", "4", "5", "267"]
     # 196 rated 1, 3 and 5 at the same second, after 4: the file's order breaks the tie
-    ids = {user: [data.item(int(d)).id for d in seq] for user, seq in zip(data.user_ids, data.sequences)}
+    ids = {user: [data.item(int(d)).id for d in seq] for user, seq in zip(data.user_ids, data.sequences, strict=True)}
     assert ids == {"196": ["4", "1", "3", "5"], "186": ["1", "2", "4", "267"], "22": ["1", "5", "2"]}
 
 
@@ -52,7 +50,7 @@ def test_ties_are_stable_when_the_file_is_reordered() -> None:
     assert first == ["Toy Story (1995)", "Alien³ (1992)", "Jumanji (1995)"]
     # the same rows reversed: the tie now resolves the other way, as the file says
     frame = raw.interactions.iloc[::-1]
-    flipped = interactions_frame(zip(frame["user_id"], frame["item_id"], frame["rating"], frame["timestamp"]))
+    flipped = interactions_frame(zip(frame["user_id"], frame["item_id"], frame["rating"], frame["timestamp"], strict=True))
     data = build_sequences(raw.model_copy(update={"interactions": flipped}), min_length=1)
     assert [data.item(int(d)).id for d in data.sequences[data.user_index["1m_1"]]][:2] == [
         "Alien³ (1992)",

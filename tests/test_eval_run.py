@@ -30,7 +30,7 @@ from eval.report import write_report
 from eval.runner import RunLocked, StopRun, run_eval, run_lock
 from eval.store import USERS_FILE, UserResult
 from tools.data.sequences import SequenceDataset
-from tools.models.registry import load_model
+from tools.models.checkpoint import load_model
 
 pytest_plugins = ["fixtures_tools"]
 
@@ -68,12 +68,21 @@ def make_config(runs: dict[str, Path], data_dir: Path, users: int = 6, **extra: 
         {"name": "popularity", "kind": "popularity"},
         {"name": "sasrec", "kind": "backbone", "run": str(runs["plain"])},
         {"name": "sasrec-genre", "kind": "backbone", "run": str(runs["genre"])},
-        {"name": "agent", "kind": "agent", "run": str(runs["plain"]), "variants": {"genre": str(runs["genre"])}, "max_rounds": 2, "tools": ["retrieve"]},
+        {
+            "name": "agent",
+            "kind": "agent",
+            "run": str(runs["plain"]),
+            "variants": {"genre": str(runs["genre"])},
+            "max_rounds": 2,
+            "tools": ["retrieve"],
+        },
         {"name": "agent-no-llm", "kind": "agent", "run": str(runs["plain"]), "max_rounds": 0, "tools": ["retrieve"]},
         {"name": "agent-llm-order", "kind": "agent", "run": str(runs["plain"]), "max_rounds": 1, "tools": ["retrieve"], "assembly": "llm"},
         {"name": "llm-rerank", "kind": "llm_rerank", "run": str(runs["plain"]), "top_n": 10},
     ]
-    return EvalConfig.model_validate({"name": "test", "dataset": "ml-100k", "users": users, "seed": 7, "data_dir": str(data_dir), "methods": methods, **extra})
+    return EvalConfig.model_validate(
+        {"name": "test", "dataset": "ml-100k", "users": users, "seed": 7, "data_dir": str(data_dir), "methods": methods, **extra}
+    )
 
 
 def per_user(run_dir: Path) -> dict[tuple[str, str], UserResult]:
@@ -84,14 +93,26 @@ def per_user(run_dir: Path) -> dict[tuple[str, str], UserResult]:
 
 
 def outcome(record: UserResult) -> tuple[Any, ...]:
-    return (record.rank, record.valid, record.error, record.items, record.llm_calls, record.prompt_tokens, record.completion_tokens, record.fallback, record.backfilled)
+    return (
+        record.rank,
+        record.valid,
+        record.error,
+        record.items,
+        record.llm_calls,
+        record.prompt_tokens,
+        record.completion_tokens,
+        record.fallback,
+        record.backfilled,
+    )
 
 
 def figures(results: dict[str, Any]) -> dict[str, Any]:
     """Everything in results.json except timings."""
     out = {}
     for name, v in results["methods"].items():
-        cost = {k: c for k, c in v["cost"].items() if "latency" not in k and "seconds" not in k and "call_p" not in k and k != "cached_calls"}
+        cost = {
+            k: c for k, c in v["cost"].items() if "latency" not in k and "seconds" not in k and "call_p" not in k and k != "cached_calls"
+        }
         out[name] = {**{k: v[k] for k in ("scored", "invalid", "errors", "fallbacks", "backfilled_items", "metrics")}, "cost": cost}
     return out
 
@@ -105,7 +126,9 @@ def reference(tool_runs: dict[str, Path], data_dir: Path, tmp_path_factory: pyte
     return run_dir, results, llm
 
 
-def test_a_run_scores_every_method_on_the_same_users(reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], ml100k: SequenceDataset) -> None:
+def test_a_run_scores_every_method_on_the_same_users(
+    reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], ml100k: SequenceDataset
+) -> None:
     run_dir, results, llm = reference
     users = results["user_ids"]
     assert len(users) == 6 and results["complete"]
@@ -165,7 +188,9 @@ def test_scripted_llm_small_run(tool_runs: dict[str, Path], data_dir: Path, tmp_
     assert results["methods"]["agent-llm-order"]["invalid"] == 0
 
 
-def test_kill_and_resume_gives_the_uninterrupted_result(reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+def test_kill_and_resume_gives_the_uninterrupted_result(
+    reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path
+) -> None:
     ref_dir, ref_results, _ = reference
     # waves of 3 users: the interrupted run also checks that waves do not change any figure
     config = make_config(tool_runs, data_dir, wave=3)
@@ -203,7 +228,9 @@ def test_kill_and_resume_gives_the_uninterrupted_result(reference: tuple[Path, d
     assert [s["session"] for s in sessions if "start" in s] == [1, 2]
 
 
-def test_a_finished_or_cached_rerun_makes_no_llm_call(reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path) -> None:
+def test_a_finished_or_cached_rerun_makes_no_llm_call(
+    reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path
+) -> None:
     ref_dir, ref_results, _ = reference
     config = make_config(tool_runs, data_dir)
     again = RuleLLM()
@@ -240,7 +267,9 @@ def test_a_failed_user_scores_zero_and_is_counted(tool_runs: dict[str, Path], da
     assert len(per_user(tmp_path)) == 6
 
 
-def test_an_invalid_list_scores_zero_and_is_counted(tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_invalid_list_scores_zero_and_is_counted(
+    tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = make_config(tool_runs, data_dir, users=3)
     config.methods = [m for m in config.methods if m.name == "agent-no-llm"]
     ctx = Context(config)
@@ -261,7 +290,10 @@ def test_an_invalid_list_scores_zero_and_is_counted(tool_runs: dict[str, Path], 
     assert all(value == 0.0 for value in v["metrics"].values())
     assert "history items" in v["invalid_examples"][0]["error"] and "duplicates" in v["invalid_examples"][0]["error"]
     assert ctx.check_list(user, ["nope"]) is not None
-    assert ctx.check_list(user, [i.id for i in ctx.dataset.items if i.id not in {ctx.item_id(int(d)) for d in ctx.histories[user]}][:20]) is None
+    assert (
+        ctx.check_list(user, [i.id for i in ctx.dataset.items if i.id not in {ctx.item_id(int(d)) for d in ctx.histories[user]}][:20])
+        is None
+    )
 
 
 def test_report_files_are_written_and_parse(reference: tuple[Path, dict[str, Any], RuleLLM]) -> None:
@@ -294,7 +326,10 @@ def test_configs_load_from_toml_and_yaml(tmp_path: Path) -> None:
     assert kinds == {"popularity", "backbone", "llm_rerank", "agent"} and default.backbone == "sasrec"
     assert load_config(REPO / "eval" / "configs" / "ml100k-smoke.toml").dataset == "ml-100k"
     yaml_path = tmp_path / "small.yaml"
-    yaml_path.write_text("dataset: ml-100k\nusers: 3\nmethods:\n  - {name: pop, kind: popularity}\n  - {name: agent, kind: agent, run: runs/x, max_rounds: 1, assembly: llm}\n")
+    yaml_path.write_text(
+        "dataset: ml-100k\nusers: 3\nmethods:\n  - {name: pop, kind: popularity}\n  - {name: agent, kind: agent, run: runs/x, "
+        "max_rounds: 1, assembly: llm}\n"
+    )
     config = load_config(yaml_path)
     assert config.name == "small" and config.methods[1].agent_config(20).assembly == "llm"
     with pytest.raises(ValueError, match="unique"):
@@ -356,7 +391,9 @@ class SlowRuleLLM(RuleLLM):
                 self.in_flight -= 1
 
 
-def test_remote_llm_concurrency_is_bounded_and_changes_nothing(reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+def test_remote_llm_concurrency_is_bounded_and_changes_nothing(
+    reference: tuple[Path, dict[str, Any], RuleLLM], tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path
+) -> None:
     _, ref_results, _ = reference
     llm = SlowRuleLLM()
     results = run_eval(make_config(tool_runs, data_dir), tmp_path, llm=llm, concurrency=3, progress=False)
@@ -370,7 +407,10 @@ def test_the_report_says_which_code_computed_what() -> None:
 
     one = {"code_versions": ["a"], "methods": {"m": {"label": "M", "code_versions": ["a"]}}}
     assert _code_note(one) == ""
-    apart = {"code_versions": ["a", "b"], "methods": {"m": {"label": "M", "code_versions": ["a"]}, "n": {"label": "N", "code_versions": ["b"]}}}
+    apart = {
+        "code_versions": ["a", "b"],
+        "methods": {"m": {"label": "M", "code_versions": ["a"]}, "n": {"label": "N", "code_versions": ["b"]}},
+    }
     assert "a: M; b: N" in _code_note(apart) and "Warning" not in _code_note(apart)
     mixed = {"code_versions": ["a", "b"], "methods": {"m": {"label": "M", "code_versions": ["a", "b"]}}}
     assert "Warning: the users of M" in _code_note(mixed)

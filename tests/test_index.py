@@ -130,9 +130,7 @@ def test_sparse_ids(data: tuple[np.ndarray, np.ndarray]) -> None:
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_save_load_round_trip(
-    kind: Literal["flat", "ivf", "hnsw"], data: tuple[np.ndarray, np.ndarray], tmp_path: Path
-) -> None:
+def test_save_load_round_trip(kind: Literal["flat", "ivf", "hnsw"], data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     vectors, queries = data
     index = VectorIndex.build(vectors, config=IndexConfig(kind=kind, nlist=8, nprobe=4), encoder="test")
     index.save(tmp_path / "ix")

@@ -43,9 +43,7 @@ def test_env_prefix_and_openai_fallbacks(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_models_dir_comes_from_path_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOOLREC_MODELS_DIR", "/mnt/models")
-    assert AgentSettings().resolved_embedded_model_path() == Path(
-        "/mnt/models", QWEN_05B_Q4KM.filename
-    )
+    assert AgentSettings().resolved_embedded_model_path() == Path("/mnt/models", QWEN_05B_Q4KM.filename)
     explicit = AgentSettings(embedded_model_path=Path("/x.gguf"))
     assert explicit.resolved_embedded_model_path(PathSettings()) == Path("/x.gguf")
 

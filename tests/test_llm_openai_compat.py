@@ -30,9 +30,7 @@ MESSAGES = [
 ]
 
 
-def completion(
-    content: str | None, tool_calls: list[dict[str, Any]] | None = None, usage: bool = True
-) -> dict[str, Any]:
+def completion(content: str | None, tool_calls: list[dict[str, Any]] | None = None, usage: bool = True) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls

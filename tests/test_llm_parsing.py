@@ -29,8 +29,7 @@ class Choice(BaseModel):
 
 MESSY_PLANS = [
     # fenced, with a language tag and chatter around it
-    'Sure! Based on the history, here is my plan:\n```json\n{"genre": "Sci-Fi", "k": 20}\n```\n'
-    "Let me know if you need anything else.",
+    'Sure! Based on the history, here is my plan:\n```json\n{"genre": "Sci-Fi", "k": 20}\n```\nLet me know if you need anything else.',
     # fence without a language tag
     '```\n{"genre": "Sci-Fi", "k": 20}\n```',
     # bare JSON
@@ -79,9 +78,7 @@ def test_python_only_values_are_refused(snippet: str) -> None:
 
 def test_python_tuples_and_keys_become_json() -> None:
     assert loads_lenient("{1: (2, 3)}") == {"1": [2, 3]}
-    assert parse_tool_call("{'name': 'f', 'arguments': {1: 'x'}}") == ToolCall(
-        name="f", arguments={"1": "x"}
-    )
+    assert parse_tool_call("{'name': 'f', 'arguments': {1: 'x'}}") == ToolCall(name="f", arguments={"1": "x"})
 
 
 def test_no_json_raises() -> None:
@@ -123,8 +120,7 @@ TOOL_CALL_REPLIES = [
     # bare, with chatter
     'I will call the tool now. {"name": "retrieve", "arguments": {"genre": "Comedy", "k": 10}}',
     # OpenAI wire shape, arguments as a JSON string
-    '{"type": "function", "function": {"name": "retrieve", '
-    '"arguments": "{\\"genre\\": \\"Comedy\\", \\"k\\": 10}"}}',
+    '{"type": "function", "function": {"name": "retrieve", "arguments": "{\\"genre\\": \\"Comedy\\", \\"k\\": 10}"}}',
     # "parameters" instead of "arguments"
     '{"name": "retrieve", "parameters": {"genre": "Comedy", "k": 10}}',
     # unclosed tag
@@ -134,16 +130,11 @@ TOOL_CALL_REPLIES = [
 
 @pytest.mark.parametrize("text", TOOL_CALL_REPLIES)
 def test_parse_tool_call_variants(text: str) -> None:
-    assert parse_tool_call(text) == ToolCall(
-        name="retrieve", arguments={"genre": "Comedy", "k": 10}
-    )
+    assert parse_tool_call(text) == ToolCall(name="retrieve", arguments={"genre": "Comedy", "k": 10})
 
 
 def test_several_tool_calls_and_duplicates() -> None:
-    text = (
-        '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'
-        '<tool_call>{"name": "b", "arguments": {"x": 1}}</tool_call>'
-    )
+    text = '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n<tool_call>{"name": "b", "arguments": {"x": 1}}</tool_call>'
     assert [c.name for c in parse_tool_calls(text)] == ["a", "b"]
     listed = '[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]'
     assert [c.name for c in parse_tool_calls(listed)] == ["a", "b"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import ir_measures
 import numpy as np
 import pytest
-import ir_measures
 from ir_measures import RR, Qrel, R, ScoredDoc, Success, nDCG
 
 from eval.metrics import KS, MISSING, list_ranks, summarise, target_ranks

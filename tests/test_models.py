@@ -14,7 +14,7 @@ from tools.data.schema import DataError
 from tools.data.sequences import SequenceDataset
 from tools.models.attributes import AttributeVocab
 from tools.models.base import Recommender
-from tools.models.registry import build_model, load_model, new_config, save_model
+from tools.models.checkpoint import build_model, load_model, new_config, save_model
 from tools.models.scoring import score_histories
 from tools.models.train import TrainConfig, seed_everything, train
 

@@ -43,7 +43,9 @@ def test_index_round_trip_through_the_run_folder(toolbox: Toolbox, tool_runs: di
     assert first.to_message() == second.to_message()
     # the stored model-space index holds the run's item embeddings
     vectors = toolbox.variants["plain"].item_vectors()[1:]
-    np.testing.assert_allclose(loaded.model.vectors(np.arange(1, 6)), vectors[:5] / np.linalg.norm(vectors[:5], axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.model.vectors(np.arange(1, 6)), vectors[:5] / np.linalg.norm(vectors[:5], axis=1, keepdims=True), atol=1e-6
+    )
 
 
 def test_index_built_on_demand_with_a_message(
@@ -76,7 +78,9 @@ def test_open_from_run_folders(tool_runs: dict[str, Path], data_dir: Path, ml100
 def test_tool_command(tool_runs: dict[str, Path], data_dir: Path) -> None:
     runner = CliRunner()
     common = ["--run", str(tool_runs["plain"]), "--data-dir", str(data_dir), "--variant", f"genre={tool_runs['genre']}"]
-    result = runner.invoke(app, ["tool", "retrieve", *common, "--args", '{"user_id": "196", "k": 3, "variant": "genre", "genres": ["Comedy"]}'])
+    result = runner.invoke(
+        app, ["tool", "retrieve", *common, "--args", '{"user_id": "196", "k": 3, "variant": "genre", "genres": ["Comedy"]}']
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["ok"] and len(payload["output"]["items"]) == 3
@@ -104,7 +108,14 @@ def test_index_build_command(tool_runs: dict[str, Path], data_dir: Path, embeddi
 
 def test_bench_report(toolbox: Toolbox, tool_runs: dict[str, Path]) -> None:
     report = bench_tools(toolbox, tool_runs["plain"], calls=30, with_data_reload=False)
-    for key in ("retrieve_p50_ms", "retrieve_p99_ms", "constrained_retrieve_p50_ms", "semantic_search_p50_ms", "checkpoint_load_ms", "users_per_second"):
+    for key in (
+        "retrieve_p50_ms",
+        "retrieve_p99_ms",
+        "constrained_retrieve_p50_ms",
+        "semantic_search_p50_ms",
+        "checkpoint_load_ms",
+        "users_per_second",
+    ):
         assert report[key] > 0, key
     assert report["retrieve_p50_ms"] <= report["retrieve_p99_ms"]
     assert report["index_build_s"] >= 0 and report["variants"] == ["plain", "genre"]
@@ -122,3 +133,29 @@ def test_stale_model_index_warns(toolbox: Toolbox, tool_runs: dict[str, Path], c
     with caplog.at_level(logging.WARNING, logger="tools.toolbox"):
         Toolbox(toolbox.dataset, toolbox.variants, run_dir=tool_runs["plain"]).warm()
     assert "other weights" not in caplog.text
+
+
+def test_recommend_command_streams_the_steps_and_prints_json(
+    tool_runs: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLREC_DATA_DIR", str(data_dir))
+    common = [
+        "recommend",
+        "--run",
+        str(tool_runs["plain"]),
+        "--variant",
+        f"genre={tool_runs['genre']}",
+        "--user",
+        "196",
+        "--k",
+        "5",
+        "--llm",
+        "none",
+    ]
+    shown = CliRunner().invoke(app, common)
+    assert shown.exit_code == 0, shown.output
+    assert "seed tool retrieve" in shown.stdout and "validate 5 items" in shown.stdout
+    printed = CliRunner().invoke(app, [*common, "--json"])
+    assert printed.exit_code == 0, printed.output
+    rec = json.loads(printed.stdout)
+    assert len(rec["items"]) == 5 and rec["rounds"] == 0 and all(i["reason"] and i["via"] for i in rec["items"])

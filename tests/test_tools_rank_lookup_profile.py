@@ -87,7 +87,14 @@ def test_rank_needs_user_for_model_and_query_for_text(toolbox: Toolbox) -> None:
 
 @pytest.mark.parametrize(
     ("title", "expected"),
-    [("Star Wars", "50"), ("star wars 1977", "50"), ("Sttar Wrs", "50"), ("empire strikes back", "172"), ("Usual Suspects, The", "12"), ("The Usual Suspects", "12")],
+    [
+        ("Star Wars", "50"),
+        ("star wars 1977", "50"),
+        ("Sttar Wrs", "50"),
+        ("empire strikes back", "172"),
+        ("Usual Suspects, The", "12"),
+        ("The Usual Suspects", "12"),
+    ],
 )
 def test_lookup_finds_titles(toolbox: Toolbox, title: str, expected: str) -> None:
     out = lookup(toolbox, LookupInput(title=title, k=3))

@@ -55,7 +55,10 @@ def test_toolbox_schema_names_its_values(toolbox: Toolbox) -> None:
     retrieve = next(s for s in openai_tools(toolbox) if s["function"]["name"] == "retrieve")["function"]["parameters"]
     assert "Sci-Fi" in retrieve["properties"]["genres"]["description"]
     assert retrieve["properties"]["variant"]["enum"] == ["plain", "genre"]
-    assert "1922" in retrieve["properties"]["year_from"]["description"] or "catalogue years" in retrieve["properties"]["year_from"]["description"]
+    assert (
+        "1922" in retrieve["properties"]["year_from"]["description"]
+        or "catalogue years" in retrieve["properties"]["year_from"]["description"]
+    )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"user_id": "196", "variant": "year"}, retrieve)
     with pytest.raises(jsonschema.ValidationError):
@@ -174,7 +177,11 @@ def test_unknown_variant_user_and_item(toolbox: Toolbox) -> None:
         ("retrieve", {"user_id": "196", "genres": ["Documentary"], "exclude_genres": ["Documentary"]}, "exclude_genres"),
         ("retrieve", {"user_id": "196", "year_from": 2005}, "year_from"),
         ("retrieve", {"user_id": "196", "genres": ["Film-Noir"], "year_to": 1920}, "year_to"),
-        ("semantic_search", {"query": "westerns", "genres": ["Western"], "attributes": {"year": ["1990s"]}, "exclude_attributes": {"genre": ["Western"]}}, "exclude_attributes.genre"),
+        (
+            "semantic_search",
+            {"query": "westerns", "genres": ["Western"], "attributes": {"year": ["1990s"]}, "exclude_attributes": {"genre": ["Western"]}},
+            "exclude_attributes.genre",
+        ),
         ("lookup", {"title": "zzqqxxjj"}, "title"),
     ],
 )
@@ -204,7 +211,25 @@ def test_rank_with_every_candidate_in_history_is_no_match(toolbox: Toolbox) -> N
     assert error["code"] == "no_match" and error["field"] == "candidates"
 
 
-ODD_VALUES: list[Any] = [None, "", "   ", "x", 0, -1, 10**9, 2.5, True, [], ["x"], [1, "50"], {}, {"genre": "Action"}, {"a": [1]}, [[1]], "1990s"]
+ODD_VALUES: list[Any] = [
+    None,
+    "",
+    "   ",
+    "x",
+    0,
+    -1,
+    10**9,
+    2.5,
+    True,
+    [],
+    ["x"],
+    [1, "50"],
+    {},
+    {"genre": "Action"},
+    {"a": [1]},
+    [[1]],
+    "1990s",
+]
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))

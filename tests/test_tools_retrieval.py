@@ -196,7 +196,16 @@ def test_similar_items_equals_brute_force(toolbox: Toolbox, space: str) -> None:
 def test_no_match_names_the_constraint_that_emptied_the_set(toolbox: Toolbox) -> None:
     user_id, _ = user(toolbox, 0)
     with pytest.raises(NoMatch) as caught:
-        retrieve(toolbox, RetrieveInput(user_id=user_id, genres=["Film-Noir"], year_from=1997, year_to=1998, exclude_genres=["Crime", "Mystery", "Thriller", "Drama", "Sci-Fi"]))
+        retrieve(
+            toolbox,
+            RetrieveInput(
+                user_id=user_id,
+                genres=["Film-Noir"],
+                year_from=1997,
+                year_to=1998,
+                exclude_genres=["Crime", "Mystery", "Thriller", "Drama", "Sci-Fi"],
+            ),
+        )
     error = caught.value.error
     assert error.code == "no_match" and error.field in {"exclude_genres", "year_from", "year_to"}
     assert "after genres" in error.message

@@ -17,7 +17,7 @@ from eval.config import EvalConfig
 from eval.runner import run_eval
 from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, train_run
 from tools.data.sequences import SequenceDataset
-from tools.models.registry import build_model, new_config
+from tools.models.checkpoint import build_model, new_config
 from tools.models.softmax import full_softmax_ce
 from tools.models.train import TrainConfig, _batch_order
 
@@ -93,7 +93,9 @@ def test_eval_run_trains_a_missing_run_then_reuses_it(data_dir: Path, tmp_path: 
     def config(**changes: object) -> EvalConfig:
         return EvalConfig.model_validate(
             {
-                "dataset": "ml-100k", "users": 20, "data_dir": str(data_dir),
+                "dataset": "ml-100k",
+                "users": 20,
+                "data_dir": str(data_dir),
                 "methods": [{"name": "sasrec", "kind": "backbone", "run": str(run)}],
                 "runs": {str(run): {**spec, **changes}},
             }

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.conversation import Conversation
-from agent.runtime import NoLLM, agent_config, shared_agent_factory
-from agent.server import ServerSettings, create_app, running
+from agent.chat import Conversation
+from agent.cli.runtime import agent_config, shared_agent_factory
+from agent.llm.base import NoLLM
+from agent.serve.app import ServerSettings, create_app, running
 from tools.toolbox import Toolbox
 
 pytest_plugins = ["fixtures_tools"]
@@ -53,7 +54,10 @@ def _send(driver, text: str, turns_before: int) -> None:
     box.send_keys(Keys.ENTER)
     # my message and the reply both land in the log, and the page is idle again
     WebDriverWait(driver, 60).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .turn")) >= turns_before + 2 and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle"
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "#log .turn")) >= turns_before + 2
+            and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle"
+        )
     )
 
 

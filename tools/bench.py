@@ -17,14 +17,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.models.registry import load_model, load_run
+from tools.models.checkpoint import load_model, load_run
 from tools.registry import call_tool
 from tools.settings import PathSettings
 from tools.toolbox import Toolbox
 
 # distinct texts, so that each semantic_search call encodes its query afresh
-_TOPICS = ["time travel", "a heist", "first love", "a haunted house", "space exploration", "a road trip", "a boxing champion",
-           "a small town secret", "talking animals", "a courtroom battle", "war veterans", "a serial killer", "high school"]
+_TOPICS = [
+    "time travel",
+    "a heist",
+    "first love",
+    "a haunted house",
+    "space exploration",
+    "a road trip",
+    "a boxing champion",
+    "a small town secret",
+    "talking animals",
+    "a courtroom battle",
+    "war veterans",
+    "a serial killer",
+    "high school",
+]
 _MOODS = ["funny", "dark", "gentle", "thrilling", "sad", "strange", "epic"]
 
 

@@ -20,7 +20,7 @@ from tools.data.schema import DataError
 from tools.index.item_index import ItemIndexes
 from tools.index.vector_index import IndexConfig
 from tools.io import write_text
-from tools.models.registry import load_run
+from tools.models.checkpoint import load_run
 from tools.registry import TOOLS, call_tool, openai_tools
 from tools.schemas import ToolError, Unavailable
 from tools.settings import PathSettings
@@ -34,12 +34,8 @@ data_app = typer.Typer(help="Fetch and verify datasets (MovieLens: GroupLens, el
 @data_app.command("get")
 def get(
     name: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(KNOWN_DATASETS)}.")],
-    directory: Annotated[
-        Path | None, typer.Option("--dir", help="Data folder (default: TOOLREC_DATA_DIR or ./data).")
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Skip GroupLens and use the registry copy (also TOOLREC_OFFLINE=1).")
-    ] = False,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Data folder (default: TOOLREC_DATA_DIR or ./data).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip GroupLens and use the registry copy (also TOOLREC_OFFLINE=1).")] = False,
 ) -> None:
     """Download NAME into the data folder, verify its counts and print where it is."""
     data_dir = directory if directory is not None else PathSettings().data_dir
@@ -73,10 +69,16 @@ VariantOption = Annotated[
 ]
 
 
-def _variants(specs: list[str] | None) -> dict[str, Path] | list[Path]:
+def parse_variants(specs: list[str] | None) -> dict[str, Path] | list[Path]:
+    """`--variant` values: all NAME=RUN_DIR (a mapping), or all RUN_DIR (each named by its
+    attribute type when the toolbox opens); a mix is refused."""
     specs = specs or []
     if all("=" in spec for spec in specs):
-        return {name: Path(path) for name, path in (spec.split("=", 1) for spec in specs)}
+        pairs = [spec.split("=", 1) for spec in specs]
+        empty = [spec for spec, (name, path) in zip(specs, pairs, strict=True) if not name or not path]
+        if empty:
+            raise typer.BadParameter(f"{empty[0]!r}: expected NAME=RUN_DIR", param_hint="--variant")
+        return {name: Path(path) for name, path in pairs}
     if any("=" in spec for spec in specs):
         raise typer.BadParameter("name every variant (NAME=RUN_DIR) or none", param_hint="--variant")
     return [Path(spec) for spec in specs]
@@ -86,7 +88,7 @@ def _open_toolbox(run: Path, variants: list[str] | None, data_dir: Path | None, 
     if split not in ("test", "valid", "full"):
         raise typer.BadParameter("split is test, valid or full", param_hint="--split")
     try:
-        return Toolbox.open(run, data_dir, _variants(variants), split=split, threads=threads)  # type: ignore[arg-type]
+        return Toolbox.open(run, data_dir, parse_variants(variants), split=split, threads=threads)  # type: ignore[arg-type]
     except (DataError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
@@ -122,8 +124,15 @@ def index_build(
     indexes = ItemIndexes.build(dataset, encoder, item_embeddings=model.item_vectors(), config=config, cache_dir=embedding_cache)
     indexes.save(run / INDEX_DIR)
     stats = {k: round(v, 3) for k, v in indexes.build_stats.items()}
-    report = {"run": str(run), "index_dir": str(run / INDEX_DIR), "kind": kind, "encoder": encoder.name,
-              "encoder_load_s": round(encoder.load_seconds, 3), "has_model_index": indexes.model is not None, **stats}
+    report = {
+        "run": str(run),
+        "index_dir": str(run / INDEX_DIR),
+        "kind": kind,
+        "encoder": encoder.name,
+        "encoder_load_s": round(encoder.load_seconds, 3),
+        "has_model_index": indexes.model is not None,
+        **stats,
+    }
     typer.echo(json.dumps(report, indent=2))
 
 

@@ -109,7 +109,9 @@ def to_mask(toolbox: Toolbox, filters: Filters, exclude: np.ndarray | None = Non
             step(label, hit if include else ~hit, values)
 
     if filters.year_from is not None and filters.year_to is not None and filters.year_from > filters.year_to:
-        raise OutOfRange(f"year_from ({filters.year_from}) is after year_to ({filters.year_to})", field="year_to", minimum=filters.year_from)
+        raise OutOfRange(
+            f"year_from ({filters.year_from}) is after year_to ({filters.year_to})", field="year_to", minimum=filters.year_from
+        )
     span = toolbox.year_span
     span_text = f"catalogue years span {span[0]}-{span[1]}" if span else "no item has a year"
     for name, bound, keep in (

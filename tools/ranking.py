@@ -31,10 +31,16 @@ class RankInput(ToolInput):
     """Reorder candidate items by backbone score, popularity, recency, text match or diversity."""
 
     candidates: StrList = Field(min_length=1, max_length=MAX_CANDIDATES, description="Item ids (or titles) to reorder")
-    by: Criterion = Field("model", description="Order by: model (score for the user), popularity, recency (newest first), text (match to query), diversity (relevant but varied)")
+    by: Criterion = Field(
+        "model",
+        description="Order by: model (score for the user), popularity, recency (newest first), text (match to query), diversity "
+        "(relevant but varied)",
+    )
     user_id: Id | None = Field(None, description="The user (needed for by=model)")
     history: StrList | None = Field(None, description="Instead of user_id: the items the user saw, ids or titles, oldest first")
-    variant: str | None = Field(None, description='Backbone for by=model: "plain" or an attribute type (e.g. "genre"); default: the main model')
+    variant: str | None = Field(
+        None, description='Backbone for by=model: "plain" or an attribute type (e.g. "genre"); default: the main model'
+    )
     query: str | None = Field(None, description="Text to match (needed for by=text)")
     k: int | None = Field(None, ge=1, le=MAX_CANDIDATES, description="Keep only the first k after reordering (default: all)")
     relevance_weight: float = Field(0.7, ge=0.0, le=1.0, description="by=diversity: 1 = relevance only, 0 = variety only")
@@ -76,7 +82,10 @@ def rank(toolbox: Toolbox, args: RankInput) -> ItemsOutput:
     if history is not None:
         seen = np.isin(unique, history)
         if seen.any():
-            notes.append(f"dropped {int(seen.sum())} candidate(s) already in the user's history: {[toolbox.dataset.item(int(d)).id for d in unique[seen]]}")
+            notes.append(
+                f"dropped {int(seen.sum())} candidate(s) already in the user's history: "
+                f"{[toolbox.dataset.item(int(d)).id for d in unique[seen]]}"
+            )
             unique = unique[~seen]
             if not len(unique):
                 raise NoMatch("no item matches: every candidate is in the user's history", field="candidates")

@@ -142,9 +142,7 @@ def call_tool(toolbox: Toolbox, name: str, arguments: Mapping[str, Any] | str | 
 
     spec = TOOLS.get(name)
     if spec is None:
-        return failed(
-            ToolError(code="unknown_tool", message=f"unknown tool {name!r}: the tools are {', '.join(TOOLS)}", valid=list(TOOLS))
-        )
+        return failed(ToolError(code="unknown_tool", message=f"unknown tool {name!r}: the tools are {', '.join(TOOLS)}", valid=list(TOOLS)))
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}

@@ -52,7 +52,8 @@ class _RetrieveHead(_UserArgs):
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
     variant: str | None = Field(
         None,
-        description='Backbone: "plain" (the sequence model), or an attribute type an attribute-aware model was trained with (e.g. "genre"); default: the main model',
+        description='Backbone: "plain" (the sequence model), or an attribute type an attribute-aware model was trained with (e.g. '
+        '"genre"); default: the main model',
     )
 
 
@@ -116,7 +117,8 @@ class _SimilarHead(ToolInput):
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
     space: str = Field(
         TEXT_SPACE,
-        description='Similar in what: "text" (content: title, genres, year) or "model" (the backbone\'s item embeddings: watched by the same people); a variant name picks that variant\'s embeddings',
+        description='Similar in what: "text" (content: title, genres, year) or "model" (the backbone\'s item embeddings: watched by '
+        "the same people); a variant name picks that variant's embeddings",
     )
 
 

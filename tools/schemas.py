@@ -50,9 +50,7 @@ class ToolFailure(Exception):
         if valid is not None and len(valid) > MAX_VALID:
             message = f"{message} (showing {MAX_VALID} of {len(valid)} valid values)"
             valid = valid[:MAX_VALID]
-        self.error = ToolError(
-            code=self.code, message=message, field=field, valid=valid, minimum=minimum, maximum=maximum
-        )
+        self.error = ToolError(code=self.code, message=message, field=field, valid=valid, minimum=minimum, maximum=maximum)
 
 
 class InvalidArguments(ToolFailure):

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,25 +28,24 @@ from rapidfuzz import fuzz, process, utils
 
 from tools.data.fetch import load_dataset
 from tools.data.schema import Item
-from tools.data.sequences import SequenceDataset, build_sequences
+from tools.data.sequences import HistorySplit, SequenceDataset, build_sequences
 from tools.index.item_index import ItemIndexes
 from tools.index.vector_index import IndexConfig, IndexMismatchError, VectorIndex
 from tools.models.attributes import YEAR, available_attributes, item_values
 from tools.models.base import Recommender
-from tools.models.registry import CheckpointMeta, load_model, read_meta
+from tools.models.checkpoint import CheckpointMeta, load_model, read_meta
 from tools.models.scoring import score_histories
 from tools.schemas import InvalidArguments, Provenance, ScoredItem, Unavailable, UnknownValue
 from tools.settings import PathSettings
+from tools.titles import natural_title, titled
 
 log = logging.getLogger(__name__)
 
-HistorySplit = Literal["valid", "test", "full"]
 INDEX_DIR = "index"
 PLAIN = "plain"
 TEXT_SPACE = "text"
 # The attribute `genres` / `exclude_genres` stand for, first one the catalogue has
 PRIMARY_ATTRIBUTES = ("genre", "category", "categories")
-_ARTICLES = ("the", "a", "an", "les", "la", "le", "il", "das", "der", "die", "el")
 
 
 def normalize(text: str) -> str:
@@ -57,12 +56,6 @@ def normalize(text: str) -> str:
 def variant_name(meta: CheckpointMeta) -> str:
     """An attribute-aware model is named by its attribute type ("genre"), any other "plain"."""
     return meta.model.attribute or PLAIN
-
-
-def natural_title(title: str) -> str:
-    """A catalogue title as people say it: "Matrix, The" -> "The Matrix"."""
-    head, sep, tail = title.rpartition(", ")
-    return f"{tail} {head}" if sep and tail.casefold() in _ARTICLES else title
 
 
 def _title_keys(item: Item) -> list[str]:
@@ -133,9 +126,7 @@ class Toolbox:
                 for value in item_values(item, attribute):
                     members.setdefault(value, []).append(dense)
             self.attribute_items[attribute] = {v: np.asarray(ids, dtype=np.int64) for v, ids in sorted(members.items())}
-        self._value_keys = {
-            attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()
-        }
+        self._value_keys = {attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()}
         self.primary_attribute = next((a for a in PRIMARY_ATTRIBUTES if a in self.attribute_items), None)
 
         self._titles: dict[str, list[int]] = {}
@@ -143,10 +134,7 @@ class Toolbox:
             for key in dict.fromkeys(_title_keys(item)):
                 self._titles.setdefault(key, []).append(dense)
         # fuzzy matching sees "The Matrix (1999)", not "Matrix, The (1999)"
-        self._choices = [
-            utils.default_process(f"{natural_title(item.title)} ({item.year})" if item.year is not None else natural_title(item.title))
-            for item in dataset.items
-        ]
+        self._choices = [utils.default_process(titled(item.title, item.year, natural=True)) for item in dataset.items]
 
     # --- construction ---------------------------------------------------------------------
 
@@ -231,9 +219,7 @@ class Toolbox:
                 field="user_id",
                 valid=examples,
             )
-        sequence = self.dataset.sequences[index]
-        cut = {"test": 1, "valid": 2, "full": 0}[self.split]
-        return sequence[: len(sequence) - cut]
+        return self.dataset.history(user_id, self.split)
 
     def history(self, user_id: str | None, items: Sequence[str] | None, required: bool = True) -> np.ndarray | None:
         """Dense history from a user id or a raw history (item ids or titles, oldest first)."""
@@ -292,9 +278,17 @@ class Toolbox:
         ranked = sorted(exact.items(), key=lambda hit: (-hit[1], -self.popularity[hit[0]]))
         return ranked[:limit]
 
+    def spoken_title(self, item_id: str) -> str:
+        """An item's title as people say it, "Il Postino (1994)"; an unknown id stays as it is."""
+        try:
+            item = self.dataset.item(self.resolve_item(item_id, "id"))
+        except UnknownValue:
+            return item_id
+        return titled(item.title, item.year, natural=True)
+
     def display(self, dense: int, with_id: bool = False) -> str:
         item = self.dataset.item(dense)
-        name = item.title if item.year is None or str(item.year) in item.title else f"{item.title} ({item.year})"
+        name = titled(item.title, item.year)
         return f"{item.id}: {name}" if with_id and item.id != name else name
 
     # --- attributes -----------------------------------------------------------------------
@@ -381,12 +375,12 @@ class Toolbox:
         where = f"; saving it to {self.index_dir}" if self.index_dir is not None else ""
         log.warning(
             "no item index for %s: embedding %d item texts now (one-time; `toolrec index build` does it ahead)%s",
-            self.dataset.name, self.num_items, where,
+            self.dataset.name,
+            self.num_items,
+            where,
         )
         main = self.variants[self.default_variant].item_vectors()
-        indexes = ItemIndexes.build(
-            self.dataset, encoder, item_embeddings=main, config=self.index_config, cache_dir=self.embedding_cache
-        )
+        indexes = ItemIndexes.build(self.dataset, encoder, item_embeddings=main, config=self.index_config, cache_dir=self.embedding_cache)
         if self.index_dir is not None:
             indexes.save(self.index_dir)
         return indexes
@@ -402,7 +396,8 @@ class Toolbox:
         if not np.allclose(indexes.model.vectors(np.arange(1, self.num_items + 1)), rows, atol=1e-4):
             log.warning(
                 "the model-space index in %s was built from other weights than this run's; "
-                "rebuild it with `toolrec index build` (the tools use the weights in memory)", self.index_dir
+                "rebuild it with `toolrec index build` (the tools use the weights in memory)",
+                self.index_dir,
             )
 
     def warm(self) -> Toolbox:

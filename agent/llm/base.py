@@ -53,3 +53,20 @@ class LLM(Protocol):
         seed: int = 0,
         timeout: float | None = None,
     ) -> LLMReply: ...
+
+
+class NoLLM:
+    """Stands in where no language model is wanted (`--llm none`, an evaluation method with zero
+    plan rounds): the agent then runs with zero plan rounds (backbone plus the caller's planned
+    calls) and the conversation reads messages with its rules only. Any call is a configuration
+    error."""
+
+    name = "none"
+
+    def chat(self, messages: Sequence[ChatMessage], **_: Any) -> LLMReply:
+        raise LLMError("no LLM is configured (--llm none): this call should not have been made")
+
+
+def uses_llm(llm: LLM | None) -> bool:
+    """Whether `llm` is a real model (not absent, not the NoLLM stand-in)."""
+    return llm is not None and not isinstance(llm, NoLLM)

@@ -97,12 +97,8 @@ class LlamaCppLLM:
             start = time.monotonic()
             deadline = _deadline(timeout, self.default_timeout, start)
             # The formatter is typed with llama_cpp's TypedDicts; these dicts have that shape.
-            rendered = self._formatter(
-                messages=cast(Any, _template_messages(messages)), tools=cast(Any, tools)
-            )
-            prompt = self._llama.tokenize(
-                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-            )
+            rendered = self._formatter(messages=cast(Any, _template_messages(messages)), tools=cast(Any, tools))
+            prompt = self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
             n_ctx = self._llama.n_ctx()
             if len(prompt) + 1 >= n_ctx:
                 raise LLMError(f"{self.name}: prompt of {len(prompt)} tokens exceeds n_ctx {n_ctx}")
@@ -128,10 +124,7 @@ class LlamaCppLLM:
         assert isinstance(result, dict)  # not streaming
         usage = result["usage"]
         if out_of_time:
-            raise LLMTimeout(
-                f"{self.name}: past the deadline; stopped after {seconds:.1f}s "
-                f"and {usage['completion_tokens']} tokens"
-            )
+            raise LLMTimeout(f"{self.name}: past the deadline; stopped after {seconds:.1f}s and {usage['completion_tokens']} tokens")
         text = result["choices"][0]["text"].strip()
         return LLMReply(
             text=text,
@@ -147,9 +140,7 @@ class TransformersLLM:
     """The same GGUF through transformers (dequantised to fp32 on load). Slow; for machines
     where llama-cpp-python cannot be built."""
 
-    def __init__(
-        self, model_path: Path, *, n_threads: int = 2, default_timeout: float | None = None
-    ) -> None:
+    def __init__(self, model_path: Path, *, n_threads: int = 2, default_timeout: float | None = None) -> None:
         _require_file(model_path)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -207,10 +198,7 @@ class TransformersLLM:
         ended = bool(new_tokens) and new_tokens[-1] in self._eos_ids
         capped = len(new_tokens) >= max_tokens
         if deadline is not None and not (ended or capped) and time.monotonic() >= deadline:
-            raise LLMTimeout(
-                f"{self.name}: past the deadline; stopped after {seconds:.1f}s "
-                f"and {len(new_tokens)} tokens"
-            )
+            raise LLMTimeout(f"{self.name}: past the deadline; stopped after {seconds:.1f}s and {len(new_tokens)} tokens")
         text = self._tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return LLMReply(
             text=text,
@@ -237,7 +225,5 @@ def load_embedded(
     default_timeout: float | None = None,
 ) -> LLM:
     if resolve_runtime(runtime) == "llama_cpp":
-        return LlamaCppLLM(
-            model_path, n_ctx=n_ctx, n_threads=n_threads, default_timeout=default_timeout
-        )
+        return LlamaCppLLM(model_path, n_ctx=n_ctx, n_threads=n_threads, default_timeout=default_timeout)
     return TransformersLLM(model_path, n_threads=n_threads, default_timeout=default_timeout)

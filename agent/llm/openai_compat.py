@@ -119,13 +119,9 @@ class OpenAICompatLLM:
             self._sleep(delay)
         if isinstance(last_error, openai.APITimeoutError):
             raise LLMTimeout(f"{self.name}: timed out {self.max_retries + 1} times") from last_error
-        raise LLMError(
-            f"{self.name}: failed after {self.max_retries + 1} attempts: {last_error}"
-        ) from last_error
+        raise LLMError(f"{self.name}: failed after {self.max_retries + 1} attempts: {last_error}") from last_error
 
-    def _reply(
-        self, completion: ChatCompletion, tools: list[dict[str, Any]] | None, seconds: float
-    ) -> LLMReply:
+    def _reply(self, completion: ChatCompletion, tools: list[dict[str, Any]] | None, seconds: float) -> LLMReply:
         if not completion.choices:
             raise LLMError(f"{self.name}: the response has no choices")
         text = completion.choices[0].message.content or ""

@@ -172,9 +172,7 @@ def parse_tool_call(text: str, offered: Collection[str] = ()) -> ToolCall | None
 
 
 def _short_validation_message(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
 
 
 def parse_model(text: str, model_cls: type[M], extra: Sequence[Any] = ()) -> M:
@@ -197,6 +195,7 @@ class Attempt(BaseModel):
     messages: list[ChatMessage]
     reply: LLMReply | None
     error: str | None = None
+    timed_out: bool = False
 
 
 class StructuredResult(BaseModel, Generic[M]):
@@ -210,10 +209,7 @@ class StructuredResult(BaseModel, Generic[M]):
 
 
 def _correction(detail: str) -> str:
-    return (
-        f"That reply could not be used: {detail}\n"
-        "Answer again with only the corrected JSON object and no other text."
-    )
+    return f"That reply could not be used: {detail}\nAnswer again with only the corrected JSON object and no other text."
 
 
 def ask_structured(
@@ -238,7 +234,7 @@ def ask_structured(
         try:
             reply = llm.chat(convo, tools=tools, **chat_kwargs)
         except LLMTimeout as exc:
-            attempts.append(Attempt(messages=convo, reply=None, error=f"timeout: {exc}"))
+            attempts.append(Attempt(messages=convo, reply=None, error=f"timeout: {exc}", timed_out=True))
             break
         native = [call.model_dump() for call in reply.tool_calls]
         try:

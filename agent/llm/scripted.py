@@ -28,9 +28,7 @@ class ScriptedLLM:
     text when tools are offered, as the embedded backend does; an LLMReply is returned as is;
     an exception is raised (e.g. LLMTimeout). Every call is recorded in `calls`."""
 
-    def __init__(
-        self, replies: Sequence[str | LLMReply | BaseException], name: str = "scripted"
-    ) -> None:
+    def __init__(self, replies: Sequence[str | LLMReply | BaseException], name: str = "scripted") -> None:
         self.name = name
         self._replies = list(replies)
         self.calls: list[ScriptedCall] = []
@@ -53,8 +51,7 @@ class ScriptedLLM:
         if index >= len(self._replies):
             last = messages[-1].content[:200] if messages else ""
             raise ScriptExhausted(
-                f"{self.name}: call {index + 1} but only {len(self._replies)} replies scripted; "
-                f"last message was: {last!r}"
+                f"{self.name}: call {index + 1} but only {len(self._replies)} replies scripted; last message was: {last!r}"
             )
         self.calls.append(
             ScriptedCall(

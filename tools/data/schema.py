@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from tools.titles import titled
+
 # Columns of RawDataset.interactions, in this order. `order` is the row's position in its
 # source file: the stable tie-break for equal timestamps (77% of ML-1M ratings tie).
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "order")
@@ -36,7 +38,7 @@ class Item(BaseModel):
 
     def text(self) -> str:
         """The line embedded by the text index and shown to the LLM."""
-        parts = [self.title if self.year is None or str(self.year) in self.title else f"{self.title} ({self.year})"]
+        parts = [titled(self.title, self.year)]
         parts += [f"{kind}: {', '.join(values)}" for kind, values in self.attributes.items() if values]
         if self.description:
             parts.append(self.description)

@@ -17,6 +17,10 @@ import pandas as pd
 from tools.data.schema import DataError, Item, RawDataset
 
 Split = Literal["valid", "test"]
+HistorySplit = Literal["valid", "test", "full"]
+# Items held out at the end of each sequence: test predicts the last, valid the second-last;
+# "full" holds nothing out (a live user's whole history).
+HOLDOUT: dict[str, int] = {"test": 1, "valid": 2, "full": 0}
 
 
 @dataclass
@@ -43,17 +47,22 @@ class SequenceDataset:
     def item(self, dense_id: int) -> Item:
         return self.items[dense_id - 1]
 
-    def history(self, user_id: str, split: Split = "test") -> np.ndarray:
+    def history(self, user_id: str, split: HistorySplit = "test") -> np.ndarray:
         """The items a user saw before the split's target (the model's input)."""
         if user_id not in self.user_index:
             raise KeyError(f"unknown user {user_id!r} in dataset {self.name}")
         seq = self.sequences[self.user_index[user_id]]
-        return seq[:-1] if split == "test" else seq[:-2]
+        return seq[: len(seq) - HOLDOUT[split]]
+
+    def target(self, user_id: str, split: Split = "test") -> int:
+        """The held-out item the split predicts for a user."""
+        seq = self.sequences[self.user_index[user_id]]
+        return int(seq[len(seq) - HOLDOUT[split]])
 
     def split(self, split: Split) -> tuple[list[np.ndarray], np.ndarray]:
         """Inputs and targets for every user: valid predicts the second-last item from what
         precedes it, test predicts the last item from everything before it."""
-        cut = 1 if split == "test" else 2
+        cut = HOLDOUT[split]
         inputs = [seq[:-cut] for seq in self.sequences]
         targets = np.array([seq[-cut] for seq in self.sequences], dtype=np.int64)
         return inputs, targets

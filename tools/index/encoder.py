@@ -63,10 +63,7 @@ class ResolvedModel(BaseModel):
 
 
 def online_allowed() -> bool:
-    return not any(
-        os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
-        for var in ("HF_HUB_OFFLINE", "TOOLREC_OFFLINE")
-    )
+    return not any(os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"} for var in ("HF_HUB_OFFLINE", "TOOLREC_OFFLINE"))
 
 
 def _from_hub(hub_id: str, timeout_s: float) -> Path | None:

@@ -77,8 +77,7 @@ def _model_rows(item_embeddings: np.ndarray, num_items: int) -> np.ndarray:
     models with padding_idx=0 keep it) loses that row."""
     if item_embeddings.ndim != 2 or len(item_embeddings) not in (num_items, num_items + 1):
         raise ValueError(
-            f"item_embeddings must have {num_items} rows (ids 1..n) or {num_items + 1} "
-            f"(row 0 padding), got shape {item_embeddings.shape}"
+            f"item_embeddings must have {num_items} rows (ids 1..n) or {num_items + 1} (row 0 padding), got shape {item_embeddings.shape}"
         )
     return item_embeddings[len(item_embeddings) - num_items :]
 
@@ -127,9 +126,7 @@ class ItemIndexes:
             "total_s": done - started,
             "peak_rss_mib": _peak_rss_mib(),
         }
-        manifest = IndexManifest(
-            catalogue=fingerprint(dataset), encoder=encoder.name, has_model=model is not None, build_stats=stats
-        )
+        manifest = IndexManifest(catalogue=fingerprint(dataset), encoder=encoder.name, has_model=model is not None, build_stats=stats)
         return cls(manifest, text, model, encoder)
 
     @property
@@ -140,11 +137,7 @@ class ItemIndexes:
         """Raise IndexMismatchError unless these indexes were built for this catalogue."""
         expected, stored = fingerprint(dataset), self.manifest.catalogue
         if stored != expected:
-            differs = [
-                field
-                for field in CatalogueFingerprint.model_fields
-                if getattr(stored, field) != getattr(expected, field)
-            ]
+            differs = [field for field in CatalogueFingerprint.model_fields if getattr(stored, field) != getattr(expected, field)]
             raise IndexMismatchError(
                 f"index built for {stored.dataset!r} ({stored.num_items} items) does not match "
                 f"dataset {expected.dataset!r} ({expected.num_items} items): {', '.join(differs)} differ; rebuild it"
@@ -189,9 +182,7 @@ class ItemIndexes:
             raise RuntimeError("query_text needs a TextEncoder: pass one to ItemIndexes.load")
         return self.text.scores(self.encoder.encode_query(text))
 
-    def similar(
-        self, item_ids: Sequence[int] | np.ndarray, k: int, space: Space = "text", allowed: np.ndarray | None = None
-    ) -> SearchHits:
+    def similar(self, item_ids: Sequence[int] | np.ndarray, k: int, space: Space = "text", allowed: np.ndarray | None = None) -> SearchHits:
         """At most k items closest to the centroid of `item_ids` (themselves excluded), best
         first; `allowed` restricts the result as in `VectorIndex.search`."""
         index = self.space(space)

@@ -113,9 +113,7 @@ def _new_faiss_index(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
 
 class VectorIndex:
     def __init__(self, index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, meta: IndexMeta) -> None:
-        if not (
-            index.ntotal == len(vectors) == len(ids) == meta.count and index.d == vectors.shape[1] == meta.dimension
-        ):
+        if not (index.ntotal == len(vectors) == len(ids) == meta.count and index.d == vectors.shape[1] == meta.dimension):
             raise IndexMismatchError(
                 f"index parts disagree: faiss {index.ntotal}x{index.d}, vectors {vectors.shape}, "
                 f"{len(ids)} ids, meta {meta.count}x{meta.dimension}"

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tools.data.sequences import SequenceDataset
 from tools.io import atomic_dir, write_json
 from tools.models.base import Recommender
-from tools.models.registry import save_model
+from tools.models.checkpoint import save_model
 from tools.models.popularity import Popularity
 
 Validate = Callable[[Recommender], dict[str, float]]

@@ -25,8 +25,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.nodes import RecommendError
-from agent.recommend import Agent
-from agent.runtime import AgentFactory
+from agent.recommend import AgentFactory
 from agent.state import RecommendRequest
 from tools.constraints import Filters
 from tools.registry import TOOLS, call_tool, input_schema, openai_tools
@@ -48,7 +47,9 @@ class RecommendInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     user_id: str | None = Field(None, description="A known user's id")
-    history: list[str] | None = Field(None, max_length=2000, description="Instead of user_id: items the person liked, ids or titles, oldest first")
+    history: list[str] | None = Field(
+        None, max_length=2000, description="Instead of user_id: items the person liked, ids or titles, oldest first"
+    )
     request: str | None = Field(None, max_length=2000, description='What the person asks for, in words ("something funny from the 80s")')
     k: int | None = Field(None, ge=1, le=100, description="How many items (default: the server's)")
     exclude: list[str] = Field(default_factory=list, max_length=2000, description="Item ids never to recommend")
@@ -90,8 +91,7 @@ def recommend_tool(agent_factory: AgentFactory) -> Tool:
             args = RecommendInput.model_validate(arguments)
         except ValueError as exc:
             raise _error(json.dumps({"error": {"code": "invalid_arguments", "message": str(exc)}})) from exc
-        base = agent_factory()
-        agent = base if args.k is None or base.config.k == args.k else Agent(base.nodes.llm, base.nodes.toolbox, base.config.model_copy(update={"k": args.k}))
+        agent = agent_factory().with_k(args.k)
         constraints = Filters(genres=args.genres, exclude_genres=args.exclude_genres, year_from=args.year_from, year_to=args.year_to)
         request = RecommendRequest(
             user_id=args.user_id, history=args.history, request=args.request, exclude=args.exclude,

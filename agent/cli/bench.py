@@ -1,4 +1,6 @@
-"""`toolrec bench serve`: concurrent conversations against the HTTP server over loopback.
+"""The agent's benchmarks: `summarise` for `toolrec bench agent` (what one recommendation costs
+with a given LLM), and `run_bench` for `toolrec bench serve` (concurrent conversations against
+the HTTP server over loopback).
 
 The server runs in process (uvicorn on a free 127.0.0.1 port) over a real toolbox with a
 scripted LLM, so the numbers measure the service (HTTP, sessions, the agent graph, the tools),
@@ -20,16 +22,36 @@ from typing import Any
 
 import httpx
 
+from agent.cli.runtime import PROBE_BONUS
 from agent.llm.scripted import ScriptedLLM
-from agent.recommend import Agent
-from agent.runtime import AgentFactory
-from agent.server import ServerSettings, create_app, running
-from agent.state import AgentConfig
-from tools.toolbox import Toolbox, natural_title
+from agent.recommend import Agent, AgentFactory
+from agent.serve.app import ServerSettings, create_app, running
+from agent.state import AgentConfig, Recommendation
+from tools.toolbox import Toolbox
 
 FINISH = '{"name": "finish", "arguments": {}}'
 MAX_SESSIONS = 256
 MAX_TURNS = 12
+
+
+def summarise(recommendations: list[Recommendation]) -> dict[str, float]:
+    """`toolrec bench agent`'s figures over a sample of recommendations."""
+    firsts = [e.valid_first_try for r in recommendations for e in r.llm_events if e.node == "plan" and e.valid_first_try is not None]
+    seconds = [r.seconds for r in recommendations]
+    return {
+        "recommendations": len(recommendations),
+        "seconds_per_recommendation": round(statistics.mean(seconds), 3),
+        "seconds_p50": round(statistics.median(seconds), 3),
+        "seconds_max": round(max(seconds), 3),
+        "llm_calls_per_recommendation": round(statistics.mean(len(r.llm_events) for r in recommendations), 3),
+        "tokens_per_recommendation": round(statistics.mean(r.tokens for r in recommendations), 1),
+        "valid_plan_share": round(sum(firsts) / len(firsts), 3) if firsts else 0.0,
+        "backfilled_share": round(sum(r.backfilled > 0 for r in recommendations) / len(recommendations), 3),
+        "backfilled_items_per_list": round(statistics.mean(r.backfilled for r in recommendations), 3),
+        "tool_calls_per_recommendation": round(
+            statistics.mean(sum(e.kind == "tool" and e.node == "act" for e in r.trace) for r in recommendations), 3
+        ),
+    }
 
 
 def scripted_factory(toolbox: Toolbox, config: AgentConfig) -> AgentFactory:
@@ -59,17 +81,26 @@ def _plan(toolbox: Toolbox, index: int) -> dict[str, Any]:
     if index % 2 == 0:
         return {"user_id": toolbox.dataset.user_ids[index % len(toolbox.dataset.user_ids)], "title": None, "genre": genre}
     item = toolbox.dataset.item(popular[(index * 7) % len(popular)])
-    title = natural_title(item.title) + (f" ({item.year})" if item.year else "")
+    title = toolbox.spoken_title(item.id)
     return {"user_id": None, "title": title, "title_id": item.id, "genre": genre}
 
 
 def _messages(plan: dict[str, Any], turns: int) -> list[str]:
     first = f"I like {plan['title']}" if plan["title"] else "what should I watch next?"
-    script = [first, f"no {plan['genre']}" if plan["genre"] else "show me more", "older films", "more like the second one", "not that one", "show me more"]
+    script = [
+        first,
+        f"no {plan['genre']}" if plan["genre"] else "show me more",
+        "older films",
+        "more like the second one",
+        "not that one",
+        "show me more",
+    ]
     return [script[n] if n < len(script) else "show me more" for n in range(turns)]
 
 
-async def _conversation(client: httpx.AsyncClient, session: str, plan: dict[str, Any], turns: int, deadline: float, latencies: list[float], problems: list[str]) -> int:
+async def _conversation(
+    client: httpx.AsyncClient, session: str, plan: dict[str, Any], turns: int, deadline: float, latencies: list[float], problems: list[str]
+) -> int:
     sent = 0
     for message in _messages(plan, turns):
         if time.monotonic() > deadline:
@@ -116,7 +147,9 @@ def _check_state(state: dict[str, Any], session: str, plan: dict[str, Any], turn
     return problems
 
 
-async def _bench(base_url: str, toolbox: Toolbox, sessions: int, turns: int, concurrency: int, max_seconds: float, api_key: str | None) -> dict[str, Any]:
+async def _bench(
+    base_url: str, toolbox: Toolbox, sessions: int, turns: int, concurrency: int, max_seconds: float, api_key: str | None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
@@ -172,7 +205,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the benchmark against an in-process server; returns the JSON-ready report."""
     sessions, turns = max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
-    config = AgentConfig(k=k, max_rounds=2, probe_bonus=1.0)
+    config = AgentConfig(k=k, max_rounds=2, probe_bonus=PROBE_BONUS)  # the scripted LLM probes twice
     settings = ServerSettings(
         api_key=api_key, max_concurrency=server_concurrency, max_queue=sessions * 2,
         rate_per_minute=60_000.0, rate_burst=sessions * turns + 10, request_timeout_s=max(30.0, max_seconds),

@@ -1,0 +1,359 @@
+"""The rule reading of a message: a deterministic reading of common phrasings ("no horror",
+"older films", "more like the second one", "not that one", "I like Toy Story and Heat") for one
+catalogue's genre values, so that a small model's slip can never break a turn. The genre
+synonyms are data (`prompts/synonyms.txt`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent.chat.records import TITLE_MATCH, TurnIntent
+from agent.prompts import synonyms
+from tools.titles import natural_title
+from tools.toolbox import Toolbox, normalize
+
+NEGATIONS = {
+    "no",
+    "not",
+    "without",
+    "avoid",
+    "hate",
+    "dislike",
+    "skip",
+    "none",
+    "nothing",
+    "except",
+    "exclude",
+    "excluding",
+    "less",
+    "fewer",
+    "enough",
+    "dont",
+    "never",
+    "stop",
+    "minus",
+    "nor",
+    "neither",
+    "tired",
+}
+ALLOWS = {"fine", "ok", "okay", "allow", "allowed", "include", "back", "mind", "welcome"}
+ORDINALS = {
+    "first": 1,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "sixth": 6,
+    "seventh": 7,
+    "eighth": 8,
+    "ninth": 9,
+    "tenth": 10,
+    "1st": 1,
+    "2nd": 2,
+    "3rd": 3,
+    "4th": 4,
+    "5th": 5,
+    "6th": 6,
+    "7th": 7,
+    "8th": 8,
+    "9th": 9,
+    "10th": 10,
+    "last": -1,
+    "top": 1,
+}
+DECADE_WORDS = {
+    "twenties": 1920,
+    "thirties": 1930,
+    "forties": 1940,
+    "fifties": 1950,
+    "sixties": 1960,
+    "seventies": 1970,
+    "eighties": 1980,
+    "nineties": 1990,
+    "noughties": 2000,
+}
+STOPWORDS = set(
+    """a an the i me my we you your it its this that these those is are was were be been am do does did
+    of in on at to for from with by and or but so if as about into over than then there here
+    please pls thanks thank hi hello hey ok okay yes yeah no not any some something anything more less
+    want wanted would like likes liked love loved show give recommend recommendation recommendations suggest
+    watch watching see seen movie movies film films one ones item items title titles pick picks list
+    can could should will just really very also maybe now again instead other another kind sort type good great
+    what which who how why get got let lets need maybe today tonight next evening night weekend mood feel
+    feeling ideas idea options suggestions choose fine sure cool nice thing things stuff bit little lot""".split()
+)
+_CLAUSE = re.compile(r"[,.;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_ORDINAL = r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|7th|8th|9th|10th|last|top)"
+_NOUN = r"(?:one|movie|film|item|pick|title|book|place|suggestion)"
+_POSITION = re.compile(
+    rf"\bthe\s+{_ORDINAL}\b(?:\s+{_NOUN}\b)?|\b{_ORDINAL}\s+{_NOUN}\b"
+    r"|#\s*(\d{1,2})\b|\bnumber\s+(\d{1,2})\b|\bno\.\s*(\d{1,2})\b|\bitem\s+(\d{1,2})\b"
+)
+_THAT_ONE = re.compile(r"\b(?:that|this|the)\s+(?:one|movie|film|title|book|place)\b|\bit\b")
+_LIKE_TRIGGER = re.compile(
+    r"\b(?:i\s+(?:really\s+|also\s+|do\s+)?(?:like|liked|love|loved|enjoy|enjoyed|adore|adored|dig)|"
+    r"my\s+favou?rites?\s+(?:are|is|include|were)|(?:big\s+)?fan\s+of|i'm\s+into|i\s+am\s+into)\s+(.+)"
+)
+_MORE_LIKE = re.compile(
+    r"\b(?:more\s+like|similar\s+to|something\s+like|stuff\s+like|films?\s+like|movies?\s+like|in\s+the\s+vein\s+of)\s+(.+)"
+)
+_QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]")
+_RANGE = re.compile(r"\b(?:between\s+)?((?:19|20)\d\d)\s*(?:-|–|to|and|until|till)\s*((?:19|20)\d\d)\b")
+_DECADE = re.compile(
+    r"(?:\b(before|after|since|until|pre|post|older\s+than|newer\s+than)[\s-]+)?(?:the\s+)?(?:\b((?:19|20)\d)0s\b|(?<![\d])'?(\d)0s\b|\b(twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|noughties)\b)"
+)
+_YEAR_BOUND = re.compile(
+    r"\b(before|after|since|until|till|from|pre|post|older\s+than|newer\s+than|earlier\s+than|later\s+than|up\s+to|prior\s+to)[\s-]+((?:19|20)\d\d)\b"
+)
+_ERA_OLDER = re.compile(r"\b(older|old|classic|classics|vintage|earlier|oldies)\b")
+_ERA_NEWER = re.compile(r"\b(newer|recent|more\s+recent|modern|latest|contemporary)\b")
+_ANY_YEAR = re.compile(r"\bany\s+(?:year|decade|era|age|time)\b")
+_ANY_GENRE = re.compile(r"\b(?:any|all|whatever)\s+genres?\b|\bno\s+genre\s+(?:filter|constraint)s?\b")
+_REPEAT = re.compile(
+    r"\b(?:show|list|give)\b.*\bagain\b|\brepeat\b|\bsame\s+(?:list|ones)\b|\binclud\w*\s+(?:the\s+)?ones\s+(?:you\s+)?(?:already\s+)?(?:showed|shown)\b"
+)
+_RESET = re.compile(
+    r"\b(?:start\s+(?:over|again|afresh)|reset|clear\s+(?:all\s+|the\s+|my\s+)?(?:filters|constraints)|forget\s+(?:it|that|everything|all))\b"
+)
+_POSITIVE = re.compile(r"\b(?:more|like|similar|love|loved|good|great|nice|yes|want)\b")
+_REJECT_WORDS = re.compile(r"\b(?:not|no|don't|dont|drop|remove|seen|skip|hate|dislike|without|nope|meh|boring|already|except|never)\b")
+
+
+def clean(text: str) -> str:
+    return " ".join(text.replace("’", "'").split())
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class RuleReader:
+    """A deterministic reading of common phrasings, for one catalogue's genre values."""
+
+    def __init__(self, toolbox: Toolbox, title_match: float = TITLE_MATCH) -> None:
+        self.toolbox = toolbox
+        self.title_match = title_match
+        primary = toolbox.primary_attribute
+        self.genres: list[str] = list(toolbox.attribute_items.get(primary, {})) if primary else []
+        keys: dict[str, str] = {}
+        for value in self.genres:
+            key = normalize(value)
+            for form in (key, key + "s", key[:-1] + "ies" if key.endswith("y") else key + "s"):
+                keys.setdefault(form, value)
+        canonical = {normalize(v): v for v in self.genres}
+        table = synonyms()
+        for name, words in table.items():
+            value = canonical.get(normalize(name))
+            if value is None:
+                continue
+            for word in words:
+                keys.setdefault(normalize(word), value)
+        self.genre_keys = keys
+        self.max_words = max((len(w.split()) for ws in table.values() for w in ws), default=1)
+
+    # --- pieces ------------------------------------------------------------------------------
+
+    def genre_mentions(self, clause: str) -> list[tuple[int, int, str]]:
+        """(first word, word count, canonical genre) for each genre mentioned, in order."""
+        words = _words(clause)
+        found: list[tuple[int, int, str]] = []
+        used: set[int] = set()
+        for size in range(min(self.max_words, 3), 0, -1):
+            for start in range(len(words) - size + 1):
+                span = set(range(start, start + size))
+                if span & used:
+                    continue
+                value = self.genre_keys.get(normalize("".join(words[start : start + size])))
+                if value is not None:
+                    found.append((start, size, value))
+                    used |= span
+        return sorted(found)
+
+    def title(self, text: str) -> str | None:
+        """The item id of a title the text names, if the match is close enough."""
+        text = text.strip(" \"'“”.!?").strip()
+        words = _words(text)
+        if not words or len(text) > 120:
+            return None
+        if all(w in STOPWORDS or normalize(w) in self.genre_keys for w in words) or _POSITION.fullmatch(text.lower()):
+            return None
+        hits = self.toolbox.fuzzy_titles(text, limit=1, cutoff=self.title_match * 0.7)
+        if not hits or hits[0][1] < self.title_match:
+            return None
+        item = self.toolbox.dataset.item(int(hits[0][0]))
+        # a word that merely occurs in a long title ("name" in "In the Name of the Father") is no title
+        if hits[0][1] < 100 and len(normalize(text)) < 0.4 * len(normalize(natural_title(item.title))):
+            return None
+        return item.id
+
+    def titles(self, tail: str) -> tuple[list[str], list[str]]:
+        """Titles in a list like "Toy Story, Heat and Alien": (item ids found, the pieces that
+        named them). The split reading wins when every piece is a title; else the whole text as
+        one title ("The Good, the Bad and the Ugly"); else the pieces that are titles."""
+        split = [p.strip() for p in re.split(r",|;|\band\b|&|\bor\b|\bplus\b|\bas well as\b", tail) if p.strip()]
+        found = [(piece, self.title(piece)) for piece in split]
+        if len(split) > 1 and all(item for _, item in found):
+            return self._unique(found)
+        whole = self.title(tail)
+        if whole is not None:
+            return [whole], [tail.strip()]
+        return self._unique(found)
+
+    @staticmethod
+    def _unique(found: list[tuple[str, str | None]]) -> tuple[list[str], list[str]]:
+        ids: list[str] = []
+        pieces: list[str] = []
+        for piece, item in found:
+            if item is not None and item not in ids:
+                ids.append(item)
+                pieces.append(piece)
+        return ids, pieces
+
+    # --- the reading -------------------------------------------------------------------------
+
+    def read(self, message: str, cold: bool = False) -> TurnIntent:
+        """`cold`: the person has no history yet, so a bare list of titles counts as liked."""
+        text = clean(message).lower().replace("anything but", "no").replace("all but", "no")
+        intent = TurnIntent()
+        rest = text
+
+        # titles first, so that "more like Star Wars" is not read as the genre War
+        for match in _QUOTED.finditer(message):
+            found = self.title(match.group(1))
+            if found:
+                intent.liked_titles.append(match.group(1).strip())
+                rest = rest.replace(match.group(1).lower(), " ")
+        more = _MORE_LIKE.search(rest)
+        if more and not _POSITION.search(more.group(1)) and not _THAT_ONE.match(more.group(1).strip()):
+            ids, pieces = self.titles(_CLAUSE.split(more.group(1))[0])
+            if ids:
+                intent.similar_titles += pieces
+                for piece in pieces:
+                    rest = rest.replace(piece.lower(), " ")
+        like = _LIKE_TRIGGER.search(rest)
+        if like and not _POSITION.search(like.group(1)) and not _THAT_ONE.match(like.group(1).strip()):
+            ids, pieces = self.titles(re.split(r"[.;!?]|\bbut\b", like.group(1))[0])
+            intent.liked_titles += [p for p in pieces if p not in intent.liked_titles]
+            for piece in pieces:
+                rest = rest.replace(piece.lower(), " ")
+        if cold and not intent.liked_titles:
+            ids, pieces = self.titles(text)
+            if ids:
+                intent.liked_titles = pieces
+                for piece in pieces:
+                    rest = rest.replace(piece.lower(), " ")
+
+        if _RESET.search(rest):
+            intent.reset = True
+            rest = _RESET.sub(" ", rest)
+        if _REPEAT.search(rest):
+            intent.repeat = True
+        if _ANY_GENRE.search(rest):
+            intent.any_genre = True
+            rest = _ANY_GENRE.sub(" ", rest)
+        if _ANY_YEAR.search(rest):
+            intent.any_year = True
+            rest = _ANY_YEAR.sub(" ", rest)
+        rest = self._years(rest, intent)
+        rest = self._positions(rest, intent)
+
+        content: list[str] = []
+        for clause in _CLAUSE.split(rest):
+            words = _words(clause)
+            mentions = self.genre_mentions(clause)
+            mentioned = {i for start, size, _ in mentions for i in range(start, start + size)}
+            content += [w for i, w in enumerate(words) if i not in mentioned]
+            for start, size, genre in mentions:
+                before = {normalize(w) for w in words[:start]}
+                after = {normalize(w) for w in words[start + size :]}
+                if before & NEGATIONS:
+                    intent.exclude_genres.append(genre)
+                elif (before | after) & ALLOWS:
+                    intent.allow_genres.append(genre)
+                else:
+                    intent.genres.append(genre)
+        for field in ("genres", "exclude_genres", "allow_genres"):
+            setattr(intent, field, list(dict.fromkeys(getattr(intent, field))))
+
+        content = [
+            w for w in content if w not in STOPWORDS and normalize(w) not in NEGATIONS and normalize(w) not in ALLOWS and not w.isdigit()
+        ]
+        if len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 5 and intent.empty()):
+            intent.query = " ".join(content)[:200]
+        return intent
+
+    def _years(self, rest: str, intent: TurnIntent) -> str:
+        match = _RANGE.search(rest)
+        if match:
+            low, high = sorted((int(match.group(1)), int(match.group(2))))
+            intent.year_from, intent.year_to = low, high
+            return rest.replace(match.group(0), " ")
+        match = _DECADE.search(rest)
+        if match:
+            bound = (match.group(1) or "").split()[0] if match.group(1) else ""
+            if match.group(2):
+                start = int(match.group(2)) * 10
+            elif match.group(3):
+                digit = int(match.group(3))
+                start = (2000 if digit <= 2 else 1900) + digit * 10
+            else:
+                start = DECADE_WORDS[match.group(4)]
+            if bound in ("before", "until", "pre", "older"):
+                intent.year_to = start - 1
+            elif bound in ("after", "post", "newer"):
+                intent.year_from = start + 10
+            elif bound == "since":
+                intent.year_from = start
+            else:
+                intent.year_from, intent.year_to = start, start + 9
+            return rest.replace(match.group(0), " ")
+        for match in _YEAR_BOUND.finditer(rest):
+            word, year = match.group(1).split()[0], int(match.group(2))
+            if word in ("before", "pre", "older", "earlier", "prior"):
+                intent.year_to = year - 1
+            elif word in ("until", "till", "up"):
+                intent.year_to = year
+            elif word in ("after", "post", "newer", "later"):
+                intent.year_from = year + 1
+            else:  # since, from
+                intent.year_from = year
+            rest = rest.replace(match.group(0), " ")
+        if intent.year_from is None and intent.year_to is None:
+            if _ERA_OLDER.search(rest):
+                intent.era = "older"
+                rest = _ERA_OLDER.sub(" ", rest)
+            elif _ERA_NEWER.search(rest):
+                intent.era = "newer"
+                rest = _ERA_NEWER.sub(" ", rest)
+        return rest
+
+    def _positions(self, rest: str, intent: TurnIntent) -> str:
+        """Places in the last list: "more like the second one", "not the first", "not that one".
+        In "not the first and the third" the second part inherits the first's polarity; in
+        "not the first and more like the third" it has its own."""
+        for clause in _CLAUSE.split(rest):
+            negative: bool | None = None
+            for part in re.split(r"\band\b|\bthen\b|\balso\b", clause):
+                positions = []
+                for match in _POSITION.finditer(part):
+                    first, second, *numbers = match.groups()
+                    word = first or second
+                    number = next((int(n) for n in numbers if n), None)
+                    positions.append(ORDINALS[word] if word else number)
+                if _REJECT_WORDS.search(part):
+                    negative = True
+                elif _POSITIVE.search(part):
+                    negative = False
+                that = bool(_THAT_ONE.search(_POSITION.sub(" ", part)))
+                if positions:
+                    (intent.reject if negative else intent.more_like).extend(p for p in positions if p is not None)
+                elif that and negative is False and re.search(r"\b(?:more|similar|like)\b", part):
+                    intent.more_like_that = True
+                elif that and negative:
+                    intent.reject_that = True
+                else:
+                    continue
+                rest = rest.replace(part, " ")
+        return rest

@@ -1,0 +1,299 @@
+"""A conversation over the agent: constraints that accumulate across turns, persisted per session.
+
+    conversation = Conversation.open(agent_factory, db="sessions.sqlite")
+    conversation.turn("s1", "I like Toy Story and Heat")      # cold start: titles via lookup
+    conversation.turn("s1", "no horror, older films")         # constraints accumulate
+    conversation.turn("s1", "more like the second one")       # -> similar_items on that item
+    conversation.turn("s1", "not that one")                   # rejected, never shown again
+
+One turn is a small LangGraph graph, `interpret -> respond`, compiled with a SQLite checkpointer
+keyed by the session id (the session store), so a conversation survives restarts. The turn's
+agent reaches the nodes through the run's config. `interpret` turns the message into a
+`TurnIntent` (the deterministic rule reading of `agent.chat.rules` first, then the LLM's JSON
+reading for what the rules left empty: a 0.5B model's slip cannot break a turn) and applies it
+to the `ConversationState`; `respond` runs the agent with the accumulated constraints imposed on
+every tool call (`RecommendRequest.constraints`), the person's explicit asks as planned calls
+(`RecommendRequest.probes`: "more like X" -> similar_items, free text -> retrieve with a query),
+and what was shown or rejected excluded. Every item comes with the agent's reason for it. The
+message is data: it can change constraints (validated against the catalogue), never which
+tools run, for whom, or which items may be listed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from agent.chat.records import (
+    KEPT_RECOMMENDATIONS,
+    KEPT_TURNS,
+    ConversationConfig,
+    ConversationError,
+    ConversationState,
+    SessionConflict,
+    SessionConstraints,
+    ShownItem,
+    Turn,
+    TurnIntent,
+    TurnResult,
+    UnknownUser,
+)
+from agent.chat.rules import RuleReader, clean
+from agent.chat.steering import Steering
+from agent.nodes import RecommendError
+from agent.recommend import Agent, AgentFactory
+from agent.state import Recommendation, RecommendedItem, shown_arguments
+from tools.titles import item_line, natural_title
+from tools.toolbox import Toolbox
+
+
+class TurnState(TypedDict, total=False):
+    """One turn's graph state; `session` is what the checkpointer keeps per session."""
+
+    session: ConversationState
+    message: str
+    user_id: str | None
+    before: SessionConstraints  # the constraints before this message, restored when it leaves nothing
+    intent: TurnIntent
+    parsed_by: str
+    notes: list[str]
+    result: TurnResult
+
+
+# The records a checkpoint holds, allowed back by the session store's deserialiser.
+STORED = (ConversationState, SessionConstraints, TurnIntent, TurnResult, Turn, ShownItem)
+
+
+def session_store(connection: sqlite3.Connection) -> SqliteSaver:
+    return SqliteSaver(connection, serde=JsonPlusSerializer(allowed_msgpack_modules=STORED))
+
+
+def agent_of(config: RunnableConfig) -> Agent:
+    """The turn's agent, handed to the graph's nodes through the run's config."""
+    return config["configurable"]["agent"]
+
+
+class Conversation:
+    """Turns over an agent, persisted per session id with a LangGraph SQLite checkpointer."""
+
+    def __init__(
+        self,
+        agent_factory: AgentFactory,
+        toolbox: Toolbox | None = None,
+        *,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        config: ConversationConfig | None = None,
+    ) -> None:
+        self.agent_factory = agent_factory
+        self.toolbox = toolbox if toolbox is not None else agent_factory().nodes.toolbox
+        self.config = config or ConversationConfig()
+        self.rules = RuleReader(self.toolbox, self.config.title_match)
+        self.steering = Steering(self.toolbox, self.rules, self.config)
+        self.checkpointer = (
+            checkpointer if checkpointer is not None else session_store(sqlite3.connect(":memory:", check_same_thread=False))
+        )
+        self.graph = self._build()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._recommendations: OrderedDict[str, Recommendation | None] = OrderedDict()
+        self._connection: sqlite3.Connection | None = None
+
+    @classmethod
+    def open(
+        cls,
+        agent_factory: AgentFactory,
+        db: Path | str | None = None,
+        toolbox: Toolbox | None = None,
+        config: ConversationConfig | None = None,
+    ) -> Conversation:
+        """Sessions in the SQLite file `db` (created with its folder), or in memory when None."""
+        if db is not None and str(db) != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(str(db) if db is not None else ":memory:", check_same_thread=False)
+        conversation = cls(agent_factory, toolbox, checkpointer=session_store(connection), config=config)
+        conversation._connection = connection
+        return conversation
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # --- public API ------------------------------------------------------------------------
+
+    def state(self, session_id: str) -> ConversationState | None:
+        snapshot = self.graph.get_state(self._thread(session_id))
+        return snapshot.values.get("session") if snapshot and snapshot.values else None
+
+    def reset(self, session_id: str) -> None:
+        with self._lock(session_id):
+            self.checkpointer.delete_thread(session_id)
+
+    def prime(self, session_id: str, messages: list[str], user_id: str | None = None) -> ConversationState:
+        """Apply earlier messages' constraints (rules only, no recommendation): a client that
+        keeps no session sends the whole exchange each time, and what it asked for still counts."""
+        with self._lock(session_id):
+            session = self.state(session_id) or ConversationState(session_id=session_id)
+            if user_id is not None and session.user_id is None and not session.turns:
+                session.user_id = user_id
+            for message in messages:
+                message = clean(message or "")[: self.config.max_message_chars]
+                if message:
+                    self.steering.apply(session, self.rules.read(message, cold=session.user_id is None and not session.liked))
+            self.graph.update_state(self._thread(session_id), {"session": session}, as_node="respond")
+            return session
+
+    def last_recommendation(self, session_id: str) -> Recommendation | None:
+        """The full Recommendation (with its trace) of the session's last turn in this process."""
+        return self._recommendations.get(session_id)
+
+    def turn(self, session_id: str, message: str, user_id: str | None = None) -> TurnResult:
+        """One exchange. `user_id` binds a new session to a known user (a cold start without);
+        a session keeps the user it started with."""
+        message = clean(message or "")
+        if not message:
+            raise ConversationError("the message is empty: say what you would like, or name a few titles you like")
+        if len(message) > self.config.max_message_chars:
+            raise ConversationError(f"the message is too long ({len(message)} characters; at most {self.config.max_message_chars})")
+        if not session_id or len(session_id) > 200:
+            raise ConversationError("a session id of 1 to 200 characters is needed")
+        with self._lock(session_id):
+            current = self.state(session_id)
+            if user_id is not None:
+                if user_id not in self.toolbox.dataset.user_index:
+                    raise UnknownUser(f"unknown user {user_id!r}")
+                if current is not None and current.belongs_to_other(user_id):
+                    raise SessionConflict(
+                        f"session {session_id!r} belongs to {'user ' + repr(current.user_id) if current.user_id else 'a new user'}; "
+                        "start another session"
+                    )
+            run = self._thread(session_id)
+            run["configurable"]["agent"] = self.agent_factory()
+            values = self.graph.invoke(TurnState(message=message, user_id=user_id), run)
+            return values["result"]
+
+    # --- the graph -------------------------------------------------------------------------
+
+    def _thread(self, session_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": session_id}}
+
+    def _lock(self, session_id: str) -> threading.Lock:
+        with self._locks_guard:
+            if len(self._locks) > 10_000:  # forget the locks nobody holds
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            return self._locks.setdefault(session_id, threading.Lock())
+
+    def _keep(self, session_id: str, recommendation: Recommendation | None) -> None:
+        with self._locks_guard:
+            self._recommendations[session_id] = recommendation
+            self._recommendations.move_to_end(session_id)
+            while len(self._recommendations) > KEPT_RECOMMENDATIONS:
+                self._recommendations.popitem(last=False)
+
+    def _build(self) -> CompiledStateGraph:
+        graph = StateGraph(TurnState)
+        graph.add_node("interpret", self._interpret)
+        graph.add_node("respond", self._respond)
+        graph.add_edge(START, "interpret")
+        graph.add_edge("interpret", "respond")
+        graph.add_edge("respond", END)
+        return graph.compile(checkpointer=self.checkpointer)
+
+    def _interpret(self, state: TurnState, config: RunnableConfig) -> dict[str, Any]:
+        session_id = config["configurable"]["thread_id"]
+        known = state.get("session")
+        session = known.model_copy(deep=True) if known is not None else ConversationState(session_id=session_id)
+        if session.user_id is None and not session.turns and state.get("user_id"):
+            session.user_id = state["user_id"]
+        before = session.constraints.model_copy(deep=True)
+        intent, parsed_by = self.steering.read(state["message"], session, agent_of(config))
+        notes = self.steering.apply(session, intent)
+        return {"session": session, "before": before, "intent": intent, "parsed_by": parsed_by, "notes": notes}
+
+    def _respond(self, state: TurnState, config: RunnableConfig) -> dict[str, Any]:
+        session_id = config["configurable"]["thread_id"]
+        session = state["session"].model_copy(deep=True)
+        intent = state["intent"]
+        notes = list(state.get("notes", []))
+        turn = Turn(message=state["message"], intent=intent, parsed_by=state.get("parsed_by", "rules"), notes=notes)
+        agent = agent_of(config)
+        self._keep(session_id, None)
+        if session.user_id is None and not session.liked:
+            turn.reply = "Tell me a few titles you like (for example: I like Toy Story, Heat and Alien) and I will recommend at once."
+            if intent.liked_titles or intent.similar_titles or intent.query:
+                turn.reply = "I could not find titles I know in that. " + turn.reply
+            turn.error = "no history yet"
+        else:
+            request = self.steering.request(session, intent, state["message"])
+            try:
+                recommendation = agent.recommend(request)
+            except RecommendError as exc:
+                # the new constraints leave nothing: keep the earlier ones
+                session.constraints = state["before"]
+                turn.error = str(exc)
+                turn.reply = (
+                    f"Nothing matches that ({exc}). I kept your earlier preferences: {session.constraints.describe(self.title) or 'none'}."
+                )
+            else:
+                self._keep(session_id, recommendation)
+                turn.items = [self.shown(item) for item in recommendation.items]
+                turn.tools = [
+                    call_text(e.tool or "", e.arguments or {})
+                    for e in recommendation.trace
+                    if e.kind == "tool" and e.tool not in ("user_profile", "rank")
+                ]
+                turn.reply = self.format(session, turn)
+                session.shown = list(dict.fromkeys([*session.shown, *(i.id for i in turn.items)]))
+                session.last = turn.items
+                if not turn.items:
+                    turn.error = "no items left to show"
+        session.turns = [*session.turns, turn][-KEPT_TURNS:]
+        session.turn_count += 1
+        result = TurnResult(
+            session_id=session_id, reply=turn.reply, items=turn.items, constraints=session.constraints,
+            notes=notes, parsed_by=turn.parsed_by, error=turn.error, turn=session.turn_count,
+        )  # fmt: skip
+        return {"session": session, "result": result}
+
+    # --- output ----------------------------------------------------------------------------
+
+    def title(self, item_id: str) -> str:
+        """A title as people say it: "Il Postino (1994)"."""
+        return self.toolbox.spoken_title(item_id)
+
+    def shown(self, item: RecommendedItem) -> ShownItem:
+        """An item as the person sees it, with the agent's own reason for it."""
+        primary = self.toolbox.primary_attribute or ""
+        return ShownItem(
+            id=item.id,
+            title=natural_title(item.title),
+            year=item.year,
+            genres=item.attributes.get(primary, []),
+            reason=item.reason,
+            tool=item.via,
+        )
+
+    def format(self, session: ConversationState, turn: Turn) -> str:
+        if not turn.items:
+            return 'I have nothing new to show under these preferences; try loosening one ("any genre", "any year") or say "start over".'
+        wish = session.constraints.describe(self.title)
+        head = f"Here is what I found ({wish}):" if wish else "Here is what I found:"
+        lines = [head]
+        for n, item in enumerate(turn.items, start=1):
+            lines.append(f"{n}. {item_line(item.title, item.year, item.genres)}: {item.reason}")
+        return "\n".join(lines)
+
+
+def call_text(tool: str, arguments: dict[str, Any]) -> str:
+    """A tool call as a person reads it: retrieve(genres=['Comedy'], k=20)."""
+    return f"{tool}({', '.join(f'{k}={v}' for k, v in shown_arguments(arguments).items())})"

@@ -1,0 +1,214 @@
+"""What one message changes in a conversation: its reading (the rules first, then the LLM's
+JSON reading for what the rules left empty, held to the catalogue), its application to the
+session's constraints, and the agent request that follows from them."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from agent.chat.records import ConversationConfig, ConversationState, SessionConstraints, ShownItem, TurnIntent
+from agent.chat.rules import RuleReader
+from agent.llm.base import ChatMessage, LLMError, uses_llm
+from agent.llm.parsing import ask_structured
+from agent.prompts import render
+from agent.recommend import Agent
+from agent.state import PlannedCall, RecommendRequest
+from tools.toolbox import Toolbox, normalize
+
+
+class Steering:
+    """Reads messages and applies them, for one catalogue."""
+
+    def __init__(self, toolbox: Toolbox, rules: RuleReader, config: ConversationConfig) -> None:
+        self.toolbox, self.rules, self.config = toolbox, rules, config
+
+    def title(self, item_id: str) -> str:
+        return self.toolbox.spoken_title(item_id)
+
+    def read(self, message: str, session: ConversationState, agent: Agent | None) -> tuple[TurnIntent, str]:
+        """The message's intent: rules, the LLM's reading, or rules with the LLM filling what
+        they left empty (a field the rules read is never overridden)."""
+        cold = session.user_id is None and not session.liked
+        rules = self.rules.read(message, cold=cold)
+        if cold and rules.similar_titles and not rules.liked_titles:
+            rules.liked_titles = list(rules.similar_titles)  # "something like Alien" is a start too
+        mode = self.config.intent
+        llm = agent.llm if agent is not None else None
+        if mode == "auto":
+            mode = "both" if uses_llm(llm) else "rules"
+        if mode == "rules" or agent is None or not uses_llm(llm):
+            return rules, "rules"
+        prompt = render(
+            agent.nodes.domain,
+            "intent",
+            genres=", ".join(self.rules.genres) or "(none)",
+            shown="\n".join(f"{n}. {i.title}" for n, i in enumerate(session.last, start=1)) or "(nothing yet)",
+            message=message,
+        )
+        try:
+            asked = ask_structured(
+                agent.llm,
+                [ChatMessage(role="user", content=prompt)],
+                TurnIntent,
+                retries=0,
+                max_tokens=self.config.intent_max_tokens,
+                temperature=0.0,
+            )
+        except LLMError:
+            asked = None
+        read = self._sanitise(asked.value, session) if asked is not None and asked.value is not None else None
+        if read is None:
+            return rules, "rules"
+        if mode == "llm":
+            return read, "llm"
+        merged = rules.model_copy()
+        for name in TurnIntent.model_fields:
+            if getattr(rules, name) in (None, False, []) and getattr(read, name) not in (None, False, []):
+                setattr(merged, name, getattr(read, name))
+        used_llm = merged != rules
+        return merged, "rules+llm" if used_llm else "rules"
+
+    def _sanitise(self, intent: TurnIntent, session: ConversationState) -> TurnIntent:
+        """The LLM's reading held to what the catalogue and the session allow: known genre values
+        only, positions within the last list, years within the catalogue, titles the lookup finds."""
+
+        def genres(values: list[str]) -> list[str]:
+            out = []
+            for value in values:
+                canonical = self.rules.genre_keys.get(normalize(value))
+                if canonical:
+                    out.append(canonical)
+            return list(dict.fromkeys(out))
+
+        span = self.toolbox.year_span or (0, 9999)
+
+        def year(value: int | None) -> int | None:
+            return value if value is not None and span[0] - 50 <= value <= span[1] + 50 else None
+
+        positions = range(1, len(session.last) + 1)
+        return intent.model_copy(update={
+            "genres": genres(intent.genres),
+            "exclude_genres": genres(intent.exclude_genres),
+            "allow_genres": genres(intent.allow_genres),
+            "year_from": year(intent.year_from),
+            "year_to": year(intent.year_to),
+            "more_like": [p for p in intent.more_like if p in positions],
+            "reject": [p for p in intent.reject if p in positions],
+            "liked_titles": [t for t in intent.liked_titles if isinstance(t, str) and self.rules.title(t)][:10],
+            "similar_titles": [t for t in intent.similar_titles if isinstance(t, str) and self.rules.title(t)][:10],
+            "query": intent.query.strip()[:200] if intent.query and intent.query.strip() else None,
+        })  # fmt: skip
+
+    # --- applying it -----------------------------------------------------------------------
+
+    def apply(self, session: ConversationState, intent: TurnIntent) -> list[str]:
+        """Update the session's constraints in place; returns what changed, in words."""
+        c = session.constraints
+        notes: list[str] = []
+        if intent.reset:
+            session.constraints = c = SessionConstraints()
+            session.focus = None
+            notes.append("started over")
+        if intent.any_genre:
+            c.genres, c.exclude_genres = [], []
+            notes.append("any genre")
+        for genre in intent.allow_genres:
+            if genre in c.exclude_genres:
+                c.exclude_genres.remove(genre)
+                notes.append(f"{genre} allowed again")
+        for genre in intent.exclude_genres:
+            if genre in c.genres:
+                c.genres.remove(genre)
+            if genre not in c.exclude_genres:
+                c.exclude_genres.append(genre)
+                notes.append(f"no {genre}")
+        wanted = [g for g in intent.genres if g not in intent.exclude_genres]
+        if wanted:
+            c.genres = list(dict.fromkeys(wanted))
+            c.exclude_genres = [g for g in c.exclude_genres if g not in wanted]
+            notes.append(" or ".join(wanted))
+        if intent.any_year:
+            c.year_from = c.year_to = None
+            notes.append("any year")
+        if intent.year_from is not None or intent.year_to is not None:
+            c.year_from, c.year_to = intent.year_from, intent.year_to
+            notes.append(f"years {c.year_from or '...'}-{c.year_to or '...'}")
+        if intent.era is not None:
+            years = [i.year for i in session.last if i.year is not None]
+            middle = (
+                int(statistics.median(years))
+                if years
+                else (int(statistics.median(self.toolbox.years[self.toolbox.years > 0])) if (self.toolbox.years > 0).any() else None)
+            )
+            if middle is not None:
+                if intent.era == "older":
+                    c.year_to = middle - 1
+                    if c.year_from is not None and c.year_from > c.year_to:
+                        c.year_from = None
+                    notes.append(f"older: up to {c.year_to}")
+                else:
+                    c.year_from = middle + 1
+                    if c.year_to is not None and c.year_to < c.year_from:
+                        c.year_to = None
+                    notes.append(f"newer: from {c.year_from}")
+
+        def at(position: int) -> ShownItem | None:
+            index = len(session.last) + position if position < 0 else position - 1
+            return session.last[index] if 0 <= index < len(session.last) else None
+
+        liked = list(dict.fromkeys(found for found in (self.rules.title(t) for t in intent.liked_titles) if found))
+        if liked:
+            session.liked += [i for i in liked if i not in session.liked]
+            notes.append("you like " + ", ".join(self.title(i) for i in liked))
+        similar = list(dict.fromkeys(found for found in (self.rules.title(t) for t in intent.similar_titles) if found))
+        if similar:
+            c.like = similar
+            notes.append("more like " + ", ".join(self.title(i) for i in similar))
+        like_items = [item for item in (at(p) for p in intent.more_like) if item is not None]
+        if intent.more_like_that and not like_items:
+            focus = next((i for i in session.last if i.id == session.focus), session.last[0] if session.last else None)
+            like_items = [focus] if focus else []
+        if like_items:
+            c.like = [i.id for i in like_items]
+            session.focus = like_items[-1].id
+            notes.append("more like " + ", ".join(self.title(i.id) for i in like_items))
+        rejected = [item for item in (at(p) for p in intent.reject) if item is not None]
+        if intent.reject_that and not rejected:
+            focus = next((i for i in session.last if i.id == session.focus), session.last[0] if session.last else None)
+            rejected = [focus] if focus else []
+        for item in rejected:
+            if item.id not in session.rejected:
+                session.rejected.append(item.id)
+            if item.id in c.like:
+                c.like.remove(item.id)
+            notes.append(f"not {self.title(item.id)}")
+        if rejected:
+            session.focus = None
+        if intent.query:
+            c.query = intent.query
+            notes.append(f'"{intent.query}"')
+        return notes
+
+    def request(self, session: ConversationState, intent: TurnIntent, message: str) -> RecommendRequest:
+        """The agent's request: who (the known user, with anything they named as liked appended,
+        or just the liked titles), the hard constraints, what not to show, and the person's
+        explicit asks as planned calls."""
+        c = session.constraints
+        exclude = list(dict.fromkeys(session.rejected if intent.repeat else [*session.shown, *session.rejected]))
+        probes = []
+        if c.like:
+            probes.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space}))
+        if c.query:
+            probes.append(PlannedCall(name="retrieve", arguments={"query": c.query}))
+        wish = c.describe(self.title)
+        text = message + (f" (so far: {wish})" if wish else "")
+        subject: dict[str, Any]
+        if session.user_id is not None and not session.liked:
+            subject = {"user_id": session.user_id}
+        else:
+            base = []
+            if session.user_id is not None:
+                base = [self.toolbox.dataset.item(int(d)).id for d in self.toolbox.user_history(session.user_id)]
+            subject = {"history": list(dict.fromkeys([*[i for i in base if i not in session.liked], *session.liked]))}
+        return RecommendRequest(**subject, request=text[:1000], exclude=exclude, constraints=c.filters(), probes=probes)

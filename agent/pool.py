@@ -1,0 +1,187 @@
+"""The candidate pool (the "candidate bus"): every item any tool call returned, once, with all
+of its scores and every find that put it there, each with an explicit role.
+
+    pool = Pool().add(seed.items, "seed").add(probe.items, "probe")
+    fused = pool.fuse({"plain": plain_scores, "genre": genre_scores}, bonus=0.3)
+    done = pool.complete(sorted(fused, key=fused.get, reverse=True), k=10, backbone=seed_ids, excluded=history)
+    pool.explain(done.items[0], title=spoken_title)   # Reason(text=..., tool=...)
+
+Roles: `seed` (the backbone's own ranking the pool starts from), `probe` (a tool call the LLM
+chose), `asked` (a call the caller planned for the person: "more like the second one").
+Which find an item's reason cites is decided by role and specificity, never by the order the
+finds were made in, so one item has one reason wherever it is shown (the agent, the
+conversation, the server, MCP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.retrieval import zscore
+from tools.schemas import Provenance, ScoredItem
+
+Role = Literal["seed", "probe", "asked"]
+# Which find a reason cites first: what the person asked for, then what the LLM probed, then
+# the backbone's own ranking.
+ROLE_ORDER: dict[str, int] = {"asked": 0, "probe": 1, "seed": 2}
+# Within a role, the most specific tool first: a similarity search, a text search, then retrieve.
+TOOL_ORDER: dict[str, int] = {"similar_items": 0, "semantic_search": 1, "retrieve": 2}
+# The constraints a reason names (the others, such as the subject or exclusions, are bookkeeping).
+NARROWING = ("genres", "exclude_genres", "year_from", "year_to", "attributes", "exclude_attributes")
+
+
+class Find(BaseModel):
+    """One tool call's return of one item."""
+
+    role: Role
+    provenance: Provenance
+    position: int = Field(ge=1, description="The item's place in that call's result, 1-based")
+
+
+class PoolItem(BaseModel):
+    item: ScoredItem = Field(description="The item; its scores and provenance gather every find's")
+    finds: list[Find] = Field(default_factory=list)
+
+    @property
+    def probed(self) -> bool:
+        """Whether anything beyond the backbone's seed ranking found it (a probe or an ask)."""
+        return any(f.role != "seed" for f in self.finds)
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    tool: str = Field(description="The tool whose result the reason cites")
+
+
+class Completion(BaseModel):
+    """A validated top-k: `items` in order, how many were `filled` in from the backbone, and the
+    ids `dropped` from the order asked for (not in the pool, excluded or repeated)."""
+
+    items: list[str]
+    filled: int = 0
+    dropped: list[str] = Field(default_factory=list)
+
+
+def constraint_text(constraints: Mapping[str, Any]) -> str:
+    """The narrowing constraints in words: "Comedy or Drama; no Horror; 1990-1999"."""
+    parts = []
+    if constraints.get("genres"):
+        parts.append(" or ".join(constraints["genres"]))
+    if constraints.get("exclude_genres"):
+        parts.append("no " + ", no ".join(constraints["exclude_genres"]))
+    low, high = constraints.get("year_from"), constraints.get("year_to")
+    if low is not None and high is not None:
+        parts.append(f"{low}-{high}")
+    elif low is not None:
+        parts.append(f"from {low}")
+    elif high is not None:
+        parts.append(f"up to {high}")
+    return "; ".join(parts)
+
+
+def _cited_first(find: Find) -> tuple[Any, ...]:
+    """Sort key of the find a reason cites: role, then the most specific tool (a retrieve with a
+    text query counts as a text search), then more narrowing constraints, then the best place
+    in its result; the tool and variant names only break exact ties."""
+    p = find.provenance
+    tool = TOOL_ORDER.get(p.tool, 3) - 2 * (p.tool == "retrieve" and bool(p.constraints.get("query")))
+    narrowing = sum(1 for key in NARROWING if p.constraints.get(key) not in (None, [], {}))
+    return ROLE_ORDER[find.role], tool, -narrowing, find.position, p.tool, p.variant or ""
+
+
+def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reason:
+    """Why an item is on a list, citing the find that explains it best (see `_cited_first`);
+    `title` turns an item id into words for "more like ..."."""
+    if not finds:
+        return Reason(text="completed from the backbone's ranking", tool="retrieve")
+    chosen = min(finds, key=_cited_first).provenance
+    c = chosen.constraints
+    if chosen.tool == "similar_items":
+        seeds = ", ".join(title(i) for i in c.get("items", [])[:3])
+        how = "similar content" if chosen.variant == "text" else "liked by the same people"
+        text = f"more like {seeds} ({how})"
+    elif chosen.tool == "semantic_search":
+        text = f'matches "{c.get("query", "")}"'
+    elif c.get("query"):
+        text = f'matches "{c["query"]}" and your history'
+    else:
+        text = f"the {chosen.variant or 'sequence'} model's pick for your history"
+    detail = constraint_text(c)
+    return Reason(text=f"{text}{f' [{detail}]' if detail else ''} - via {chosen.tool}", tool=chosen.tool)
+
+
+class Pool(BaseModel):
+    """Items by id, in the order they first arrived. Adding returns a new pool (graph state is
+    never changed in place)."""
+
+    items: dict[str, PoolItem] = Field(default_factory=dict)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item_id: str) -> PoolItem:
+        return self.items[item_id]
+
+    def ids(self) -> list[str]:
+        return list(self.items)
+
+    def add(self, found: Sequence[ScoredItem], role: Role) -> Pool:
+        """The pool with one tool call's result added under `role`: a known item gains the new
+        scores, provenance and finds."""
+        items = dict(self.items)
+        for position, item in enumerate(found, start=1):
+            finds = [Find(role=role, provenance=p, position=position) for p in item.provenance]
+            known = items.get(item.id)
+            if known is None:
+                items[item.id] = PoolItem(item=item, finds=finds)
+                continue
+            merged = known.item.model_copy(update={
+                "scores": {**known.item.scores, **item.scores},
+                "provenance": [*known.item.provenance, *item.provenance],
+            })  # fmt: skip
+            items[item.id] = PoolItem(item=merged, finds=[*known.finds, *finds])
+        return Pool(items=items)
+
+    def fuse(self, scores: Mapping[str, Mapping[str, float]], bonus: float = 0.0) -> dict[str, float]:
+        """Each pool item's fused score: the sum over score sets (one per backbone variant, keyed
+        by item id) of its z-score within the pool, plus `bonus` if anything beyond the seed
+        ranking found it."""
+        ids = self.ids()
+        z = np.zeros(len(ids))
+        everyone = np.ones(len(ids), dtype=bool)
+        for by_id in scores.values():
+            z += zscore(np.array([by_id[i] for i in ids], dtype=np.float64), everyone)
+        return {i: float(z[n]) + bonus * self.items[i].probed for n, i in enumerate(ids)}
+
+    def complete(self, order: Iterable[str], k: int, backbone: Sequence[str] = (), excluded: Collection[str] = ()) -> Completion:
+        """Exactly k items where the pool has them: those of `order` that are in the pool, not
+        excluded and not repeated, then the backbone's order, then the rest of the pool."""
+        chosen: list[str] = []
+        dropped: list[str] = []
+        for item_id in order:
+            if item_id in self.items and item_id not in excluded and item_id not in chosen:
+                chosen.append(item_id)
+            else:
+                dropped.append(item_id)
+        chosen = chosen[:k]
+        filled = 0
+        for item_id in [*backbone, *self.items]:
+            if len(chosen) >= k:
+                break
+            if item_id not in chosen and item_id not in excluded:
+                chosen.append(item_id)
+                filled += 1
+        return Completion(items=chosen, filled=filled, dropped=dropped)
+
+    def explain(self, item_id: str, title: Callable[[str], str] = str) -> Reason:
+        """The one reason for one item (see `reason_for`)."""
+        return reason_for(self.items[item_id].finds, title)
