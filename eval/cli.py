@@ -74,7 +74,7 @@ def train(
     lr: float = _D["lr"],
     schedule: Annotated[str, typer.Option(help="constant | cosine (decay to zero at --epochs)")] = _D["schedule"],
     warmup_steps: int = _D["warmup_steps"],
-    bucket: Annotated[bool, typer.Option(help="Batch histories of similar length together")] = _D["bucket"],
+    bucket: Annotated[int, typer.Option(help="Batches drawn together and sorted by length, to pad less (1: none)")] = _D["bucket"],
     dim: int = _D["dim"],
     blocks: int = _D["blocks"],
     heads: int = _D["heads"],

@@ -22,7 +22,7 @@ from eval.backbone import evaluate_backbone
 from tools.data.fetch import load_sequences
 from tools.data.sequences import SequenceDataset
 from tools.io import write_json
-from tools.models.base import ModelKind, Recommender
+from tools.models.base import ModelConfig, ModelKind, Recommender
 from tools.models.checkpoint import build_model, load_model, new_config
 from tools.models.train import MONITOR, TrainConfig, TrainProgress, seed_everything, train
 
@@ -59,7 +59,7 @@ class TrainSpec(BaseModel):
     lr: float = 3e-3
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = 100
-    bucket: bool = True
+    bucket: int = 4
     # the runtime
     threads: int | None = Field(None, description="torch CPU threads (default: torch's choice)")
     device: str = Field("auto", description="auto | cpu | cuda")
@@ -116,18 +116,8 @@ def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset 
     if spec.threads:
         torch.set_num_threads(spec.threads)
     data = data or load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
-    config = new_config(
-        spec.model,
-        data,
-        attribute=spec.attribute,
-        dim=spec.dim,
-        blocks=spec.blocks,
-        heads=spec.heads,
-        dropout=spec.dropout,
-        max_len=spec.max_len,
-        loss=spec.loss,
-        negatives=spec.negatives,
-    )
+    network = spec.model_dump(include=set(ModelConfig.model_fields) - {"kind", "num_items", "attribute"})
+    config = new_config(spec.model, data, attribute=spec.attribute, **network)
     seed_everything(spec.seed)  # initial weights too, not only the batch order
     net = build_model(config, data).to(_device(spec.device))
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ class TrainConfig(BaseModel):
     max_seconds: float | None = Field(None, description="Stop after this much training time")
     schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up: constant, or cosine decay to zero at `epochs`")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up from zero")
-    bucket: bool = Field(True, description="Batch histories of similar length together (less padding, same loss)")
+    bucket: int = Field(4, ge=1, description="Batches whose rows are drawn together and sorted by length (1: plain shuffled batches)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Matmul precision while training (auto: bf16 on a CPU with AMX or AVX-512-BF16, else fp32); weights stay fp32"
     )
@@ -134,17 +134,18 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def _batch_order(sequences: list[np.ndarray], config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    """Row indices of each batch of one epoch. Bucketed: a shuffled epoch is cut into pools of
-    64 batches, each pool sorted by length and cut into batches, and the batches shuffled; a
-    batch then pads to a length close to its rows' own (ML-1M: about half the work)."""
+    """Row indices of each batch of one epoch: a shuffled epoch cut into pools of `bucket`
+    batches, each pool sorted by length before it is cut into batches, so a batch pads to a
+    length close to its rows' own. Small pools keep batches mixed: sorting whole epochs (64
+    batches a pool) made every batch one length band and cost quality per epoch (README)."""
     order = rng.permutation(len(sequences))
     size = config.batch_size
-    if config.bucket:
+    if config.bucket > 1:
         lengths = np.array([len(s) for s in sequences])
-        pool = 64 * size
+        pool = config.bucket * size
         order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.split(order, range(pool, len(order), pool))])
     batches = [order[start : start + size] for start in range(0, len(order), size)]
-    if config.bucket:
+    if config.bucket > 1:
         rng.shuffle(batches)
     return batches
 
