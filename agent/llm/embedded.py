@@ -155,7 +155,8 @@ class LlamaCppLLM:
             # exactly there with live logits.
             common = self._cached_prefix(prompt)
             exact = common == len(prompt) == self._llama.n_tokens
-            reused = common if exact and not self._llama._requires_eval else min(common, len(prompt) - 1)
+            live = exact and not self._llama._requires_eval
+            reused = common if live else min(common, len(prompt) - 1)
             out_of_time = False
 
             def past_deadline(_ids: Any, _logits: Any) -> bool:

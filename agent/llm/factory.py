@@ -22,7 +22,8 @@ def _embedded_name(spec: str) -> EmbeddedModelName | None:
     for known in get_args(EmbeddedModelName):
         if name == known:
             return known
-    raise UnknownLLMSpec(f"unknown embedded model {name!r} in {spec!r}; known: {get_args(EmbeddedModelName)}")
+    known_names = ", ".join(get_args(EmbeddedModelName))
+    raise UnknownLLMSpec(f"unknown embedded model {name!r} in {spec!r}; known: {known_names}")
 
 
 def make_llm(

@@ -82,7 +82,10 @@ QWEN_15B_Q4KM = ModelSource(
 )
 
 EmbeddedModelName = Literal["0.5b", "1.5b"]
-EMBEDDED_MODELS: dict[EmbeddedModelName, ModelSource] = {"0.5b": QWEN_05B_Q4KM, "1.5b": QWEN_15B_Q4KM}
+EMBEDDED_MODELS: dict[EmbeddedModelName, ModelSource] = {
+    "0.5b": QWEN_05B_Q4KM,
+    "1.5b": QWEN_15B_Q4KM,
+}
 
 Progress = Callable[[str], None]
 
