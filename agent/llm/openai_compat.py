@@ -229,10 +229,16 @@ class OpenAICompatLLM:
                 if deadline is not None:
                     raise LLMTimeout(f"{self.name}: no reply within the deadline") from exc
                 last_error = exc
-            except _TRANSIENT as exc:
-                last_error = exc
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 raise RequestRejected(f"{self.name}: {exc}") from exc
+            except openai.InternalServerError as exc:
+                # llama-cpp-python's server answers a request it cannot validate with a 500
+                # carrying pydantic's "validation error": no retry would change that.
+                if "validation error" in str(exc):
+                    raise RequestRejected(f"{self.name}: {exc}") from exc
+                last_error = exc
+            except _TRANSIENT as exc:
+                last_error = exc
             except openai.APIError as exc:
                 raise LLMError(f"{self.name}: {exc}") from exc
             if attempt == self.max_retries:
