@@ -32,13 +32,12 @@ from agent.llm.parsing import parse_tool_calls, tool_names
 from agent.llm.scoring import (
     OptionScores,
     OrderingScore,
-    by_option,
     check_options,
     combine,
     menu_messages,
-    normalised_logprobs,
     option_labels,
     option_orders,
+    ordering_score,
 )
 
 Runtime = Literal["auto", "llama_cpp", "transformers"]
@@ -246,12 +245,11 @@ class LlamaCppLLM:
                 began = time.monotonic()
                 prompt, _, _ = self._tokens(menu_messages(messages, options, order), None)
                 logprobs, reused = self._next_token_logprobs(prompt)
-                per_position, mass = normalised_logprobs([float(logprobs[t]) for t in label_ids])
                 scored.append(
-                    OrderingScore(
-                        order=order, logprobs=by_option(order, per_position), label_mass=mass,
-                        prompt_tokens=len(prompt), tokens_evaluated=len(prompt) - reused,
-                        tokens_reused=reused, seconds=time.monotonic() - began,
+                    ordering_score(
+                        order, [float(logprobs[t]) for t in label_ids],
+                        prompt_tokens=len(prompt), tokens_reused=reused,
+                        seconds=time.monotonic() - began,
                     )
                 )  # fmt: skip
             seconds = time.monotonic() - start

@@ -32,13 +32,12 @@ from agent.llm.scoring import (
     OptionScores,
     OrderingScore,
     ScoringMethod,
-    by_option,
     check_options,
     combine,
     menu_messages,
-    normalised_logprobs,
     option_labels,
     option_orders,
+    ordering_score,
 )
 
 # Worth another try: the server or the network may recover. Everything else (401, 400, 404,
@@ -289,14 +288,11 @@ class OpenAICompatLLM:
                     {**request, "max_tokens": 16}, _option_schema(len(options)), deadline
                 )
                 found = self._voted_label(completion, len(options))
-            per_position, mass = normalised_logprobs(found)
-            prompt_tokens = completion.usage.prompt_tokens if completion.usage else 0
-            reused = _cached_tokens(completion)
             scored.append(
-                OrderingScore(
-                    order=order, logprobs=by_option(order, per_position), label_mass=mass,
-                    prompt_tokens=prompt_tokens, tokens_evaluated=prompt_tokens - reused,
-                    tokens_reused=reused, seconds=time.monotonic() - began,
+                ordering_score(
+                    order, found,
+                    prompt_tokens=completion.usage.prompt_tokens if completion.usage else 0,
+                    tokens_reused=_cached_tokens(completion), seconds=time.monotonic() - began,
                 )
             )  # fmt: skip
         return combine(self.name, method, options, scored, time.monotonic() - start)

@@ -158,6 +158,23 @@ def by_option(order: Sequence[int], per_position: Sequence[float]) -> list[float
     return out
 
 
+def ordering_score(
+    order: list[int],
+    label_logprobs: Sequence[float | None],
+    *,
+    prompt_tokens: int,
+    tokens_reused: int,
+    seconds: float,
+) -> OrderingScore:
+    """One ordering's record from the log-probabilities of the option numbers by position."""
+    per_position, mass = normalised_logprobs(label_logprobs)
+    return OrderingScore(
+        order=order, logprobs=by_option(order, per_position), label_mass=mass,
+        prompt_tokens=prompt_tokens, tokens_evaluated=prompt_tokens - tokens_reused,
+        tokens_reused=tokens_reused, seconds=seconds,
+    )  # fmt: skip
+
+
 def combine(
     model: str,
     method: ScoringMethod,

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from agent.llm.base import ChatMessage, LLMReply
 from agent.llm.parsing import parse_tool_calls, tool_names
-from agent.llm.scoring import OptionScores, OrderingScore, check_options, combine
+from agent.llm.scoring import OptionScores, check_options, combine, ordering_score
 
 
 class ScriptExhausted(RuntimeError):
@@ -128,8 +128,7 @@ class ScriptedLLM:
         total = sum(item)
         # A zero weight becomes a very small probability: log-probabilities must stay finite.
         logprobs = [math.log(max(w / total, 1e-12)) for w in item]
-        identity = OrderingScore(
-            order=list(range(len(options))), logprobs=logprobs, label_mass=1.0,
-            prompt_tokens=0, tokens_evaluated=0, tokens_reused=0, seconds=0.0,
-        )  # fmt: skip
+        identity = ordering_score(
+            list(range(len(options))), logprobs, prompt_tokens=0, tokens_reused=0, seconds=0.0
+        )
         return combine(self.name, "scripted", options, [identity], 0.0)
