@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.llm.fetch import QWEN_05B_Q4KM
+from agent.llm.fetch import EMBEDDED_MODELS, EmbeddedModelName
 from tools.settings import PathSettings
 
 EmbeddedRuntime = Literal["auto", "llama_cpp", "transformers"]
@@ -17,7 +17,8 @@ EmbeddedRuntime = Literal["auto", "llama_cpp", "transformers"]
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOOLREC_", populate_by_name=True)
 
-    # "local" (embedded model) or "openai:MODEL" (any OpenAI-compatible endpoint).
+    # "local" (the embedded model named by embedded_model), "local:1.5b" (a named one), or
+    # "openai:MODEL" (any OpenAI-compatible endpoint).
     llm: str = "local"
 
     # validation_alias bypasses env_prefix, so both spellings are listed explicitly.
@@ -25,7 +26,10 @@ class AgentSettings(BaseSettings):
     openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("TOOLREC_OPENAI_API_KEY", "OPENAI_API_KEY"))
     openai_model: str = "gpt-4o-mini"
 
-    # None: the verified GGUF that `toolrec models get` puts in PathSettings.models_dir.
+    # Which pinned GGUF "local" means; embedded_model_path, when set, overrides the file.
+    embedded_model: EmbeddedModelName = "0.5b"
+    # None: the verified GGUF of embedded_model in PathSettings.models_dir, where
+    # fetch_embedded_model (`toolrec models get`) puts it.
     embedded_model_path: Path | None = None
     embedded_runtime: EmbeddedRuntime = "auto"
     n_threads: int = 2
@@ -37,7 +41,10 @@ class AgentSettings(BaseSettings):
     # None disables the reply cache.
     llm_cache_dir: Path | None = None
 
-    def resolved_embedded_model_path(self, paths: PathSettings | None = None) -> Path:
-        if self.embedded_model_path is not None:
+    def resolved_embedded_model_path(self, paths: PathSettings | None = None, model: EmbeddedModelName | None = None) -> Path:
+        """The GGUF for `model` (default: embedded_model). An explicit embedded_model_path
+        applies only to the default model, so "local:1.5b" never loads a 0.5B override."""
+        if self.embedded_model_path is not None and model in (None, self.embedded_model):
             return self.embedded_model_path
-        return (paths or PathSettings()).models_dir / QWEN_05B_Q4KM.filename
+        source = EMBEDDED_MODELS[model or self.embedded_model]
+        return (paths or PathSettings()).models_dir / source.filename

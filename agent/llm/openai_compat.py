@@ -1,21 +1,101 @@
-"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LM Studio)."""
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LM Studio).
+
+JSON-schema-constrained replies go through `response_format`, in the dialect the server
+accepts: OpenAI's {"type": "json_schema", ...} first, then {"type": "json_object", "schema"}
+(llama-cpp-python's server); the one that worked is remembered. Option scoring reads
+`top_logprobs` of a one-token reply, and falls back to a constrained reply naming one option
+per ordering when the server returns no log-probabilities.
+"""
 
 import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import openai
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
+from pydantic import BaseModel
 
 from agent.llm.base import ChatMessage, LLMError, LLMReply, LLMTimeout, ToolCall
-from agent.llm.parsing import loads_lenient, parse_tool_calls, tool_names
+from agent.llm.parsing import (
+    ReplyParseError,
+    loads_lenient,
+    parse_model,
+    parse_tool_calls,
+    tool_names,
+)
+from agent.llm.scoring import (
+    OptionScores,
+    OrderingScore,
+    ScoringMethod,
+    check_options,
+    combine,
+    menu_messages,
+    option_labels,
+    option_orders,
+    ordering_score,
+)
 
 # Worth another try: the server or the network may recover. Everything else (401, 400, 404,
 # a malformed response) will fail the same way again and is raised at once.
 _TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+SchemaDialect = Literal["json_schema", "json_object_schema"]
+# OpenAI's top_logprobs maximum; option numbers of a menu of up to nine are among the top 20
+# unless the model wants to say something else entirely (then label_mass shows it).
+TOP_LOGPROBS = 20
+
+
+class RequestRejected(LLMError):
+    """The server refused the request's shape (HTTP 400 or 422): e.g. a response_format
+    dialect or logprobs it does not support."""
+
+
+class _OptionReply(BaseModel):
+    option: int
+
+
+def _response_format(schema: dict[str, Any], dialect: SchemaDialect) -> dict[str, Any]:
+    if dialect == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "reply", "schema": schema, "strict": True},
+        }
+    return {"type": "json_object", "schema": schema}
+
+
+def _option_schema(n: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"option": {"type": "integer", "enum": list(range(1, n + 1))}},
+        "required": ["option"],
+        "additionalProperties": False,
+    }
+
+
+def _cached_tokens(completion: ChatCompletion) -> int:
+    """Prompt tokens the server served from its prompt cache, where it says (OpenAI does)."""
+    details = completion.usage.prompt_tokens_details if completion.usage else None
+    return (details.cached_tokens or 0) if details else 0
+
+
+def _label_logprobs(completion: ChatCompletion, labels: Sequence[str]) -> list[float | None] | None:
+    """Log-probability of each label as the first reply token, from top_logprobs (None for a
+    label outside the top K); None when the server returned no log-probabilities."""
+    logprobs = completion.choices[0].logprobs if completion.choices else None
+    if logprobs is None or not logprobs.content:
+        return None
+    found: dict[str, float] = {}
+    for top in logprobs.content[0].top_logprobs:
+        # " 3" and "3" both name option 3: their probabilities add up.
+        label = top.token.strip()
+        if label in labels:
+            prior = found.get(label)
+            found[label] = top.logprob if prior is None else float(np.logaddexp(prior, top.logprob))
+    return [found.get(label) for label in labels]
 
 
 def _to_openai(message: ChatMessage) -> dict[str, str]:
@@ -65,6 +145,10 @@ class OpenAICompatLLM:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._sleep = sleep
+        # Learnt from the server on first use: which response_format dialect it accepts and
+        # whether it returns log-probabilities (None: not yet known).
+        self._schema_dialect: SchemaDialect | None = None
+        self._logprobs_supported: bool | None = None
         # Local servers need no key, but the SDK insists on one.
         # The SDK's own retries are off: ours share the caller's deadline across attempts.
         self._client = OpenAI(
@@ -81,10 +165,21 @@ class OpenAICompatLLM:
         temperature: float = 0.0,
         seed: int = 0,
         timeout: float | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> LLMReply:
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
-        request: dict[str, Any] = {
+        request = self._request(messages, max_tokens, temperature, seed)
+        if tools:
+            request["tools"] = tools
+        if json_schema is None:
+            completion = self._create(request, deadline)
+        else:
+            completion = self._create_constrained(request, json_schema, deadline)
+        return self._reply(completion, tools, time.monotonic() - start)
+
+    def _request(self, messages: Sequence[ChatMessage], max_tokens: int, temperature: float, seed: int) -> dict[str, Any]:
+        return {
             "model": self.model,
             "messages": [_to_openai(m) for m in messages],
             # max_tokens rather than max_completion_tokens: local servers all accept it.
@@ -92,25 +187,48 @@ class OpenAICompatLLM:
             "temperature": temperature,
             "seed": seed,
         }
-        if tools:
-            request["tools"] = tools
+
+    def _create_constrained(self, request: dict[str, Any], schema: dict[str, Any], deadline: float | None) -> ChatCompletion:
+        """The request with a response_format in the first dialect the server accepts."""
+        dialects: list[SchemaDialect] = ["json_schema", "json_object_schema"]
+        if self._schema_dialect is not None:
+            dialects = [self._schema_dialect]
+        rejected: RequestRejected | None = None
+        for dialect in dialects:
+            try:
+                completion = self._create({**request, "response_format": _response_format(schema, dialect)}, deadline)
+            except RequestRejected as exc:
+                rejected = exc
+                continue
+            self._schema_dialect = dialect
+            return completion
+        raise LLMError(f"{self.name}: no response_format dialect accepted: {rejected}")
+
+    def _create(self, request: dict[str, Any], deadline: float | None) -> ChatCompletion:
+        """One completion, retrying transient failures within the deadline."""
         last_error: Exception | None = None
         for attempt in range(self.max_retries + 1):
             budget = self.request_timeout if deadline is None else deadline - time.monotonic()
             if budget <= 0:
                 raise LLMTimeout(f"{self.name}: no time left after {attempt} attempts")
             try:
-                completion = self._client.chat.completions.create(**request, timeout=budget)
+                return self._client.chat.completions.create(**request, timeout=budget)
             except openai.APITimeoutError as exc:
                 if deadline is not None:
-                    raise LLMTimeout(f"{self.name}: no reply within {timeout:.1f}s") from exc
+                    raise LLMTimeout(f"{self.name}: no reply within the deadline") from exc
+                last_error = exc
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                raise RequestRejected(f"{self.name}: {exc}") from exc
+            except openai.InternalServerError as exc:
+                # llama-cpp-python's server answers a request it cannot validate with a 500
+                # carrying pydantic's "validation error": no retry would change that.
+                if "validation error" in str(exc):
+                    raise RequestRejected(f"{self.name}: {exc}") from exc
                 last_error = exc
             except _TRANSIENT as exc:
                 last_error = exc
             except openai.APIError as exc:
                 raise LLMError(f"{self.name}: {exc}") from exc
-            else:
-                return self._reply(completion, tools, time.monotonic() - start)
             if attempt == self.max_retries:
                 break
             delay = self.backoff_s * 2**attempt * (1 + random.random() / 4)  # jitter
@@ -120,6 +238,58 @@ class OpenAICompatLLM:
         if isinstance(last_error, openai.APITimeoutError):
             raise LLMTimeout(f"{self.name}: timed out {self.max_retries + 1} times") from last_error
         raise LLMError(f"{self.name}: failed after {self.max_retries + 1} attempts: {last_error}") from last_error
+
+    def score_options(
+        self,
+        messages: Sequence[ChatMessage],
+        options: Sequence[str],
+        *,
+        orderings: int = 2,
+        timeout: float | None = None,
+    ) -> OptionScores:
+        """The model's preference over `options` (see agent/llm/scoring.py), from the
+        log-probabilities of a one-token reply, or, where the server gives none, from a
+        constrained reply per ordering (a vote: the named option gets nearly all the mass)."""
+        check_options(messages, options)
+        labels = option_labels(len(options))
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        method: ScoringMethod = "logprobs"
+        scored: list[OrderingScore] = []
+        for order in option_orders(len(options), orderings):
+            began = time.monotonic()
+            request = self._request(menu_messages(messages, options, order), 1, 0.0, 0)
+            found = None
+            if self._logprobs_supported is not False:
+                try:
+                    completion = self._create({**request, "logprobs": True, "top_logprobs": TOP_LOGPROBS}, deadline)
+                except RequestRejected:
+                    completion = None
+                found = None if completion is None else _label_logprobs(completion, labels)
+                self._logprobs_supported = found is not None
+            if found is None:
+                method = "constrained_reply"
+                completion = self._create_constrained({**request, "max_tokens": 16}, _option_schema(len(options)), deadline)
+                found = self._voted_label(completion, len(options))
+            scored.append(
+                ordering_score(
+                    order, found,
+                    prompt_tokens=completion.usage.prompt_tokens if completion.usage else 0,
+                    tokens_reused=_cached_tokens(completion), seconds=time.monotonic() - began,
+                )
+            )  # fmt: skip
+        return combine(self.name, method, options, scored, time.monotonic() - start)
+
+    @staticmethod
+    def _voted_label(completion: ChatCompletion, n: int) -> list[float | None]:
+        """Log-probability 0 for the option the constrained reply names, None for the rest;
+        all None when it names none (the orderings then carry no preference)."""
+        text = (completion.choices[0].message.content or "") if completion.choices else ""
+        try:
+            named = parse_model(text, _OptionReply).option
+        except ReplyParseError:
+            named = 0
+        return [0.0 if p + 1 == named else None for p in range(n)]
 
     def _reply(self, completion: ChatCompletion, tools: list[dict[str, Any]] | None, seconds: float) -> LLMReply:
         if not completion.choices:
@@ -136,6 +306,7 @@ class OpenAICompatLLM:
             text=text,
             tool_calls=calls,
             prompt_tokens=usage.prompt_tokens if usage else 0,
+            prompt_tokens_reused=_cached_tokens(completion),
             completion_tokens=usage.completion_tokens if usage else 0,
             seconds=seconds,
             model=self.name,
