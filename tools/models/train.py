@@ -40,7 +40,7 @@ class TrainConfig(BaseModel):
     max_seconds: float | None = Field(None, description="Stop after this much training time")
     schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up: constant, or cosine decay to zero at `epochs`")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up from zero")
-    bucket: int = Field(4, ge=1, description="Batches whose rows are drawn together and sorted by length (1: plain shuffled batches)")
+    bucket: int = Field(1, ge=1, description="Batches whose rows are drawn together and sorted by length (1: plain shuffled batches)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Matmul precision while training (auto: bf16 on a CPU with AMX or AVX-512-BF16, else fp32); weights stay fp32"
     )
