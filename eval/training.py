@@ -46,20 +46,20 @@ class TrainSpec(BaseModel):
     dim: int = 64
     blocks: int = 2
     heads: int = 1
-    dropout: float = 0.2
+    dropout: float = 0.1
     max_len: int = 200
     loss: Literal["ce", "bce", "bpr"] = "ce"
     negatives: int = 1
     # the optimisation
-    epochs: int = 30
+    epochs: int = 40
     patience: int = Field(5, description="Epochs without validation NDCG@10 gain before stopping")
     max_seconds: float | None = Field(None, description="Stop training after this many seconds")
     seed: int = 42
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 2e-3
     schedule: Literal["constant", "cosine"] = "cosine"
-    warmup_steps: int = 100
-    bucket: int = 4
+    warmup_steps: int = 0
+    bucket: int = 1
     # the runtime
     threads: int | None = Field(None, description="torch CPU threads (default: torch's choice)")
     device: str = Field("auto", description="auto | cpu | cuda")
