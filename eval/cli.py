@@ -98,7 +98,7 @@ def train(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
     console.print(_curve_table(metrics["curve"]))
-    console.print_json(json.dumps({k: v for k, v in metrics.items() if k not in ("curve", "settings")}))
+    console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "curve"}))
 
 
 @bench_app.command("curves")

@@ -130,15 +130,18 @@ def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset 
     started = time.perf_counter()
     test = _keep(evaluate_backbone(load_model(out, data), data, "test", ks=KS))
     metrics = {
-        "valid": progress.best,
-        "test": test,
-        "train_seconds": round(progress.train_seconds, 1),
+        f"seconds_to_ndcg10_{threshold}": seconds_to(progress, threshold),
+        "best_valid_ndcg10": progress.best.get(MONITOR),
+        "test_ndcg10": test["ndcg@10"],
+        "test_recall10": test["recall@10"],
+        "seconds_per_epoch": round(progress.train_seconds / max(progress.epoch, 1), 2),
         "epochs": progress.epoch,
         "best_epoch": progress.best_epoch,
-        "seconds_per_epoch": round(progress.train_seconds / max(progress.epoch, 1), 2),
-        f"seconds_to_ndcg10_{threshold}": seconds_to(progress, threshold),
+        "train_seconds": round(progress.train_seconds, 1),
         "test_seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "valid": progress.best,
+        "test": test,
         "curve": [{"epoch": h["epoch"], "seconds": h.get("seconds"), MONITOR: round(h[MONITOR], 5)} for h in progress.history],
         "settings": spec.model_dump(mode="json"),
     }

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from eval.backbone import evaluate_backbone
+from eval.cli import app
 from eval.config import EvalConfig
 from eval.runner import run_eval
 from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, train_run
@@ -66,7 +68,7 @@ def test_defaults_learn_and_record_time_to_quality(ml100k: SequenceDataset, data
     popularity = build_model(new_config("popularity", ml100k), ml100k)
     baseline = evaluate_backbone(popularity, ml100k, "test", ks=(10,))["ndcg@10"]
     metrics = train_run(TrainSpec(**QUICK), tmp_path, data_dir, data=ml100k)
-    assert metrics["test"]["ndcg@10"] > 1.2 * baseline, (metrics, baseline)
+    assert metrics["test_ndcg10"] > 1.2 * baseline, (metrics, baseline)
 
     saved = json.loads((tmp_path / METRICS).read_text())
     curve = saved["curve"]
@@ -76,6 +78,8 @@ def test_defaults_learn_and_record_time_to_quality(ml100k: SequenceDataset, data
     reached = [p["seconds"] for p in curve if p["ndcg@10"] >= 0.18]
     assert saved["seconds_to_ndcg10_0.18"] == (reached[0] if reached else None)
     assert TrainSpec.model_validate(saved["settings"]) == TrainSpec(**QUICK)
+    assert saved["best_valid_ndcg10"] == saved["valid"]["ndcg@10"] and saved["test_recall10"] == saved["test"]["recall@10"]
+    assert saved["seconds_per_epoch"] > 0 and saved["peak_rss_mb"] > 0
 
 
 def test_a_run_with_other_settings_is_refused(ml100k: SequenceDataset, data_dir: Path, tmp_path: Path) -> None:
@@ -112,3 +116,9 @@ def test_eval_run_trains_a_missing_run_then_reuses_it(data_dir: Path, tmp_path: 
 
     with pytest.raises(SettingsMismatch, match="dropout: 0.5 != 0.1"):
         run_eval(config(dropout=0.5), tmp_path / "eval-3")
+
+    # the time-to-quality plot of the trained run
+    png = tmp_path / "curves.png"
+    result = CliRunner().invoke(app, ["bench", "curves", f"default={run}", "--out", str(png)])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
