@@ -38,7 +38,9 @@ class TrainConfig(BaseModel):
     patience: int = Field(5, description="Epochs without validation gain before stopping")
     seed: int = 42
     max_seconds: float | None = Field(None, description="Stop after this much training time")
-    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up: constant, or cosine decay to zero at `epochs`")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning rate after warm-up: constant, or cosine decay to zero at `epochs`"
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up from zero")
     bucket: int = Field(1, ge=1, description="Batches whose rows are drawn together and sorted by length (1: plain shuffled batches)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -112,13 +114,14 @@ def train(
             metrics = validate(model)
             progress.epoch += 1
             progress.train_seconds += time.perf_counter() - started
-            progress.history.append({"epoch": progress.epoch, "seconds": round(progress.train_seconds, 2), "loss": total / steps, **metrics})
+            progress.history.append(
+                {"epoch": progress.epoch, "seconds": round(progress.train_seconds, 2), "loss": total / steps, **metrics}
+            )
             if metrics[MONITOR] > progress.best.get(MONITOR, -1.0):
                 progress.best, progress.best_epoch = metrics, progress.epoch
                 save_model(run_dir, model, dataset)
-            progress.done = (
-                progress.epoch - progress.best_epoch >= config.patience
-                or (config.max_seconds is not None and progress.train_seconds >= config.max_seconds)
+            progress.done = progress.epoch - progress.best_epoch >= config.patience or (
+                config.max_seconds is not None and progress.train_seconds >= config.max_seconds
             )
             _save_state(state_dir, model, optimiser, progress, config)
             bars.update(epochs, completed=progress.epoch, info=_info(progress, total / steps, metrics))
@@ -143,7 +146,9 @@ def _batch_order(sequences: list[np.ndarray], config: TrainConfig, rng: np.rando
     if config.bucket > 1:
         lengths = np.array([len(s) for s in sequences])
         pool = config.bucket * size
-        order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.split(order, range(pool, len(order), pool))])
+        order = np.concatenate(
+            [chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.split(order, range(pool, len(order), pool))]
+        )
     batches = [order[start : start + size] for start in range(0, len(order), size)]
     if config.bucket > 1:
         rng.shuffle(batches)
@@ -174,7 +179,9 @@ def _info(progress: TrainProgress, loss: float | None = None, metrics: dict[str,
     return "  ".join(parts)
 
 
-def _save_state(state_dir: Path, model: Recommender, optimiser: torch.optim.Optimizer, progress: TrainProgress, config: TrainConfig) -> None:
+def _save_state(
+    state_dir: Path, model: Recommender, optimiser: torch.optim.Optimizer, progress: TrainProgress, config: TrainConfig
+) -> None:
     with atomic_dir(state_dir) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "last.safetensors"))
         torch.save({"optimiser": optimiser.state_dict(), "rng": torch.get_rng_state()}, tmp / "optimiser.pt")
@@ -186,8 +193,11 @@ def _resume(state_dir: Path, model: Recommender, optimiser: torch.optim.Optimize
     if not (state_dir / "progress.json").exists():
         return TrainProgress()
     saved = TrainConfig.model_validate_json((state_dir / "train_config.json").read_text())
-    # epochs, patience and the time cap may change on resume; anything else would mix two runs
-    fixed = {"batch_size", "lr", "weight_decay", "seed", "schedule", "warmup_steps", "bucket"}
+    # epochs, patience and the time cap may change on resume (epochs not under a cosine
+    # schedule, whose horizon they are); anything else would mix two runs
+    fixed = {"batch_size", "lr", "weight_decay", "seed", "schedule", "warmup_steps", "bucket"} | (
+        {"epochs"} if config.schedule == "cosine" else set()
+    )
     if saved.model_dump(include=fixed) != config.model_dump(include=fixed):
         raise ValueError(f"{state_dir}: an interrupted run with other settings ({saved}); use another --out or delete it")
     model.load_state_dict(load_file(str(state_dir / "last.safetensors")))
