@@ -34,6 +34,7 @@ err_console = Console(stderr=True)
 
 RunOption = Annotated[Path, typer.Option(help="Run folder (the backbone and its index), e.g. runs/ml1m-sasrec")]
 LLMOption = Annotated[str, typer.Option(help="local | openai:MODEL | none (no LLM: backbone, tools and rules only)")]
+PlannerOption = Annotated[str, typer.Option(help="menu: one option-scoring call weighs a menu of intents | tools: free tool calls")]
 ProbeBonusOption = Annotated[
     float, typer.Option(help="Fused assembly: bonus, in backbone standard deviations, for what a probe or the request found")
 ]
@@ -49,13 +50,14 @@ def _agent(
     *,
     probe_bonus: float,
     assembly: str = "fused",
+    planner: str = "menu",
     split: HistorySplit = "full",
 ) -> tuple[Toolbox, Agent]:
     """The toolbox and the agent of one entry point, from its options; a bad option exits 1."""
     try:
         toolbox = open_toolbox(run, parse_variants(variant), split=split)
         model = build_llm(llm)
-        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly)  # type: ignore[arg-type]
+        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner)  # type: ignore[arg-type]
         return toolbox, Agent(model, toolbox, config)
     except (FileNotFoundError, ValueError, LLMError) as exc:
         out.print(f"[red]error:[/] {escape(str(exc))}")
@@ -113,7 +115,8 @@ def _show_update(node: str, update: dict[str, Any]) -> None:
         if event.kind == "llm":
             status = "[red]unusable[/]" if event.error else "[green]ok[/]"
             console.print(
-                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok: "
+                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok "
+                f"({event.tokens_reused} reused): "
                 f"{escape((event.reply or '').strip())}"
             )
         elif event.kind == "tool":
@@ -124,7 +127,11 @@ def _show_update(node: str, update: dict[str, Any]) -> None:
             )
             if node == "act":
                 console.print(escape(event.observation or ""), style="dim")
-        elif event.kind in ("fallback", "validation", "assembly"):
+        elif event.kind == "choice":
+            console.print(f"[bold cyan]{node}[/] {escape(event.observation or '')}")
+            for intent in sorted(event.intents or [], key=lambda i: -i.probability):
+                console.print(f"  {intent.probability:.2f} {escape(intent.text)}", style="dim")
+        elif event.kind in ("fallback", "validation", "assembly", "guard"):
             console.print(f"[bold cyan]{node}[/] {escape(event.observation or event.error or '')}")
 
 
@@ -141,6 +148,7 @@ def recommend_command(
     rounds: Annotated[int | None, typer.Option(help="Plan steps before assembly (default: settings)")] = None,
     assembly: Annotated[str, typer.Option(help="fused | backbone | llm")] = "fused",
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
+    planner: PlannerOption = "menu",
     ask: Annotated[str | None, typer.Option(help="What the person asks for, in words")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the Recommendation as JSON")] = False,
 ) -> None:
@@ -151,7 +159,7 @@ def recommend_command(
         raise typer.BadParameter("give --user or --item (not both)") from exc
     if assembly not in ("fused", "backbone", "llm"):
         raise typer.BadParameter("fused | backbone | llm", param_hint="--assembly")
-    toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly)
+    toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly, planner=planner)
     try:
         result = agent.recommend(request, on_step=None if json_output else _show_update)
     except RecommendError as exc:
@@ -386,18 +394,22 @@ def bench_agent(
     llm: LLMOption = "local",
     rounds: Annotated[int | None, typer.Option(help="Plan steps (default: settings)")] = None,
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
+    planner: PlannerOption = "menu",
+    variant: VariantOption = None,
     seed: int = 2023,
 ) -> None:
-    """Seconds, LLM calls and tokens per recommendation, valid plan share, backfilled share (JSON)."""
+    """Seconds, LLM calls and tokens per recommendation, valid-first-try, degenerate and repeated
+    probe shares, distinct intents, prompt tokens evaluated per call (JSON)."""
     from agent.cli.bench import summarise
 
-    toolbox, agent = _agent(run, llm, 10, rounds, None, console, probe_bonus=probe_bonus, split="test")
+    toolbox, agent = _agent(run, llm, 10, rounds, variant, console, probe_bonus=probe_bonus, planner=planner, split="test")
     sample = np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=min(users, len(toolbox.dataset.user_ids)), replace=False)
     started = time.perf_counter()
     results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
     figures = {
         "run": str(run),
         "llm": llm,
+        "planner": agent.config.planner,
         "max_rounds": agent.config.max_rounds,
         **summarise(results),
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
+from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, NoLLM, uses_llm
+from agent.llm.scoring import OptionScorer, OptionScores
 from agent.recommend import Agent, AgentFactory
 from agent.settings import AgentSettings
-from agent.state import AgentConfig, Assembly
+from agent.state import AgentConfig, Assembly, Planner
 from tools.toolbox import HistorySplit, Toolbox
 
 NO_LLM = NoLLM.name
@@ -42,6 +43,12 @@ class LockedLLM:
         with self._lock:
             return self.inner.chat(messages, **kwargs)
 
+    def score_options(self, messages: Sequence[ChatMessage], options: Sequence[str], **kwargs: Any) -> OptionScores:
+        if not isinstance(self.inner, OptionScorer):  # the menu planner then weighs its intents uniformly
+            raise LLMError(f"{self.name} cannot score options")
+        with self._lock:
+            return self.inner.score_options(messages, options, **kwargs)
+
 
 def open_toolbox(run: Path, variants: dict[str, Path] | list[Path] | None = None, split: HistorySplit = "full") -> Toolbox:
     return Toolbox.open(run, variants=variants or {}, split=split)
@@ -64,16 +71,17 @@ def agent_config(
     *,
     probe_bonus: float = PROBE_BONUS,
     assembly: Assembly = "fused",
+    planner: Planner = "menu",
     settings: AgentSettings | None = None,
     **overrides: Any,
 ) -> AgentConfig:
     """The agent's configuration for a command-line entry point, every setting explicit: no plan
     rounds without an LLM, else `rounds` (default: TOOLREC_MAX_ROUNDS); the LLM time limit from
-    the settings; the probe bonus and the assembly as given."""
+    the settings; the probe bonus, the assembly and the planner as given."""
     settings = settings or AgentSettings()
     max_rounds = 0 if not uses_llm(llm) else rounds if rounds is not None else settings.max_rounds
     return AgentConfig(
-        k=k, max_rounds=max_rounds, probe_bonus=probe_bonus, assembly=assembly,
+        k=k, max_rounds=max_rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner,
         llm_timeout_s=settings.llm_timeout_s, **overrides,
     )  # fmt: skip
 
