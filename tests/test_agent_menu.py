@@ -11,8 +11,10 @@ import json
 import pytest
 
 from agent.cli.bench import summarise
+from agent.cli.runtime import LockedLLM, LockedScorer
 from agent.intents import Intent, draft_menu
 from agent.llm.base import LLMError, LLMTimeout, NoLLM
+from agent.llm.scoring import OptionScorer
 from agent.llm.scripted import ScriptedLLM
 from agent.recommend import Agent, recommend
 from agent.state import AGENT_TOOLS, AgentConfig, Recommendation, RecommendRequest, TraceEvent
@@ -214,3 +216,12 @@ def test_bench_agent_counts_what_the_planners_did(toolbox: Toolbox) -> None:
     assert on_menu["distinct_intents_per_user"] == len(menu_texts(toolbox))
     assert on_menu["prompt_tokens_evaluated_per_call"] == 0.0  # the scripted scorer reports no tokens
     assert set(on_menu["top_intent_kinds"]) <= {"recent_genres", "decade", "more_like", "rediscover", "variant", "theme", "favourite"}
+
+
+def test_the_command_lines_locked_llm_scores_only_where_the_model_can(toolbox: Toolbox) -> None:
+    scorer = LockedScorer(ScriptedLLM([], preferences=[[1.0] * len(menu_texts(toolbox))]))
+    assert isinstance(scorer, OptionScorer) and not isinstance(LockedLLM(NoLLM()), OptionScorer)
+    rec = recommend(USER, llm=scorer, tools=toolbox, config=MENU)
+    assert len(rec.llm_events) == 1 and choice(rec).code is None
+    chat_only = recommend(USER, llm=LockedLLM(ScriptedLLM([])), tools=toolbox, config=MENU)
+    assert not chat_only.llm_events and choice(chat_only).code == "uniform_weights"

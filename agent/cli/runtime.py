@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, NoLLM, uses_llm
+from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
 from agent.llm.scoring import OptionScorer, OptionScores
 from agent.recommend import Agent, AgentFactory
 from agent.settings import AgentSettings
@@ -43,11 +43,17 @@ class LockedLLM:
         with self._lock:
             return self.inner.chat(messages, **kwargs)
 
+
+class LockedScorer(LockedLLM):
+    """A locked LLM that can also score options (agent.llm.scoring), under the same lock."""
+
+    def __init__(self, inner: OptionScorer) -> None:
+        super().__init__(inner)  # type: ignore[arg-type]
+        self.scorer = inner
+
     def score_options(self, messages: Sequence[ChatMessage], options: Sequence[str], **kwargs: Any) -> OptionScores:
-        if not isinstance(self.inner, OptionScorer):  # the menu planner then weighs its intents uniformly
-            raise LLMError(f"{self.name} cannot score options")
         with self._lock:
-            return self.inner.score_options(messages, options, **kwargs)
+            return self.scorer.score_options(messages, options, **kwargs)
 
 
 def open_toolbox(run: Path, variants: dict[str, Path] | list[Path] | None = None, split: HistorySplit = "full") -> Toolbox:
@@ -61,7 +67,10 @@ def build_llm(spec: str, settings: AgentSettings | None = None) -> LLM:
         return NoLLM()
     from agent.llm.factory import make_llm  # the embedded runtime loads only when asked for
 
-    return LockedLLM(make_llm(spec, settings or AgentSettings()))
+    model = make_llm(spec, settings or AgentSettings())
+    # only a model that can score options looks like one: the menu planner then weighs its
+    # intents uniformly, without a failed call per user
+    return LockedScorer(model) if isinstance(model, OptionScorer) else LockedLLM(model)
 
 
 def agent_config(
