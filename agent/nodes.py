@@ -26,6 +26,7 @@ from agent.llm.base import LLM, ChatMessage, LLMError, LLMTimeout
 from agent.llm.parsing import StructuredResult, ask_structured
 from agent.llm.scoring import OptionScorer, menu_messages
 from agent.pool import Pool, Role
+from agent.prior import PRIOR_FILE, IntentPrior
 from agent.probes import call_key, trim_broad
 from agent.prompts import domain_of, render
 from agent.state import AGENT_OWNED, UNSHOWN, AgentConfig, AgentState, PlannedCall, RecommendRequest, TraceEvent
@@ -178,6 +179,8 @@ class Nodes:
         self.plan_model = plan_step_model(tuple(config.tools))
         # the same for every user, so that an embedded model evaluates it once (prefix reuse)
         self.menu_system = render(self.domain, "menu_system")
+        run = toolbox.run_dir
+        self.prior = IntentPrior.load(run) if config.menu_choice == "prior" and run and (run / PRIOR_FILE).is_file() else None
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -377,7 +380,12 @@ class Nodes:
         if self.config.menu_choice == "uniform":
             return {"weights": uniform, "trace": [self._choice(entries, uniform, None, "uniform weights by setting: no LLM call")]}
         why = None
-        if len(entries) < 2:
+        if self.config.menu_choice == "prior":
+            if self.prior is not None and entries:
+                weights = self.prior.weights(state["profile"], entries, self.primary or "")
+                return {"weights": weights, "trace": [self._choice(entries, weights, None, f"the prior fit on {self.prior.users} users")]}
+            why = f"no intent prior in the run folder ({PRIOR_FILE}: `toolrec intents fit-prior`)"
+        elif len(entries) < 2:
             why = f"{len(entries)} intent(s) on the menu: nothing to choose"
         elif not isinstance(self.llm, OptionScorer):
             why = f"{self.llm.name} cannot score options"

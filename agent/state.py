@@ -59,8 +59,10 @@ class AgentConfig(BaseModel):
     llm_timeout_s: float | None = 60.0
     retries: int = Field(1, ge=0, le=3, description="Corrective retries after an unusable reply")
     planner: Planner = Field("menu", description="menu: intents weighted by one option-scoring call; tools: free tool calls")
-    menu_choice: Literal["llm", "uniform"] = Field(
-        "llm", description="menu: the LLM's probabilities weight the intents, or uniform weights and no LLM call (the ablation)"
+    menu_choice: Literal["llm", "uniform", "prior"] = Field(
+        "llm",
+        description="menu: the LLM's probabilities weight the intents; uniform: equal weights, no LLM call (the ablation); prior: "
+        "the prior learned on validation users (RUN/intent_prior.json), no LLM call",
     )
     orderings: int = Field(2, ge=1, le=18, description="menu: orderings of the options averaged, so that position bias cancels")
 

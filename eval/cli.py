@@ -21,7 +21,16 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.app import bench_agent, bench_serve_command, chat_command, mcp_command, models_app, recommend_command, serve_command
+from agent.cli.app import (
+    bench_agent,
+    bench_serve_command,
+    chat_command,
+    intents_app,
+    mcp_command,
+    models_app,
+    recommend_command,
+    serve_command,
+)
 from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
 from eval.config import load_config
@@ -42,6 +51,7 @@ eval_app = typer.Typer(help="Reproducible evaluation runs and their reports.", n
 app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(intents_app, name="intents")
 app.add_typer(eval_app, name="eval")
 app.command("recommend")(recommend_command)
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)

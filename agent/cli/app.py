@@ -106,6 +106,40 @@ def models_get(
     console.print(f"[green]ok[/] {path} sha256 {source.sha256}")
 
 
+# --- intents fit-prior -----------------------------------------------------------------------
+
+intents_app = typer.Typer(no_args_is_help=True)
+
+
+@intents_app.callback()
+def intents() -> None:
+    """The intent menu's learned prior."""
+
+
+@intents_app.command("fit-prior")
+def fit_prior_command(
+    run: RunOption,
+    variant: VariantOption = None,
+    users: Annotated[int, typer.Option(help="How many sampled validation users")] = 500,
+    seed: int = 2023,
+) -> None:
+    """Fit the prior over menu intents from profile features alone on validation users (histories
+    stop before the validation item; the test item is never read); save RUN/intent_prior.json and
+    print the validation hit rates of random, first, each fixed kind, the prior and the oracle (JSON)."""
+    from agent.prior import fit_prior
+
+    try:
+        toolbox = open_toolbox(run, parse_variants(variant), split="valid")
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    ids = toolbox.dataset.user_ids
+    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
+    report = fit_prior(toolbox, sample)
+    path = report.prior.save(run)
+    print(json.dumps({"saved": str(path), **report.model_dump(exclude={"prior"})}, indent=2))
+
+
 # --- recommend -------------------------------------------------------------------------------
 
 
