@@ -103,21 +103,24 @@ def menus(
     from agent.nodes import Nodes
     from agent.state import AgentConfig, RecommendRequest
 
-    if toolbox.split != "valid":
-        raise ValueError(f"the prior is fit on validation histories: open the toolbox with split='valid', not {toolbox.split!r}")
+    split = toolbox.split
+    if split == "full":
+        raise ValueError("full histories hold no held-out item: open the toolbox with split='valid' or 'test'")
     nodes = Nodes(NoLLM(), toolbox, (config or AgentConfig()).model_copy(update={"max_rounds": 1, "menu_choice": "uniform"}))
     out = []
     for user in users:
         state = {"request": RecommendRequest(user_id=user)}
         profile = nodes.profile(state)["profile"]  # type: ignore[arg-type]
         entries = nodes.menu({**state, "profile": profile})["menu"]  # type: ignore[arg-type]
-        out.append((profile, entries, toolbox.dataset.item(toolbox.dataset.target(user, "valid")).id))
+        out.append((profile, entries, toolbox.dataset.item(toolbox.dataset.target(user, split)).id))
     return out
 
 
 def fit_prior(toolbox: Toolbox, users: Sequence[str], config: AgentConfig | None = None, c: float = 1.0) -> PriorReport:
     from sklearn.linear_model import LogisticRegression  # fitting only; using a prior needs numpy alone
 
+    if toolbox.split != "valid":
+        raise ValueError(f"the prior is fit on validation histories: open the toolbox with split='valid', not {toolbox.split!r}")
     primary = toolbox.primary_attribute or ""
     rows, labels, per_user = [], [], []
     for profile, entries, target in menus(toolbox, users, config):

@@ -35,6 +35,7 @@ from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
 from eval.config import load_config
 from eval.conversation_sim import chat_sim_command
+from eval.intents import intents_command
 from eval.metrics import KS
 from eval.report import REPORT_MD, plot_training_curves, write_report
 from eval.runner import RESULTS, RunLocked, run_eval
@@ -65,6 +66,7 @@ app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 bench_app.command("serve")(bench_serve_command)
 eval_app.command("chat-sim")(chat_sim_command)
+eval_app.command("intents")(intents_command)
 
 
 _D = {name: field.default for name, field in TrainSpec.model_fields.items()}
