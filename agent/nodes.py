@@ -376,12 +376,14 @@ class Nodes:
         orderings so that position bias cancels). Uniform weights, traced as `uniform_weights`,
         where the call fails or times out, the LLM cannot score, or there is nothing to choose."""
         entries = state["menu"]
-        uniform = [1.0 / len(entries)] * len(entries)
+        uniform = [1.0 / len(entries)] * len(entries) if entries else []
         if self.config.menu_choice == "uniform":
             return {"weights": uniform, "trace": [self._choice(entries, uniform, None, "uniform weights by setting: no LLM call")]}
         why = None
-        if self.config.menu_choice == "prior":
-            if self.prior is not None and entries:
+        if not entries:
+            why = "no intent on the menu found anything"
+        elif self.config.menu_choice == "prior":
+            if self.prior is not None:
                 weights = self.prior.weights(state["profile"], entries, self.primary or "")
                 return {"weights": weights, "trace": [self._choice(entries, weights, None, f"the prior fit on {self.prior.users} users")]}
             why = f"no intent prior in the run folder ({PRIOR_FILE}: `toolrec intents fit-prior`)"

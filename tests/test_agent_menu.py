@@ -225,3 +225,11 @@ def test_the_command_lines_locked_llm_scores_only_where_the_model_can(toolbox: T
     assert len(rec.llm_events) == 1 and choice(rec).code is None
     chat_only = recommend(USER, llm=LockedLLM(ScriptedLLM([])), tools=toolbox, config=MENU)
     assert not chat_only.llm_events and choice(chat_only).code == "uniform_weights"
+
+
+def test_an_empty_menu_leaves_the_backbones_list(toolbox: Toolbox) -> None:
+    rec = recommend(USER, llm=ScriptedLLM([]), tools=toolbox, config=MENU.model_copy(update={"tools": ["lookup"]}))
+    assert_valid(rec, toolbox)
+    event = choice(rec)
+    assert event.code == "uniform_weights" and event.intents == [] and not rec.llm_events
+    assert all(item.reason.endswith("- via retrieve") for item in rec.items)
