@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from agent.assembly import ASSEMBLY_FILE, LearnedAssembly, popularity_by_id
 from agent.intents import IntentWeight, MenuEntry, draft_menu
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMTimeout
 from agent.llm.parsing import StructuredResult, ask_structured
@@ -181,6 +182,16 @@ class Nodes:
         self.menu_system = render(self.domain, "menu_system")
         run = toolbox.run_dir
         self.prior = IntentPrior.load(run) if config.menu_choice == "prior" and run and (run / PRIOR_FILE).is_file() else None
+        self.learned: LearnedAssembly | None = None
+        self.popularity: dict[str, float] = {}
+        if config.assembly == "learned":
+            if run is None or not (run / ASSEMBLY_FILE).is_file():
+                raise ValueError(f"assembly 'learned' needs {ASSEMBLY_FILE} in the run folder: `toolrec intents fit-assembly`")
+            self.learned = LearnedAssembly.load(run)
+            missing = set(self.learned.variants) - set(toolbox.variants)
+            if missing:
+                raise ValueError(f"{ASSEMBLY_FILE} reads variants {sorted(missing)} that this toolbox lacks (--variant)")
+            self.popularity = popularity_by_id(toolbox)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -426,32 +437,46 @@ class Nodes:
         pool, weights = state["pool"], state["weights"]
         top = max(weights, default=0.0)
         for entry, probability in zip(state["menu"], weights, strict=True):
-            pool = pool.add(entry.items, "probe", intent=entry.intent.text, weight=probability / top if top > 0 else 1.0)
+            weight = probability / top if top > 0 else 1.0
+            pool = pool.add(entry.items, "probe", intent=entry.intent.text, kind=entry.intent.kind, weight=weight)
         return {"pool": pool, "round": 1}
 
-    def assemble(self, state: AgentState) -> dict[str, Any]:
-        started = time.perf_counter()
-        pool = state["pool"]
-        variants = list(self.toolbox.variants) if self.config.ensemble else [self.toolbox.default_variant]
+    def variant_scores(self, state: AgentState, variants: list[str]) -> tuple[dict[str, dict[str, float]] | None, list[TraceEvent]]:
+        """Each variant's score of every pool item (the rank tool), or None where ranking failed."""
         events: list[TraceEvent] = []
         scores: dict[str, dict[str, float]] = {}
         for variant in variants:
             ranked, event = self._tool(
-                "assemble", "rank", {**state["request"].subject(), "candidates": pool.ids(), "by": "model", "variant": variant}
+                "assemble", "rank", {**state["request"].subject(), "candidates": state["pool"].ids(), "by": "model", "variant": variant}
             )
             events.append(event)
             if not isinstance(ranked.output, ItemsOutput):
-                # the pool came from the backbones themselves; the seed order is the fallback
-                kept = TraceEvent(
-                    node="assemble",
-                    kind="fallback",
-                    code="rank_failed",
-                    error="the pool could not be ranked: the backbone's seed order is kept",
-                )
-                return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
+                return None, events
             key = f"model:{self.toolbox.variant(variant)}"
             scores[variant] = {item.id: item.scores[key] for item in ranked.output.items}
-        fused = pool.fuse(scores, bonus=self.config.probe_bonus if self.config.assembly == "fused" else 0.0)
+        return scores, events
+
+    def assemble(self, state: AgentState) -> dict[str, Any]:
+        started = time.perf_counter()
+        pool = state["pool"]
+        if self.learned is not None:
+            variants = self.learned.variants
+        else:
+            variants = list(self.toolbox.variants) if self.config.ensemble else [self.toolbox.default_variant]
+        scores, events = self.variant_scores(state, variants)
+        if scores is None:
+            # the pool came from the backbones themselves; the seed order is the fallback
+            kept = TraceEvent(
+                node="assemble",
+                kind="fallback",
+                code="rank_failed",
+                error="the pool could not be ranked: the backbone's seed order is kept",
+            )
+            return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
+        if self.learned is not None:
+            fused = self.learned.scores(pool, scores, self.popularity)
+        else:
+            fused = pool.fuse(scores, bonus=self.config.probe_bonus if self.config.assembly == "fused" else 0.0)
         order = sorted(fused, key=lambda i: -fused[i])
         if self.config.assembly == "llm":
             order, llm_events = self._rerank(state, order)

@@ -42,6 +42,7 @@ class Find(BaseModel):
     provenance: Provenance
     position: int = Field(ge=1, description="The item's place in that call's result, 1-based")
     intent: str | None = Field(None, description="The menu intent the call was made for, in words")
+    kind: str | None = Field(None, description="That intent's kind (agent.intents.IntentKind)")
     weight: float = Field(1.0, ge=0.0, le=1.0, description="How much the call counts: 1 for the most wanted intent and free probes")
 
 
@@ -146,12 +147,12 @@ class Pool(BaseModel):
     def ids(self) -> list[str]:
         return list(self.items)
 
-    def add(self, found: Sequence[ScoredItem], role: Role, intent: str | None = None, weight: float = 1.0) -> Pool:
-        """The pool with one tool call's result added under `role` (made for `intent`, counting
-        `weight`): a known item gains the new scores, provenance and finds."""
+    def add(self, found: Sequence[ScoredItem], role: Role, intent: str | None = None, kind: str | None = None, weight: float = 1.0) -> Pool:
+        """The pool with one tool call's result added under `role` (made for `intent` of `kind`,
+        counting `weight`): a known item gains the new scores, provenance and finds."""
         items = dict(self.items)
         for position, item in enumerate(found, start=1):
-            finds = [Find(role=role, provenance=p, position=position, intent=intent, weight=weight) for p in item.provenance]
+            finds = [Find(role=role, provenance=p, position=position, intent=intent, kind=kind, weight=weight) for p in item.provenance]
             known = items.get(item.id)
             if known is None:
                 items[item.id] = PoolItem(item=item, finds=finds)
@@ -167,12 +168,15 @@ class Pool(BaseModel):
         """Each pool item's fused score: the sum over score sets (one per backbone variant, keyed
         by item id) of its z-score within the pool, plus `bonus` times the weight of the most
         wanted call beyond the seed ranking that found it (a free probe or an ask counts 1)."""
+        z = self.zscores(scores).sum(axis=0)
+        return {i: float(z[n]) + bonus * self.items[i].probe_weight for n, i in enumerate(self.ids())}
+
+    def zscores(self, scores: Mapping[str, Mapping[str, float]]) -> np.ndarray:
+        """Per score set (rows, in `scores`' order), each pool item's z-score within the pool (columns, in pool order)."""
         ids = self.ids()
-        z = np.zeros(len(ids))
         everyone = np.ones(len(ids), dtype=bool)
-        for by_id in scores.values():
-            z += zscore(np.array([by_id[i] for i in ids], dtype=np.float64), everyone)
-        return {i: float(z[n]) + bonus * self.items[i].probe_weight for n, i in enumerate(ids)}
+        rows = [zscore(np.array([by_id[i] for i in ids], dtype=np.float64), everyone) for by_id in scores.values()]
+        return np.array(rows).reshape(len(rows), len(ids))
 
     def complete(self, order: Iterable[str], k: int, backbone: Sequence[str] = (), excluded: Collection[str] = ()) -> Completion:
         """Exactly k items where the pool has them: those of `order` that are in the pool, not

@@ -19,7 +19,7 @@ from tools.constraints import Filters
 from tools.profile import UserProfileOutput
 from tools.schemas import Provenance
 
-Assembly = Literal["fused", "backbone", "llm"]
+Assembly = Literal["fused", "backbone", "llm", "learned"]
 # menu: the agent drafts a menu of intents, runs them all, and one option-scoring call says how
 # much each counts (small models choose among numbered options well, compose tool calls badly);
 # tools: the LLM calls tools freely, round by round (for strong remote models).
@@ -48,7 +48,8 @@ class AgentConfig(BaseModel):
     seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
     assembly: Assembly = Field(
         "fused",
-        description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks",
+        description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks; "
+        "learned: the weights fit on validation users (RUN/assembly.json)",
     )
     ensemble: bool = Field(True, description="Assembly sums the z-scored scores of every backbone variant in the toolbox")
     probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")

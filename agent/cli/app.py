@@ -140,6 +140,38 @@ def fit_prior_command(
     print(json.dumps({"saved": str(path), **report.model_dump(exclude={"prior"})}, indent=2))
 
 
+@intents_app.command("fit-assembly")
+def fit_assembly_command(
+    run: RunOption,
+    variant: VariantOption = None,
+    users: Annotated[int, typer.Option(help="How many sampled validation users")] = 500,
+    llm: Annotated[str, typer.Option(help="none: menu weights by --menu-choice | local | openai:MODEL (the LLM weighs the menu)")] = "none",
+    menu_choice: Annotated[str, typer.Option(help="uniform | prior, where --llm is none")] = "uniform",
+    seed: int = 2023,
+) -> None:
+    """Fit the learned assembly on validation users (histories stop before the validation item;
+    the test item is never read); save RUN/assembly.json and print its coefficients and the
+    validation NDCG@10 of the fused and learned orders (JSON)."""
+    from agent.assembly import fit_assembly
+
+    if menu_choice not in ("uniform", "prior"):
+        raise typer.BadParameter("uniform | prior", param_hint="--menu-choice")
+    try:
+        toolbox = open_toolbox(run, parse_variants(variant), split="valid")
+        model = build_llm(llm)
+        choice = "llm" if llm != "none" else menu_choice
+        config = agent_config(model, k=10, rounds=1, probe_bonus=PROBE_BONUS, menu_choice=choice)
+    except (FileNotFoundError, ValueError, LLMError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    config = config.model_copy(update={"max_rounds": 1})  # the menu runs even without an LLM
+    ids = toolbox.dataset.user_ids
+    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
+    report = fit_assembly(toolbox, sample, config, model)
+    path = report.assembly.save(run)
+    print(json.dumps({"saved": str(path), **report.model_dump(exclude={"assembly"})}, indent=2))
+
+
 # --- recommend -------------------------------------------------------------------------------
 
 
@@ -180,7 +212,7 @@ def recommend_command(
     llm: LLMOption = "local",
     variant: VariantOption = None,
     rounds: Annotated[int | None, typer.Option(help="Plan steps before assembly (default: settings)")] = None,
-    assembly: Annotated[str, typer.Option(help="fused | backbone | llm")] = "fused",
+    assembly: Annotated[str, typer.Option(help="fused | backbone | llm | learned (RUN/assembly.json)")] = "fused",
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
     planner: PlannerOption = "menu",
     ask: Annotated[str | None, typer.Option(help="What the person asks for, in words")] = None,
@@ -191,8 +223,8 @@ def recommend_command(
         request = RecommendRequest(user_id=user, history=item, request=ask)
     except ValidationError as exc:
         raise typer.BadParameter("give --user or --item (not both)") from exc
-    if assembly not in ("fused", "backbone", "llm"):
-        raise typer.BadParameter("fused | backbone | llm", param_hint="--assembly")
+    if assembly not in ("fused", "backbone", "llm", "learned"):
+        raise typer.BadParameter("fused | backbone | llm | learned", param_hint="--assembly")
     toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly, planner=planner)
     try:
         result = agent.recommend(request, on_step=None if json_output else _show_update)
