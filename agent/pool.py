@@ -51,11 +51,6 @@ class PoolItem(BaseModel):
     finds: list[Find] = Field(default_factory=list)
 
     @property
-    def probed(self) -> bool:
-        """Whether anything beyond the backbone's seed ranking found it (a probe or an ask)."""
-        return any(f.role != "seed" for f in self.finds)
-
-    @property
     def probe_weight(self) -> float:
         """The weight of the most wanted call beyond the seed that found it (0: the seed alone)."""
         return max((f.weight for f in self.finds if f.role != "seed"), default=0.0)

@@ -34,13 +34,13 @@ def test_add_keeps_every_find_with_its_role_and_merges_scores() -> None:
         ("probe", "plain", 1),
     ]
     assert set(b.item.scores) == {"model:plain", "model:genre"} and len(b.item.provenance) == 3
-    assert b.probed and not pool["a"].probed and pool["d"].probed
+    assert b.probe_weight == pool["d"].probe_weight == 1.0 and pool["a"].probe_weight == 0.0
 
 
 def test_adding_never_changes_the_pool_it_came_from() -> None:
     seeded = Pool().add(SEED_PLAIN, "seed")
     seeded.add(PROBE, "probe")
-    assert seeded.ids() == ["a", "b", "c"] and not seeded["b"].probed
+    assert seeded.ids() == ["a", "b", "c"] and seeded["b"].probe_weight == 0.0
 
 
 def test_fuse_sums_zscores_by_key_and_adds_the_bonus_for_probed_items() -> None:
