@@ -418,7 +418,8 @@ class Nodes:
         shown = menu_messages(messages, options, scores.orderings[0].order) if scores.orderings else messages
         call = TraceEvent(
             node="choose", kind="llm", seconds=scores.seconds, messages=shown, reply=f"{scores.best + 1}. {options[scores.best]}",
-            prompt_tokens=sum(o.prompt_tokens for o in scores.orderings), tokens_reused=scores.tokens_reused, valid_first_try=True,
+            prompt_tokens=sum(o.prompt_tokens for o in scores.orderings), tokens_reused=scores.tokens_reused,
+            cached=scores.cached, valid_first_try=True,
         )  # fmt: skip
         weights = scores.probabilities()
         note = f"{scores.method} over {len(scores.orderings)} ordering(s)"
