@@ -233,3 +233,15 @@ def test_an_empty_menu_leaves_the_backbones_list(toolbox: Toolbox) -> None:
     event = choice(rec)
     assert event.code == "uniform_weights" and event.intents == [] and not rec.llm_events
     assert all(item.reason.endswith("- via retrieve") for item in rec.items)
+
+
+def test_the_command_line_shows_each_intents_weight(toolbox: Toolbox, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli.app import _show_update
+
+    texts = menu_texts(toolbox)
+    rec = recommend(USER, llm=ScriptedLLM([], preferences=[[4.0] + [1.0] * (len(texts) - 1)]), tools=toolbox, config=MENU)
+    for event in rec.trace:
+        _show_update(event.node, {"trace": [event]})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "choose LLM ok" in out and "reused" in out and "scripted over 1 ordering(s)" in out
+    assert f"{4 / (len(texts) + 3):.2f} {' '.join(texts[0].split()[:3])}" in out  # the most wanted intent first, with its weight
