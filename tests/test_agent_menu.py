@@ -214,6 +214,7 @@ def test_bench_agent_counts_what_the_planners_did(toolbox: Toolbox) -> None:
     on_menu = summarise(menu)
     assert on_menu["llm_calls_per_recommendation"] == 1.0 and on_menu["degenerate_probe_share"] == 0.0
     assert on_menu["distinct_intents_per_user"] == len(menu_texts(toolbox))
+    assert 1 <= on_menu["distinct_reasons_per_list"] <= len(menu_texts(toolbox)) + 2
     assert on_menu["prompt_tokens_evaluated_per_call"] == 0.0  # the scripted scorer reports no tokens
     assert set(on_menu["top_intent_kinds"]) <= {"recent_genres", "decade", "more_like", "rediscover", "variant", "theme", "favourite"}
 

@@ -86,6 +86,7 @@ def summarise(recommendations: list[Recommendation]) -> dict[str, Any]:
         "repeated_call_share": _share(repeated, attempts),
         "searches_ended_by_repeat_share": _share(sum(r.has("repeated_call") for r in recommendations), n),
         "distinct_intents_per_user": round(statistics.mean(distinct), 3),
+        "distinct_reasons_per_list": round(statistics.mean(len({i.reason for i in r.items}) for r in recommendations), 3),
         "uniform_weights_share": _share(sum(r.has("uniform_weights") for r in recommendations), n),
         "top_intent_kinds": dict(top.most_common()),
         "backfilled_share": _share(sum(r.backfilled > 0 for r in recommendations), n),
