@@ -32,12 +32,13 @@ from tools.toolbox import Toolbox
 N_BOOT = 2000
 
 
-def choice_signal(toolbox: Toolbox, users: list[str], llm: LLM | None = None, seed: int = 0) -> dict[str, Any]:
-    """The hit shares of every way of choosing over the same users (see the module's doc)."""
+def choice_signal(toolbox: Toolbox, users: list[str], llm: LLM | None = None, seed: int = 0, orderings: int = 2) -> dict[str, Any]:
+    """The hit shares of every way of choosing over the same users (see the module's doc); the
+    LLM scores each menu over `orderings` orderings."""
     primary = toolbox.primary_attribute or ""
     run = toolbox.run_dir
     prior = IntentPrior.load(run) if run is not None and (run / PRIOR_FILE).is_file() else None
-    nodes = Nodes(llm, toolbox, AgentConfig(max_rounds=1)) if llm is not None and uses_llm(llm) else None
+    nodes = Nodes(llm, toolbox, AgentConfig(max_rounds=1, orderings=orderings)) if llm is not None and uses_llm(llm) else None
     scores: dict[str, list[float]] = {name: [] for name in ("random", "first", *KINDS, "oracle")}
     if prior is not None:
         scores["prior"] = []
@@ -91,6 +92,7 @@ def choice_signal(toolbox: Toolbox, users: list[str], llm: LLM | None = None, se
     if nodes is not None:
         report["llm"] = {
             "model": llm.name if llm is not None else None,
+            "orderings": orderings,
             "seconds_p50": round(statistics.median(llm_seconds), 3) if llm_seconds else 0.0,
             "prompt_tokens_evaluated_per_call": round(statistics.mean(evaluated), 1) if evaluated else 0.0,
             "prompt_tokens_reused_per_call": round(statistics.mean(reused), 1) if reused else 0.0,
@@ -109,6 +111,7 @@ def intents_command(
     users: Annotated[int, typer.Option(help="How many sampled users")] = 100,
     split: Annotated[str, typer.Option(help="test (held-out test item) | valid (validation item)")] = "test",
     llm: Annotated[str, typer.Option(help="local | openai:MODEL | none (baselines only)")] = "none",
+    orderings: Annotated[int, typer.Option(help="Orderings of each menu the LLM scores (2n: every option at every place)")] = 2,
     seed: int = 2023,
 ) -> None:
     """Which menu intents hold each user's held-out item, and how often each way of choosing
@@ -118,5 +121,5 @@ def intents_command(
     toolbox = open_toolbox(run, parse_variants(variant), split=split)  # type: ignore[arg-type]
     ids = toolbox.dataset.user_ids
     sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
-    report = choice_signal(toolbox, sample, build_llm(llm), seed=seed)
+    report = choice_signal(toolbox, sample, build_llm(llm), seed=seed, orderings=orderings)
     print(json.dumps({"run": str(run), **report}, indent=2))
