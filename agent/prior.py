@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, get_args
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agent.intents import IntentKind, MenuEntry
+from agent.intents import RECENT, IntentKind, MenuEntry
 from tools.profile import UserProfileOutput
 from tools.toolbox import Toolbox
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 PRIOR_FILE = "intent_prior.json"
 KINDS: tuple[str, ...] = get_args(IntentKind)
-RECENT = 5
 
 
 def feature_names() -> list[str]:
