@@ -1,9 +1,11 @@
-"""The LangGraph wiring: typed state, small nodes, named edges.
+"""The LangGraph wiring: typed state, small nodes, named edges. The planner setting picks one
+of two middles:
 
-    profile -> seed -> plan -> act -> plan ... (until finish or max_rounds) -> assemble -> validate
+    tools: profile -> seed -> plan -> act -> plan ... (until finish or max_rounds) -> assemble -> validate
+    menu:  profile -> seed -> menu -> choose -> gather -> assemble -> validate
 
-`plan` and `act` set `finished` (the LLM said finish, gave no usable step or repeated itself;
-the rounds are spent); the two edge functions below only read it.
+`profile`, `plan` and `act` set `finished` (no rounds configured; the LLM said finish, gave no
+usable step or repeated itself; the rounds are spent); the edge functions below only read it.
 """
 
 from __future__ import annotations
@@ -27,20 +29,33 @@ def act_or_assemble(state: AgentState) -> Literal["act", "assemble"]:
     return "assemble" if state["finished"] else "act"
 
 
+def menu_or_assemble(state: AgentState) -> Literal["menu", "assemble"]:
+    """After seeding the pool (menu mode): the intent menu, or straight to assembly (no rounds)."""
+    return "assemble" if state["finished"] else "menu"
+
+
 def build_graph(nodes: Nodes) -> CompiledStateGraph:
     graph = StateGraph(AgentState)
     graph.add_node("profile", nodes.profile)
     graph.add_node("seed", nodes.seed)
-    graph.add_node("plan", nodes.plan)
-    graph.add_node("act", nodes.act)
     graph.add_node("assemble", nodes.assemble)
     graph.add_node("validate", nodes.validate)
-
     graph.add_edge(START, "profile")
     graph.add_edge("profile", "seed")
-    graph.add_conditional_edges("seed", plan_or_assemble)
-    graph.add_conditional_edges("plan", act_or_assemble)
-    graph.add_conditional_edges("act", plan_or_assemble)
+    if nodes.config.planner == "menu":
+        graph.add_node("menu", nodes.menu)
+        graph.add_node("choose", nodes.choose)
+        graph.add_node("gather", nodes.gather)
+        graph.add_conditional_edges("seed", menu_or_assemble)
+        graph.add_edge("menu", "choose")
+        graph.add_edge("choose", "gather")
+        graph.add_edge("gather", "assemble")
+    else:
+        graph.add_node("plan", nodes.plan)
+        graph.add_node("act", nodes.act)
+        graph.add_conditional_edges("seed", plan_or_assemble)
+        graph.add_conditional_edges("plan", act_or_assemble)
+        graph.add_conditional_edges("act", plan_or_assemble)
     graph.add_edge("assemble", "validate")
     graph.add_edge("validate", END)
     return graph.compile()

@@ -1,9 +1,15 @@
-"""The graph's nodes: profile -> seed -> plan -> act -> (plan | assemble) -> validate.
+"""The graph's nodes.
 
-Each node reads the state and returns the keys it changes. The LLM chooses tools and their
-attribute arguments; the agent owns who the user is (user_id / history are always overwritten
-with the request's), how many items a probe adds, and what may end up in the list. What the
-tools return goes on the candidate pool (`agent.pool`), each find with its role.
+    tools mode: profile -> seed -> plan -> act -> (plan | assemble) -> validate
+    menu mode:  profile -> seed -> menu -> choose -> gather -> assemble -> validate
+
+Each node reads the state and returns the keys it changes. In tools mode the LLM chooses tools
+and their attribute arguments, and a probe that cannot change the list is corrected or dropped
+(agent.probes); in menu mode the agent drafts and runs a menu of intents (agent.intents) and the
+LLM's option scores say how much each counts. The agent owns who the user is (user_id / history
+are always overwritten with the request's), how many items a probe adds, and what may end up in
+the list. What the tools return goes on the candidate pool (`agent.pool`), each find with its
+role.
 """
 
 from __future__ import annotations
@@ -15,12 +21,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from agent.llm.base import LLM, ChatMessage
+from agent.assembly import ASSEMBLY_FILE, LearnedAssembly, popularity_by_id
+from agent.intents import IntentWeight, MenuEntry, draft_menu
+from agent.llm.base import LLM, ChatMessage, LLMError, LLMTimeout
 from agent.llm.parsing import StructuredResult, ask_structured
+from agent.llm.scoring import OptionScorer, menu_messages
 from agent.pool import Pool, Role
+from agent.prior import PRIOR_FILE, IntentPrior
+from agent.probes import call_key, trim_broad
 from agent.prompts import domain_of, render
 from agent.state import AGENT_OWNED, UNSHOWN, AgentConfig, AgentState, PlannedCall, RecommendRequest, TraceEvent
 from tools.constraints import Filters
+from tools.profile import UserProfileOutput
 from tools.registry import TOOLS, ToolResult, call_tool
 from tools.schemas import ItemsOutput
 from tools.titles import item_line
@@ -144,6 +156,7 @@ def _llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
             messages=attempt.messages,
             reply=attempt.reply.text if attempt.reply else None,
             prompt_tokens=attempt.reply.prompt_tokens if attempt.reply else 0,
+            tokens_reused=attempt.reply.prompt_tokens_reused if attempt.reply else 0,
             completion_tokens=attempt.reply.completion_tokens if attempt.reply else 0,
             cached=attempt.reply.cached if attempt.reply else False,
             error=attempt.error,
@@ -165,6 +178,20 @@ class Nodes:
         self.example_value = values[0] if values else ""
         self.system = render(self.domain, "system", tools=tool_lines(config.tools), values=", ".join(values) or "(none)")
         self.plan_model = plan_step_model(tuple(config.tools))
+        # the same for every user, so that an embedded model evaluates it once (prefix reuse)
+        self.menu_system = render(self.domain, "menu_system")
+        run = toolbox.run_dir
+        self.prior = IntentPrior.load(run) if config.menu_choice == "prior" and run and (run / PRIOR_FILE).is_file() else None
+        self.learned: LearnedAssembly | None = None
+        self.popularity: dict[str, float] = {}
+        if config.assembly == "learned":
+            if run is None or not (run / ASSEMBLY_FILE).is_file():
+                raise ValueError(f"assembly 'learned' needs {ASSEMBLY_FILE} in the run folder: `toolrec intents fit-assembly`")
+            self.learned = LearnedAssembly.load(run)
+            missing = set(self.learned.variants) - set(toolbox.variants)
+            if missing:
+                raise ValueError(f"{ASSEMBLY_FILE} reads variants {sorted(missing)} that this toolbox lacks (--variant)")
+            self.popularity = popularity_by_id(toolbox)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -214,23 +241,32 @@ class Nodes:
         if profile.error is not None:
             raise RecommendError(profile.error.message)
         out = profile.output
-        primary = self.primary or ""
-        recent = "\n".join(f"- {item_line(h.title, h.year, h.attributes.get(primary, []))}" for h in out.recent_items)
-        plan = render(
-            self.domain, "plan",
-            recent=recent or "(nothing yet)",
-            top_values=", ".join(f"{v.value} ({v.count})" for v in out.attributes.get(primary, [])) or "-",
-            recent_values=", ".join(v.value for v in out.recent_attributes.get(primary, [])) or "-",
-            request=f"\nWhat you ask for now: {request.request}\n" if request.request else "",
-            round=1, max_rounds=self.config.max_rounds, example_value=self.example_value,
-        )  # fmt: skip
+        messages: list[ChatMessage] = []
+        if self.config.planner == "tools":
+            plan = render(
+                self.domain, "plan", **self._profile_values(out, request),
+                recent_values=", ".join(v.value for v in out.recent_attributes.get(self.primary or "", [])) or "-",
+                round=1, max_rounds=self.config.max_rounds, example_value=self.example_value,
+            )  # fmt: skip
+            messages = [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=plan)]
         return {
             "profile": out,
-            "messages": [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=plan)],
+            "messages": messages,
             "round": 0,
             "step": None,
+            "calls": [],
             "finished": self.config.max_rounds == 0,
             "trace": [event],
+        }
+
+    def _profile_values(self, profile: UserProfileOutput, request: RecommendRequest) -> dict[str, str]:
+        """What the plan and menu prompts say about the user: recent items, favourite values, the request."""
+        primary = self.primary or ""
+        recent = "\n".join(f"- {item_line(h.title, h.year, h.attributes.get(primary, []))}" for h in profile.recent_items)
+        return {
+            "recent": recent or "(nothing yet)",
+            "top_values": ", ".join(f"{v.value} ({v.count})" for v in profile.attributes.get(primary, [])) or "-",
+            "request": f"\nWhat you ask for now: {request.request}\n" if request.request else "",
         }
 
     def seed(self, state: AgentState) -> dict[str, Any]:
@@ -283,10 +319,33 @@ class Nodes:
         return arguments
 
     def act(self, state: AgentState) -> dict[str, Any]:
+        """The plan step's call under the rules of agent.probes: a constraint admitting most of the
+        catalogue is narrowed to the user's top values before it is sent (`broad_call`; the LLM is
+        told); a call sent before is not sent again and ends the search, which has converged
+        (`repeated_call`); a call whose items are all in the pool already adds none of them
+        (`known_items`): it could not change the list, and the LLM is told it found nothing new."""
         step = state["step"]
         assert step is not None
-        pool, _, event = self._probe("act", state["pool"], step, state["request"], "probe")
+        request, pool, calls = state["request"], state["pool"], state.get("calls", [])
         done = state["round"] + 1
+        arguments, notes = trim_broad(self.toolbox, state["profile"], self._probe_arguments(step.name, step.arguments, request))
+        key = call_key(step.name, arguments)
+        if key in calls:
+            repeat = TraceEvent(
+                node="act", kind="guard", code="repeated_call", tool=step.name, arguments=arguments,
+                error="a call sent before: not sent again, finishing",
+            )  # fmt: skip
+            return {"round": done, "finished": True, "trace": [repeat]}
+        result, event = self._tool("act", step.name, arguments)
+        found = result.output.items if isinstance(result.output, ItemsOutput) else []
+        # one code per probe, so that each refused probe counts once: dropped outranks corrected
+        if found and all(item.id in pool for item in found):
+            event.code, event.observation = "known_items", f"nothing new: all {len(found)} items are among the candidates already"
+        else:
+            pool = pool.add(found, "probe")
+            event.code = "broad_call" if notes and event.code is None else event.code
+        if notes:
+            event.observation = f"{'; '.join(notes)}\n{event.observation}"
         observation = render(
             self.domain, "observe", tool=step.name, result=event.observation,
             round=min(done + 1, self.config.max_rounds), max_rounds=self.config.max_rounds,
@@ -294,34 +353,131 @@ class Nodes:
         return {
             "pool": pool,
             "round": done,
+            "calls": [*calls, key],
             "finished": done >= self.config.max_rounds,
             "messages": [ChatMessage(role="user", content=observation)],
             "trace": [event],
         }
 
-    def assemble(self, state: AgentState) -> dict[str, Any]:
-        started = time.perf_counter()
-        pool = state["pool"]
-        variants = list(self.toolbox.variants) if self.config.ensemble else [self.toolbox.default_variant]
+    # --- menu mode -----------------------------------------------------------------------
+
+    def menu(self, state: AgentState) -> dict[str, Any]:
+        """This user's intent menu, every intent run at once (a tool call costs about 2 ms), so the
+        LLM is shown only intents that found something: one whose call fails or finds nothing
+        leaves the menu, and so does one that the request's rules turn into an earlier one's call."""
+        request = state["request"]
+        entries: list[MenuEntry] = []
+        events: list[TraceEvent] = []
+        sent: set[str] = set()
+        for intent in draft_menu(state["profile"], self.toolbox, self.config.tools, self.domain):
+            arguments = self._probe_arguments(intent.tool, intent.arguments, request)
+            key = call_key(intent.tool, arguments)
+            if key in sent:
+                continue
+            sent.add(key)
+            result, event = self._tool("menu", intent.tool, arguments)
+            events.append(event)
+            if isinstance(result.output, ItemsOutput) and result.output.items:
+                entries.append(MenuEntry(intent=intent, arguments=arguments, items=result.output.items))
+        return {"menu": entries, "trace": events}
+
+    def choose(self, state: AgentState) -> dict[str, Any]:
+        """How much each intent counts for this user: one option-scoring call, the LLM reading the
+        menu as the user (probabilities from the likelihood of each option's number, averaged over
+        orderings so that position bias cancels). Uniform weights, traced as `uniform_weights`,
+        where the call fails or times out, the LLM cannot score, or there is nothing to choose."""
+        entries = state["menu"]
+        uniform = [1.0 / len(entries)] * len(entries) if entries else []
+        if self.config.menu_choice == "uniform":
+            return {"weights": uniform, "trace": [self._choice(entries, uniform, None, "uniform weights by setting: no LLM call")]}
+        why = None
+        if not entries:
+            why = "no intent on the menu found anything"
+        elif self.config.menu_choice == "prior":
+            if self.prior is not None:
+                weights = self.prior.weights(state["profile"], entries, self.primary or "")
+                return {"weights": weights, "trace": [self._choice(entries, weights, None, f"the prior fit on {self.prior.users} users")]}
+            why = f"no intent prior in the run folder ({PRIOR_FILE}: `toolrec intents fit-prior`)"
+        elif len(entries) < 2:
+            why = f"{len(entries)} intent(s) on the menu: nothing to choose"
+        elif not isinstance(self.llm, OptionScorer):
+            why = f"{self.llm.name} cannot score options"
+        if why is not None:
+            return {"weights": uniform, "trace": [self._choice(entries, uniform, "uniform_weights", why)]}
+        profile_part = render(self.domain, "menu", **self._profile_values(state["profile"], state["request"]))
+        messages = [ChatMessage(role="system", content=self.menu_system), ChatMessage(role="user", content=profile_part)]
+        options = [e.intent.text for e in entries]
+        try:
+            scores = self.llm.score_options(messages, options, orderings=self.config.orderings, timeout=self.config.llm_timeout_s)
+        except LLMError as exc:
+            failed = TraceEvent(
+                node="choose", kind="llm", code="timeout" if isinstance(exc, LLMTimeout) else "scoring_failed",
+                messages=messages, error=f"{type(exc).__name__}: {exc}", valid_first_try=False,
+            )  # fmt: skip
+            return {"weights": uniform, "trace": [failed, self._choice(entries, uniform, "uniform_weights", "option scoring failed")]}
+        shown = menu_messages(messages, options, scores.orderings[0].order) if scores.orderings else messages
+        call = TraceEvent(
+            node="choose", kind="llm", seconds=scores.seconds, messages=shown, reply=f"{scores.best + 1}. {options[scores.best]}",
+            prompt_tokens=sum(o.prompt_tokens for o in scores.orderings), tokens_reused=scores.tokens_reused,
+            cached=scores.cached, valid_first_try=True,
+        )  # fmt: skip
+        weights = scores.probabilities()
+        note = f"{scores.method} over {len(scores.orderings)} ordering(s)"
+        return {"weights": weights, "trace": [call, self._choice(entries, weights, None, note)]}
+
+    @staticmethod
+    def _choice(entries: list[MenuEntry], weights: list[float], code: Literal["uniform_weights"] | None, note: str) -> TraceEvent:
+        intents = [
+            IntentWeight(kind=e.intent.kind, text=e.intent.text, probability=round(w, 4)) for e, w in zip(entries, weights, strict=True)
+        ]
+        return TraceEvent(node="choose", kind="choice", code=code, observation=note, error=note if code else None, intents=intents)
+
+    def gather(self, state: AgentState) -> dict[str, Any]:
+        """Every intent's items join the pool as probes crediting that intent, each counting its
+        probability relative to the most wanted intent's (the fusion's bonus scales with it)."""
+        pool, weights = state["pool"], state["weights"]
+        top = max(weights, default=0.0)
+        for entry, probability in zip(state["menu"], weights, strict=True):
+            weight = probability / top if top > 0 else 1.0
+            pool = pool.add(entry.items, "probe", intent=entry.intent.text, kind=entry.intent.kind, weight=weight)
+        return {"pool": pool, "round": 1}
+
+    def variant_scores(self, state: AgentState, variants: list[str]) -> tuple[dict[str, dict[str, float]] | None, list[TraceEvent]]:
+        """Each variant's score of every pool item (the rank tool), or None where ranking failed."""
         events: list[TraceEvent] = []
         scores: dict[str, dict[str, float]] = {}
         for variant in variants:
             ranked, event = self._tool(
-                "assemble", "rank", {**state["request"].subject(), "candidates": pool.ids(), "by": "model", "variant": variant}
+                "assemble", "rank", {**state["request"].subject(), "candidates": state["pool"].ids(), "by": "model", "variant": variant}
             )
             events.append(event)
             if not isinstance(ranked.output, ItemsOutput):
-                # the pool came from the backbones themselves; the seed order is the fallback
-                kept = TraceEvent(
-                    node="assemble",
-                    kind="fallback",
-                    code="rank_failed",
-                    error="the pool could not be ranked: the backbone's seed order is kept",
-                )
-                return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
+                return None, events
             key = f"model:{self.toolbox.variant(variant)}"
             scores[variant] = {item.id: item.scores[key] for item in ranked.output.items}
-        fused = pool.fuse(scores, bonus=self.config.probe_bonus if self.config.assembly == "fused" else 0.0)
+        return scores, events
+
+    def assemble(self, state: AgentState) -> dict[str, Any]:
+        started = time.perf_counter()
+        pool = state["pool"]
+        if self.learned is not None:
+            variants = self.learned.variants
+        else:
+            variants = list(self.toolbox.variants) if self.config.ensemble else [self.toolbox.default_variant]
+        scores, events = self.variant_scores(state, variants)
+        if scores is None:
+            # the pool came from the backbones themselves; the seed order is the fallback
+            kept = TraceEvent(
+                node="assemble",
+                kind="fallback",
+                code="rank_failed",
+                error="the pool could not be ranked: the backbone's seed order is kept",
+            )
+            return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
+        if self.learned is not None:
+            fused = self.learned.scores(pool, scores, self.popularity)
+        else:
+            fused = pool.fuse(scores, bonus=self.config.probe_bonus if self.config.assembly == "fused" else 0.0)
         order = sorted(fused, key=lambda i: -fused[i])
         if self.config.assembly == "llm":
             order, llm_events = self._rerank(state, order)

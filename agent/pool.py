@@ -1,16 +1,17 @@
 """The candidate pool (the "candidate bus"): every item any tool call returned, once, with all
 of its scores and every find that put it there, each with an explicit role.
 
-    pool = Pool().add(seed.items, "seed").add(probe.items, "probe")
+    pool = Pool().add(seed.items, "seed").add(probe.items, "probe", intent="more 1990s Drama", weight=0.6)
     fused = pool.fuse({"plain": plain_scores, "genre": genre_scores}, bonus=0.3)
     done = pool.complete(sorted(fused, key=fused.get, reverse=True), k=10, backbone=seed_ids, excluded=history)
     pool.explain(done.items[0], title=spoken_title)   # Reason(text=..., tool=...)
 
 Roles: `seed` (the backbone's own ranking the pool starts from), `probe` (a tool call the LLM
-chose), `asked` (a call the caller planned for the person: "more like the second one").
-Which find an item's reason cites is decided by role and specificity, never by the order the
-finds were made in, so one item has one reason wherever it is shown (the agent, the
-conversation, the server, MCP).
+chose, or an intent of the menu), `asked` (a call the caller planned for the person: "more like
+the second one"). A probe made for a menu intent carries the intent in words and its weight (the
+LLM's probability for it, relative to the most wanted intent). Which find an item's reason cites
+is decided by role, weight and specificity, never by the order the finds were made in, so one
+item has one reason wherever it is shown (the agent, the conversation, the server, MCP).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Find(BaseModel):
     role: Role
     provenance: Provenance
     position: int = Field(ge=1, description="The item's place in that call's result, 1-based")
+    intent: str | None = Field(None, description="The menu intent the call was made for, in words")
+    kind: str | None = Field(None, description="That intent's kind (agent.intents.IntentKind)")
+    weight: float = Field(1.0, ge=0.0, le=1.0, description="How much the call counts: 1 for the most wanted intent and free probes")
 
 
 class PoolItem(BaseModel):
@@ -47,9 +51,9 @@ class PoolItem(BaseModel):
     finds: list[Find] = Field(default_factory=list)
 
     @property
-    def probed(self) -> bool:
-        """Whether anything beyond the backbone's seed ranking found it (a probe or an ask)."""
-        return any(f.role != "seed" for f in self.finds)
+    def probe_weight(self) -> float:
+        """The weight of the most wanted call beyond the seed that found it (0: the seed alone)."""
+        return max((f.weight for f in self.finds if f.role != "seed"), default=0.0)
 
 
 class Reason(BaseModel):
@@ -86,13 +90,14 @@ def constraint_text(constraints: Mapping[str, Any]) -> str:
 
 
 def _cited_first(find: Find) -> tuple[Any, ...]:
-    """Sort key of the find a reason cites: role, then the most specific tool (a retrieve with a
-    text query counts as a text search), then more narrowing constraints, then the best place
-    in its result; the tool and variant names only break exact ties."""
+    """Sort key of the find a reason cites: role, then the most wanted (the intent the LLM
+    preferred), then the most specific tool (a retrieve with a text query counts as a text
+    search), then more narrowing constraints, then the best place in its result; the tool,
+    variant and intent only break exact ties."""
     p = find.provenance
     tool = TOOL_ORDER.get(p.tool, 3) - 2 * (p.tool == "retrieve" and bool(p.constraints.get("query")))
     narrowing = sum(1 for key in NARROWING if p.constraints.get(key) not in (None, [], {}))
-    return ROLE_ORDER[find.role], tool, -narrowing, find.position, p.tool, p.variant or ""
+    return ROLE_ORDER[find.role], -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
 
 
 def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reason:
@@ -100,7 +105,10 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reas
     `title` turns an item id into words for "more like ..."."""
     if not finds:
         return Reason(text="completed from the backbone's ranking", tool="retrieve")
-    chosen = min(finds, key=_cited_first).provenance
+    cited = min(finds, key=_cited_first)
+    chosen = cited.provenance
+    if cited.intent is not None:  # the intent already says it in words
+        return Reason(text=cited.intent, tool=chosen.tool)
     c = chosen.constraints
     if chosen.tool == "similar_items":
         seeds = ", ".join(title(i) for i in c.get("items", [])[:3])
@@ -134,12 +142,12 @@ class Pool(BaseModel):
     def ids(self) -> list[str]:
         return list(self.items)
 
-    def add(self, found: Sequence[ScoredItem], role: Role) -> Pool:
-        """The pool with one tool call's result added under `role`: a known item gains the new
-        scores, provenance and finds."""
+    def add(self, found: Sequence[ScoredItem], role: Role, intent: str | None = None, kind: str | None = None, weight: float = 1.0) -> Pool:
+        """The pool with one tool call's result added under `role` (made for `intent` of `kind`,
+        counting `weight`): a known item gains the new scores, provenance and finds."""
         items = dict(self.items)
         for position, item in enumerate(found, start=1):
-            finds = [Find(role=role, provenance=p, position=position) for p in item.provenance]
+            finds = [Find(role=role, provenance=p, position=position, intent=intent, kind=kind, weight=weight) for p in item.provenance]
             known = items.get(item.id)
             if known is None:
                 items[item.id] = PoolItem(item=item, finds=finds)
@@ -153,14 +161,17 @@ class Pool(BaseModel):
 
     def fuse(self, scores: Mapping[str, Mapping[str, float]], bonus: float = 0.0) -> dict[str, float]:
         """Each pool item's fused score: the sum over score sets (one per backbone variant, keyed
-        by item id) of its z-score within the pool, plus `bonus` if anything beyond the seed
-        ranking found it."""
+        by item id) of its z-score within the pool, plus `bonus` times the weight of the most
+        wanted call beyond the seed ranking that found it (a free probe or an ask counts 1)."""
+        z = self.zscores(scores).sum(axis=0)
+        return {i: float(z[n]) + bonus * self.items[i].probe_weight for n, i in enumerate(self.ids())}
+
+    def zscores(self, scores: Mapping[str, Mapping[str, float]]) -> np.ndarray:
+        """Per score set (rows, in `scores`' order), each pool item's z-score within the pool (columns, in pool order)."""
         ids = self.ids()
-        z = np.zeros(len(ids))
         everyone = np.ones(len(ids), dtype=bool)
-        for by_id in scores.values():
-            z += zscore(np.array([by_id[i] for i in ids], dtype=np.float64), everyone)
-        return {i: float(z[n]) + bonus * self.items[i].probed for n, i in enumerate(ids)}
+        rows = [zscore(np.array([by_id[i] for i in ids], dtype=np.float64), everyone) for by_id in scores.values()]
+        return np.array(rows).reshape(len(rows), len(ids))
 
     def complete(self, order: Iterable[str], k: int, backbone: Sequence[str] = (), excluded: Collection[str] = ()) -> Completion:
         """Exactly k items where the pool has them: those of `order` that are in the pool, not

@@ -32,14 +32,30 @@ def render(domain: str, name: str, **values: object) -> str:
     return template(domain, name).substitute({k: str(v) for k, v in values.items()}).strip()
 
 
+def _entries(*path: str) -> list[tuple[str, str]]:
+    """The "name: text" lines of a prompts file, comments (#) and blank lines left out."""
+    text = resources.files("prompts").joinpath(*path).read_text(encoding="utf-8")
+    entries = []
+    for line in text.splitlines():
+        name, sep, rest = line.partition(":")
+        if not line.startswith("#") and sep:
+            entries.append((name.strip(), rest.strip()))
+    return entries
+
+
 @cache
 def synonyms() -> dict[str, list[str]]:
     """Genre -> the words people use for it (`prompts/synonyms.txt`: "Genre: word, word")."""
-    table: dict[str, list[str]] = {}
-    text = resources.files("prompts").joinpath("synonyms.txt").read_text(encoding="utf-8")
-    for line in text.splitlines():
-        genre, sep, words = line.partition(":")
-        if line.startswith("#") or not sep:
-            continue
-        table[genre.strip()] = [w.strip() for w in words.split(",") if w.strip()]
-    return table
+    return {genre: [w.strip() for w in words.split(",") if w.strip()] for genre, words in _entries("synonyms.txt")}
+
+
+@cache
+def phrases(domain: str) -> dict[str, Template]:
+    """How the intent menu says each kind of intent (`prompts/<domain>/intents.txt`)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"no prompts for domain {domain!r}; known: {', '.join(DOMAINS)}")
+    return {name: Template(text) for name, text in _entries(domain, "intents.txt")}
+
+
+def phrase(domain: str, name: str, **values: object) -> str:
+    return phrases(domain)[name].substitute({k: str(v) for k, v in values.items()})

@@ -12,13 +12,18 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field, model_validator
 
+from agent.intents import IntentWeight, MenuEntry
 from agent.llm.base import ChatMessage
 from agent.pool import Pool
 from tools.constraints import Filters
 from tools.profile import UserProfileOutput
 from tools.schemas import Provenance
 
-Assembly = Literal["fused", "backbone", "llm"]
+Assembly = Literal["fused", "backbone", "llm", "learned"]
+# menu: the agent drafts a menu of intents, runs them all, and one option-scoring call says how
+# much each counts (small models choose among numbered options well, compose tool calls badly);
+# tools: the LLM calls tools freely, round by round (for strong remote models).
+Planner = Literal["menu", "tools"]
 AGENT_TOOLS = ("retrieve", "semantic_search", "similar_items")
 # Arguments that name whose history is read: the agent sets them, never the LLM.
 AGENT_OWNED = ("user_id", "history")
@@ -35,13 +40,16 @@ class AgentConfig(BaseModel):
     """How one recommendation is made; the evaluation's ablations vary these."""
 
     k: int = Field(10, ge=1, le=100)
-    max_rounds: int = Field(2, ge=0, le=10, description="Plan steps (LLM calls) before assembly")
+    max_rounds: int = Field(
+        2, ge=0, le=10, description="tools: plan steps (LLM calls) before assembly; menu: 0 skips the menu, else one scoring call"
+    )
     tools: list[str] = Field(default_factory=lambda: list(AGENT_TOOLS), description="Tools the LLM may call")
     probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")
     seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
     assembly: Assembly = Field(
         "fused",
-        description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks",
+        description="fused: backbone score plus a bonus for items the LLM's probes found; backbone: backbone order; llm: the LLM picks; "
+        "learned: the weights fit on validation users (RUN/assembly.json)",
     )
     ensemble: bool = Field(True, description="Assembly sums the z-scored scores of every backbone variant in the toolbox")
     probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")
@@ -51,6 +59,13 @@ class AgentConfig(BaseModel):
     seed: int = 0
     llm_timeout_s: float | None = 60.0
     retries: int = Field(1, ge=0, le=3, description="Corrective retries after an unusable reply")
+    planner: Planner = Field("menu", description="menu: intents weighted by one option-scoring call; tools: free tool calls")
+    menu_choice: Literal["llm", "uniform", "prior"] = Field(
+        "llm",
+        description="menu: the LLM's probabilities weight the intents; uniform: equal weights, no LLM call (the ablation); prior: "
+        "the prior learned on validation users (RUN/intent_prior.json), no LLM call",
+    )
+    orderings: int = Field(2, ge=1, le=18, description="menu: orderings of the options averaged, so that position bias cancels")
 
 
 class PlannedCall(BaseModel):
@@ -96,17 +111,22 @@ TraceCode = Literal[
     "no_ranking",  # the llm assembly got no usable order: the fused order is kept
     "rank_failed",  # assembly could not score the pool: the backbone's seed order is kept
     "incomplete",  # fewer than k items could be found
+    "broad_call",  # a probe constraint admitting most of the catalogue, narrowed to the user's top values before it was sent
+    "known_items",  # a probe whose items were all in the pool already: dropped, it could not change the list
+    "scoring_failed",  # the option-scoring call failed (an error other than a timeout)
+    "uniform_weights",  # the menu's intents count the same: scoring failed, is impossible, or too few intents
 ]
 
 
 class TraceEvent(BaseModel):
     node: str
-    kind: Literal["llm", "tool", "assembly", "validation", "fallback"]
+    kind: Literal["llm", "tool", "assembly", "validation", "fallback", "guard", "choice"]
     code: TraceCode | None = Field(None, description="What went wrong or ended the search, as a typed signal (None: nothing)")
     seconds: float = 0.0
     messages: list[ChatMessage] | None = None
     reply: str | None = None
     prompt_tokens: int = 0
+    tokens_reused: int = Field(0, description="Prompt tokens served from the backend's evaluated prefix (0: none or unknown)")
     completion_tokens: int = 0
     cached: bool = False
     tool: str | None = None
@@ -114,6 +134,12 @@ class TraceEvent(BaseModel):
     observation: str | None = None
     error: str | None = None
     valid_first_try: bool | None = None
+    intents: list[IntentWeight] | None = Field(None, description="choice: how much each menu intent counted")
+
+    @property
+    def tokens_evaluated(self) -> int:
+        """Prompt tokens the backend computed for this call."""
+        return self.prompt_tokens - self.tokens_reused
 
 
 class RecommendedItem(BaseModel):
@@ -156,6 +182,9 @@ class AgentState(TypedDict, total=False):
     backbone: list[str]  # the backbone's own order of the seed candidates, for backfill
     round: int
     step: PlannedCall | None  # the validated plan step
+    calls: list[str]  # tools mode: the probes sent so far (agent.probes.call_key), so none is sent twice
+    menu: list[MenuEntry]  # menu mode: the intents run for this user, with what each found
+    weights: list[float]  # menu mode: each menu entry's probability
     finished: bool
     final: list[str]
     scores: dict[str, float]  # assembly's score per pool item (fused or backbone)

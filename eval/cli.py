@@ -21,11 +21,21 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.app import bench_agent, bench_serve_command, chat_command, mcp_command, models_app, recommend_command, serve_command
+from agent.cli.app import (
+    bench_agent,
+    bench_serve_command,
+    chat_command,
+    intents_app,
+    mcp_command,
+    models_app,
+    recommend_command,
+    serve_command,
+)
 from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
 from eval.config import load_config
 from eval.conversation_sim import chat_sim_command
+from eval.intents import intents_command
 from eval.metrics import KS
 from eval.report import REPORT_MD, plot_training_curves, write_report
 from eval.runner import RESULTS, RunLocked, run_eval
@@ -42,6 +52,7 @@ eval_app = typer.Typer(help="Reproducible evaluation runs and their reports.", n
 app = typer.Typer(help="An agentic, tool-using LLM recommender.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(intents_app, name="intents")
 app.add_typer(eval_app, name="eval")
 app.command("recommend")(recommend_command)
 bench_app = typer.Typer(help="Benchmarks that print JSON figures.", no_args_is_help=True)
@@ -55,6 +66,7 @@ app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 bench_app.command("serve")(bench_serve_command)
 eval_app.command("chat-sim")(chat_sim_command)
+eval_app.command("intents")(intents_command)
 
 
 _D = {name: field.default for name, field in TrainSpec.model_fields.items()}

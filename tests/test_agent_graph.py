@@ -1,5 +1,6 @@
-"""The real agent graph driven by a scripted LLM on real ML-100K tools: every path ends in a
-valid top-k list and a trace that says what happened."""
+"""The real agent graph in its free-form mode (the LLM calls tools) driven by a scripted LLM on
+real ML-100K tools: every path ends in a valid top-k list and a trace that says what happened.
+The menu mode is tests/test_agent_menu.py."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_multi_step_plan(toolbox: Toolbox) -> None:
             FINISH,
         ]
     )
-    rec = recommend(USER, k=10, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=3))
+    rec = recommend(USER, k=10, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=3))
     assert_valid(rec, toolbox)
     acts = tool_events(rec)
     assert [e.tool for e in acts] == ["retrieve", "semantic_search"]
@@ -61,14 +62,14 @@ def test_multi_step_plan(toolbox: Toolbox) -> None:
 
 def test_rounds_are_capped(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("retrieve", genres=["Drama"]), call("retrieve", genres=["Comedy"]), call("retrieve", genres=["War"])])
-    rec = recommend(USER, k=5, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))
+    rec = recommend(USER, k=5, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=2))
     assert_valid(rec, toolbox, k=5)
     assert len(tool_events(rec)) == 2 and llm.remaining == 1 and rec.rounds == 2
 
 
 def test_a_repeated_call_ends_the_search(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("retrieve", genres=["Drama"]), call("retrieve", genres=["Drama"]), call("retrieve", genres=["War"])])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=3))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=3))
     assert_valid(rec, toolbox)
     assert len(tool_events(rec)) == 1 and llm.remaining == 1
     assert rec.has("repeated_call")
@@ -76,7 +77,7 @@ def test_a_repeated_call_ends_the_search(toolbox: Toolbox) -> None:
 
 def test_invalid_json_gets_one_corrective_retry(toolbox: Toolbox) -> None:
     llm = ScriptedLLM(["I would like some sci-fi please", call("retrieve", genres=["Sci-Fi"]), FINISH])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=2))
     assert_valid(rec, toolbox)
     first, second = rec.llm_events[:2]
     assert first.valid_first_try is False and first.error
@@ -86,7 +87,7 @@ def test_invalid_json_gets_one_corrective_retry(toolbox: Toolbox) -> None:
 
 def test_unusable_replies_fall_back_to_the_backbone(toolbox: Toolbox) -> None:
     llm = ScriptedLLM(["no idea", "still no JSON"])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=2))
     assert_valid(rec, toolbox)
     assert rec.has("unusable_reply") and not tool_events(rec)
     seed = [e for e in rec.trace if e.node == "seed" and e.tool == "retrieve"]
@@ -95,7 +96,7 @@ def test_unusable_replies_fall_back_to_the_backbone(toolbox: Toolbox) -> None:
 
 def test_unknown_tool_is_refused(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("delete_everything"), call("drop_table", table="users")])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=1))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=1))
     assert_valid(rec, toolbox)
     assert not tool_events(rec)
     assert "delete_everything" in rec.llm_events[0].reply and rec.llm_events[0].error
@@ -103,7 +104,7 @@ def test_unknown_tool_is_refused(toolbox: Toolbox) -> None:
 
 def test_invented_attribute_value_is_reported_with_the_valid_ones(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("retrieve", genres=["Cyberpunk"]), call("retrieve", genres=["Sci-Fi"])])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=2))
     assert_valid(rec, toolbox)
     bad, good = tool_events(rec)
     assert bad.error and "Cyberpunk" in bad.error and good.error is None
@@ -113,14 +114,14 @@ def test_invented_attribute_value_is_reported_with_the_valid_ones(toolbox: Toolb
 
 def test_tool_error_is_survived(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("similar_items", items=["A Film That Does Not Exist 2049"]), FINISH])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=2))
     assert_valid(rec, toolbox)
     assert tool_events(rec)[0].error and tool_events(rec)[0].code == "tool_error"
 
 
 def test_llm_timeout_falls_back(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([LLMTimeout("no reply in 60 s")])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=2))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=2))
     assert_valid(rec, toolbox)
     assert rec.llm_events[0].error.startswith("timeout") and rec.llm_events[0].code == "timeout"
     assert any(e.kind == "fallback" and e.code == "timeout" for e in rec.trace)
@@ -128,7 +129,7 @@ def test_llm_timeout_falls_back(toolbox: Toolbox) -> None:
 
 def test_hallucinated_items_in_the_final_answer_never_reach_the_list(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("retrieve", genres=["Comedy"]), json.dumps({"items": [1, 2, 999, "99999", "Titanic", 2]})])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=1, assembly="llm"))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=1, assembly="llm"))
     assert_valid(rec, toolbox)
     validation = next(e for e in rec.trace if e.kind == "validation")
     assert "dropped" in validation.observation and "99999" in validation.observation
@@ -137,7 +138,7 @@ def test_hallucinated_items_in_the_final_answer_never_reach_the_list(toolbox: To
 
 def test_the_llm_cannot_choose_another_user(toolbox: Toolbox) -> None:
     llm = ScriptedLLM([call("retrieve", user_id="2", history=["50"], genres=["Drama"])])
-    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(max_rounds=1))
+    rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=1))
     assert_valid(rec, toolbox)
     arguments = tool_events(rec)[0].arguments
     assert arguments["user_id"] == USER and "history" not in arguments
@@ -146,7 +147,7 @@ def test_the_llm_cannot_choose_another_user(toolbox: Toolbox) -> None:
 def test_raw_history_of_titles(toolbox: Toolbox) -> None:
     history = ["Star Wars (1977)", "Empire Strikes Back, The (1980)", "Alien (1979)"]
     llm = ScriptedLLM([call("retrieve", genres=["Sci-Fi"])])
-    rec = Agent(llm, toolbox, AgentConfig(max_rounds=1)).recommend(RecommendRequest(history=history))
+    rec = Agent(llm, toolbox, AgentConfig(planner="tools", max_rounds=1)).recommend(RecommendRequest(history=history))
     ids = [item.id for item in rec.items]
     assert len(set(ids)) == 10 and not {"50", "172", "183"} & set(ids)
 

@@ -75,9 +75,18 @@ def make_config(runs: dict[str, Path], data_dir: Path, users: int = 6, **extra: 
             "variants": {"genre": str(runs["genre"])},
             "max_rounds": 2,
             "tools": ["retrieve"],
+            "planner": "tools",  # the scripted replies are free tool calls
         },
         {"name": "agent-no-llm", "kind": "agent", "run": str(runs["plain"]), "max_rounds": 0, "tools": ["retrieve"]},
-        {"name": "agent-llm-order", "kind": "agent", "run": str(runs["plain"]), "max_rounds": 1, "tools": ["retrieve"], "assembly": "llm"},
+        {
+            "name": "agent-llm-order",
+            "kind": "agent",
+            "run": str(runs["plain"]),
+            "max_rounds": 1,
+            "tools": ["retrieve"],
+            "assembly": "llm",
+            "planner": "tools",
+        },  # fmt: skip
         {"name": "llm-rerank", "kind": "llm_rerank", "run": str(runs["plain"]), "top_n": 10},
     ]
     return EvalConfig.model_validate(

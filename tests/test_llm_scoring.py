@@ -104,3 +104,4 @@ def test_cache_stores_scorings(tmp_path: Path) -> None:
     again = cached.score_options(QUESTION, OPTIONS)  # the script has no second entry
     assert again.probabilities() == pytest.approx(first.probabilities())
     assert (cached.hits, cached.misses) == (1, 1)
+    assert again.cached and not first.cached and again.seconds == first.seconds  # counted at the first call's latency

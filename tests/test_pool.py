@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from agent.pool import Find, Pool, reason_for
+from agent.pool import Find, Pool, Reason, reason_for
 from tools.retrieval import zscore
 from tools.schemas import Provenance, ScoredItem
 
@@ -34,13 +34,13 @@ def test_add_keeps_every_find_with_its_role_and_merges_scores() -> None:
         ("probe", "plain", 1),
     ]
     assert set(b.item.scores) == {"model:plain", "model:genre"} and len(b.item.provenance) == 3
-    assert b.probed and not pool["a"].probed and pool["d"].probed
+    assert b.probe_weight == pool["d"].probe_weight == 1.0 and pool["a"].probe_weight == 0.0
 
 
 def test_adding_never_changes_the_pool_it_came_from() -> None:
     seeded = Pool().add(SEED_PLAIN, "seed")
     seeded.add(PROBE, "probe")
-    assert seeded.ids() == ["a", "b", "c"] and not seeded["b"].probed
+    assert seeded.ids() == ["a", "b", "c"] and seeded["b"].probe_weight == 0.0
 
 
 def test_fuse_sums_zscores_by_key_and_adds_the_bonus_for_probed_items() -> None:
@@ -101,3 +101,33 @@ def test_a_probe_beats_a_seed_in_any_position() -> None:
     )
     for finds in ([seed, probe], [probe, seed]):
         assert reason_for(finds).text == 'matches "time travel" - via semantic_search'
+
+
+def test_the_bonus_scales_with_the_weight_of_the_most_wanted_call_that_found_an_item() -> None:
+    pool = (
+        Pool()
+        .add(SEED_PLAIN, "seed")
+        .add([item("b", genres=["Comedy"])], "probe", intent="more Comedy", weight=0.25)
+        .add([item("c", genres=["Drama"]), item("b", genres=["Drama"])], "probe", intent="more Drama", weight=1.0)
+        .add([item("a", genres=["War"])], "probe", intent="more War", weight=0.5)
+    )
+    plain = {"a": 1.0, "b": 1.0, "c": 1.0}
+    fused = pool.fuse({"plain": plain}, bonus=2.0)
+    assert fused == {"a": pytest.approx(1.0), "b": pytest.approx(2.0), "c": pytest.approx(2.0)}
+    assert [pool[i].probe_weight for i in "abc"] == [0.5, 1.0, 1.0]
+
+
+def test_an_intent_is_the_reason_in_its_own_words_credited_to_the_most_wanted_one() -> None:
+    def probe(tool: str, intent: str, weight: float, **constraints: object) -> Find:
+        return Find(role="probe", provenance=Provenance(tool=tool, constraints=constraints), position=1, intent=intent, weight=weight)
+
+    comedy = probe("retrieve", "more Comedy", 0.3, genres=["Comedy"])
+    like = probe("similar_items", "more like Alien", 1.0, items=["7"])
+    seed = Find(role="seed", provenance=Provenance(tool="retrieve", variant="plain"), position=1)
+    for finds in itertools.permutations([comedy, like, seed]):
+        assert reason_for(list(finds)) == Reason(text="more like Alien", tool="similar_items")
+    # the more wanted intent wins over the more specific tool
+    assert reason_for([comedy.model_copy(update={"weight": 1.0}), like.model_copy(update={"weight": 0.9})]).text == "more Comedy"
+    # what the person asked for still comes first
+    asked = Find(role="asked", provenance=Provenance(tool="retrieve", constraints={"genres": ["War"]}), position=3)
+    assert reason_for([like, asked]).text.endswith("[War] - via retrieve")

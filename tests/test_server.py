@@ -29,7 +29,7 @@ pytest_plugins = ["fixtures_tools"]
 
 KEY = "test-key-123"
 FINISH = '{"name": "finish", "arguments": {}}'
-CONFIG = AgentConfig(k=5, max_rounds=2, probe_bonus=1.0)
+CONFIG = AgentConfig(k=5, max_rounds=2, probe_bonus=1.0, planner="tools")  # the scripted replies are free tool calls
 
 
 def call(name: str, **arguments: object) -> str:

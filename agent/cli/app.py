@@ -34,6 +34,7 @@ err_console = Console(stderr=True)
 
 RunOption = Annotated[Path, typer.Option(help="Run folder (the backbone and its index), e.g. runs/ml1m-sasrec")]
 LLMOption = Annotated[str, typer.Option(help="local | openai:MODEL | none (no LLM: backbone, tools and rules only)")]
+PlannerOption = Annotated[str, typer.Option(help="menu: one option-scoring call weighs a menu of intents | tools: free tool calls")]
 ProbeBonusOption = Annotated[
     float, typer.Option(help="Fused assembly: bonus, in backbone standard deviations, for what a probe or the request found")
 ]
@@ -49,13 +50,14 @@ def _agent(
     *,
     probe_bonus: float,
     assembly: str = "fused",
+    planner: str = "menu",
     split: HistorySplit = "full",
 ) -> tuple[Toolbox, Agent]:
     """The toolbox and the agent of one entry point, from its options; a bad option exits 1."""
     try:
         toolbox = open_toolbox(run, parse_variants(variant), split=split)
         model = build_llm(llm)
-        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly)  # type: ignore[arg-type]
+        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner)  # type: ignore[arg-type]
         return toolbox, Agent(model, toolbox, config)
     except (FileNotFoundError, ValueError, LLMError) as exc:
         out.print(f"[red]error:[/] {escape(str(exc))}")
@@ -107,6 +109,72 @@ def models_get(
     console.print(f"[green]ok[/] {path} sha256 {source.sha256}")
 
 
+# --- intents fit-prior -----------------------------------------------------------------------
+
+intents_app = typer.Typer(no_args_is_help=True)
+
+
+@intents_app.callback()
+def intents() -> None:
+    """The intent menu's learned prior."""
+
+
+@intents_app.command("fit-prior")
+def fit_prior_command(
+    run: RunOption,
+    variant: VariantOption = None,
+    users: Annotated[int, typer.Option(help="How many sampled validation users")] = 500,
+    seed: int = 2023,
+) -> None:
+    """Fit the prior over menu intents from profile features alone on validation users (histories
+    stop before the validation item; the test item is never read); save RUN/intent_prior.json and
+    print the validation hit rates of random, first, each fixed kind, the prior and the oracle (JSON)."""
+    from agent.prior import fit_prior
+
+    try:
+        toolbox = open_toolbox(run, parse_variants(variant), split="valid")
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    ids = toolbox.dataset.user_ids
+    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
+    report = fit_prior(toolbox, sample)
+    path = report.prior.save(run)
+    print(json.dumps({"saved": str(path), **report.model_dump(exclude={"prior"})}, indent=2))
+
+
+@intents_app.command("fit-assembly")
+def fit_assembly_command(
+    run: RunOption,
+    variant: VariantOption = None,
+    users: Annotated[int, typer.Option(help="How many sampled validation users")] = 500,
+    llm: Annotated[str, typer.Option(help="none: menu weights by --menu-choice | local | openai:MODEL (the LLM weighs the menu)")] = "none",
+    menu_choice: Annotated[str, typer.Option(help="uniform | prior, where --llm is none")] = "uniform",
+    seed: int = 2023,
+) -> None:
+    """Fit the learned assembly on validation users (histories stop before the validation item;
+    the test item is never read); save RUN/assembly.json and print its coefficients and the
+    validation NDCG@10 of the fused and learned orders (JSON)."""
+    from agent.assembly import fit_assembly
+
+    if menu_choice not in ("uniform", "prior"):
+        raise typer.BadParameter("uniform | prior", param_hint="--menu-choice")
+    try:
+        toolbox = open_toolbox(run, parse_variants(variant), split="valid")
+        model = build_llm(llm)
+        choice = "llm" if llm != "none" else menu_choice
+        config = agent_config(model, k=10, rounds=1, probe_bonus=PROBE_BONUS, menu_choice=choice)
+    except (FileNotFoundError, ValueError, LLMError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    config = config.model_copy(update={"max_rounds": 1})  # the menu runs even without an LLM
+    ids = toolbox.dataset.user_ids
+    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
+    report = fit_assembly(toolbox, sample, config, model)
+    path = report.assembly.save(run)
+    print(json.dumps({"saved": str(path), **report.model_dump(exclude={"assembly"})}, indent=2))
+
+
 # --- recommend -------------------------------------------------------------------------------
 
 
@@ -116,7 +184,8 @@ def _show_update(node: str, update: dict[str, Any]) -> None:
         if event.kind == "llm":
             status = "[red]unusable[/]" if event.error else "[green]ok[/]"
             console.print(
-                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok: "
+                f"[bold cyan]{node}[/] LLM {status} {event.seconds:.1f}s {event.prompt_tokens}+{event.completion_tokens} tok "
+                f"({event.tokens_reused} reused): "
                 f"{escape((event.reply or '').strip())}"
             )
         elif event.kind == "tool":
@@ -127,7 +196,11 @@ def _show_update(node: str, update: dict[str, Any]) -> None:
             )
             if node == "act":
                 console.print(escape(event.observation or ""), style="dim")
-        elif event.kind in ("fallback", "validation", "assembly"):
+        elif event.kind == "choice":
+            console.print(f"[bold cyan]{node}[/] {escape(event.observation or '')}")
+            for intent in sorted(event.intents or [], key=lambda i: -i.probability):
+                console.print(f"  {intent.probability:.2f} {escape(intent.text)}", style="dim")
+        elif event.kind in ("fallback", "validation", "assembly", "guard"):
             console.print(f"[bold cyan]{node}[/] {escape(event.observation or event.error or '')}")
 
 
@@ -142,8 +215,9 @@ def recommend_command(
     llm: LLMOption = "local",
     variant: VariantOption = None,
     rounds: Annotated[int | None, typer.Option(help="Plan steps before assembly (default: settings)")] = None,
-    assembly: Annotated[str, typer.Option(help="fused | backbone | llm")] = "fused",
+    assembly: Annotated[str, typer.Option(help="fused | backbone | llm | learned (RUN/assembly.json)")] = "fused",
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
+    planner: PlannerOption = "menu",
     ask: Annotated[str | None, typer.Option(help="What the person asks for, in words")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the Recommendation as JSON")] = False,
 ) -> None:
@@ -152,9 +226,9 @@ def recommend_command(
         request = RecommendRequest(user_id=user, history=item, request=ask)
     except ValidationError as exc:
         raise typer.BadParameter("give --user or --item (not both)") from exc
-    if assembly not in ("fused", "backbone", "llm"):
-        raise typer.BadParameter("fused | backbone | llm", param_hint="--assembly")
-    toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly)
+    if assembly not in ("fused", "backbone", "llm", "learned"):
+        raise typer.BadParameter("fused | backbone | llm | learned", param_hint="--assembly")
+    toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly, planner=planner)
     try:
         result = agent.recommend(request, on_step=None if json_output else _show_update)
     except RecommendError as exc:
@@ -389,18 +463,22 @@ def bench_agent(
     llm: LLMOption = "local",
     rounds: Annotated[int | None, typer.Option(help="Plan steps (default: settings)")] = None,
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
+    planner: PlannerOption = "menu",
+    variant: VariantOption = None,
     seed: int = 2023,
 ) -> None:
-    """Seconds, LLM calls and tokens per recommendation, valid plan share, backfilled share (JSON)."""
+    """Seconds, LLM calls and tokens per recommendation, valid-first-try, degenerate and repeated
+    probe shares, distinct intents, prompt tokens evaluated per call (JSON)."""
     from agent.cli.bench import summarise
 
-    toolbox, agent = _agent(run, llm, 10, rounds, None, console, probe_bonus=probe_bonus, split="test")
+    toolbox, agent = _agent(run, llm, 10, rounds, variant, console, probe_bonus=probe_bonus, planner=planner, split="test")
     sample = np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=min(users, len(toolbox.dataset.user_ids)), replace=False)
     started = time.perf_counter()
     results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
     figures = {
         "run": str(run),
         "llm": llm,
+        "planner": agent.config.planner,
         "max_rounds": agent.config.max_rounds,
         **summarise(results),
         "wall_seconds": round(time.perf_counter() - started, 1),

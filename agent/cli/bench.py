@@ -18,15 +18,17 @@ import asyncio
 import json
 import statistics
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
 
 from agent.cli.runtime import PROBE_BONUS
 from agent.llm.scripted import ScriptedLLM
+from agent.probes import call_key
 from agent.recommend import Agent, AgentFactory
 from agent.serve.app import ServerSettings, create_app, running
-from agent.state import AgentConfig, Recommendation
+from agent.state import AgentConfig, Recommendation, TraceCode, shown_arguments
 from tools.toolbox import Toolbox
 
 FINISH = '{"name": "finish", "arguments": {}}'
@@ -34,23 +36,62 @@ MAX_SESSIONS = 256
 MAX_TURNS = 12
 
 
-def summarise(recommendations: list[Recommendation]) -> dict[str, float]:
-    """`toolrec bench agent`'s figures over a sample of recommendations."""
-    firsts = [e.valid_first_try for r in recommendations for e in r.llm_events if e.node == "plan" and e.valid_first_try is not None]
-    seconds = [r.seconds for r in recommendations]
+# Trace codes of a probe refused because it could not change the list (corrected or dropped).
+DEGENERATE: tuple[TraceCode, ...] = ("broad_call", "known_items")
+PROBE_NODES = ("act", "menu")
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 3) if whole else 0.0
+
+
+def _distinct_probes(rec: Recommendation) -> set[str]:
+    """The distinct calls whose items joined the pool (a dropped probe's did not)."""
     return {
-        "recommendations": len(recommendations),
+        call_key(e.tool or "", shown_arguments(e.arguments or {}))
+        for e in rec.trace
+        if e.kind == "tool" and e.node in PROBE_NODES and e.code in (None, "broad_call")
+    }
+
+
+def summarise(recommendations: list[Recommendation]) -> dict[str, Any]:
+    """`toolrec bench agent`'s figures over a sample of recommendations. A probe attempt is a
+    call the planner proposed: sent (a tool event of `act` or `menu`) or refused as a repeat."""
+    n = len(recommendations)
+    llm_events = [e for r in recommendations for e in r.llm_events]
+    firsts = [e.valid_first_try for e in llm_events if e.valid_first_try is not None]
+    plan_firsts = [e.valid_first_try for e in llm_events if e.node == "plan" and e.valid_first_try is not None]
+    events = [e for r in recommendations for e in r.trace]
+    sent = [e for e in events if e.kind == "tool" and e.node in PROBE_NODES]
+    repeated = sum(e.code == "repeated_call" for e in events)
+    attempts = len(sent) + repeated
+    seconds = [r.seconds for r in recommendations]
+    distinct = [len(_distinct_probes(r)) for r in recommendations]
+    choices = [e for e in events if e.kind == "choice" and e.intents]
+    top = Counter(max(e.intents or [], key=lambda i: i.probability).kind for e in choices if e.code is None)
+    return {
+        "recommendations": n,
         "seconds_per_recommendation": round(statistics.mean(seconds), 3),
         "seconds_p50": round(statistics.median(seconds), 3),
+        "seconds_p95": round(_percentile(seconds, 95), 3),
         "seconds_max": round(max(seconds), 3),
-        "llm_calls_per_recommendation": round(statistics.mean(len(r.llm_events) for r in recommendations), 3),
+        "llm_calls_per_recommendation": round(len(llm_events) / n, 3),
         "tokens_per_recommendation": round(statistics.mean(r.tokens for r in recommendations), 1),
-        "valid_plan_share": round(sum(firsts) / len(firsts), 3) if firsts else 0.0,
-        "backfilled_share": round(sum(r.backfilled > 0 for r in recommendations) / len(recommendations), 3),
+        "prompt_tokens_evaluated_per_call": round(statistics.mean(e.tokens_evaluated for e in llm_events), 1) if llm_events else 0.0,
+        "prompt_tokens_reused_per_call": round(statistics.mean(e.tokens_reused for e in llm_events), 1) if llm_events else 0.0,
+        "valid_first_try_share": _share(sum(firsts), len(firsts)),
+        "valid_plan_share": _share(sum(plan_firsts), len(plan_firsts)),
+        "probe_attempts_per_recommendation": round(attempts / n, 3),
+        "degenerate_probe_share": _share(sum(e.code in DEGENERATE for e in events), attempts),
+        "repeated_call_share": _share(repeated, attempts),
+        "searches_ended_by_repeat_share": _share(sum(r.has("repeated_call") for r in recommendations), n),
+        "distinct_intents_per_user": round(statistics.mean(distinct), 3),
+        "distinct_reasons_per_list": round(statistics.mean(len({i.reason for i in r.items}) for r in recommendations), 3),
+        "uniform_weights_share": _share(sum(r.has("uniform_weights") for r in recommendations), n),
+        "top_intent_kinds": dict(top.most_common()),
+        "backfilled_share": _share(sum(r.backfilled > 0 for r in recommendations), n),
         "backfilled_items_per_list": round(statistics.mean(r.backfilled for r in recommendations), 3),
-        "tool_calls_per_recommendation": round(
-            statistics.mean(sum(e.kind == "tool" and e.node == "act" for e in r.trace) for r in recommendations), 3
-        ),
+        "tool_calls_per_recommendation": round(len(sent) / n, 3),
     }
 
 
@@ -205,7 +246,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the benchmark against an in-process server; returns the JSON-ready report."""
     sessions, turns = max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
-    config = AgentConfig(k=k, max_rounds=2, probe_bonus=PROBE_BONUS)  # the scripted LLM probes twice
+    config = AgentConfig(k=k, max_rounds=2, probe_bonus=PROBE_BONUS, planner="tools")  # the scripted LLM probes twice
     settings = ServerSettings(
         api_key=api_key, max_concurrency=server_concurrency, max_queue=sessions * 2,
         rate_per_minute=60_000.0, rate_burst=sessions * turns + 10, request_timeout_s=max(30.0, max_seconds),

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
+from agent.llm.scoring import OptionScorer, OptionScores
 from agent.recommend import Agent, AgentFactory
 from agent.settings import AgentSettings
-from agent.state import AgentConfig, Assembly
+from agent.state import AgentConfig, Assembly, Planner
 from tools.toolbox import HistorySplit, Toolbox
 
 NO_LLM = NoLLM.name
@@ -43,6 +44,18 @@ class LockedLLM:
             return self.inner.chat(messages, **kwargs)
 
 
+class LockedScorer(LockedLLM):
+    """A locked LLM that can also score options (agent.llm.scoring), under the same lock."""
+
+    def __init__(self, inner: OptionScorer) -> None:
+        super().__init__(inner)  # type: ignore[arg-type]
+        self.scorer = inner
+
+    def score_options(self, messages: Sequence[ChatMessage], options: Sequence[str], **kwargs: Any) -> OptionScores:
+        with self._lock:
+            return self.scorer.score_options(messages, options, **kwargs)
+
+
 def open_toolbox(run: Path, variants: dict[str, Path] | list[Path] | None = None, split: HistorySplit = "full") -> Toolbox:
     return Toolbox.open(run, variants=variants or {}, split=split)
 
@@ -54,7 +67,10 @@ def build_llm(spec: str, settings: AgentSettings | None = None) -> LLM:
         return NoLLM()
     from agent.llm.factory import make_llm  # the embedded runtime loads only when asked for
 
-    return LockedLLM(make_llm(spec, settings or AgentSettings()))
+    model = make_llm(spec, settings or AgentSettings())
+    # only a model that can score options looks like one: the menu planner then weighs its
+    # intents uniformly, without a failed call per user
+    return LockedScorer(model) if isinstance(model, OptionScorer) else LockedLLM(model)
 
 
 def agent_config(
@@ -64,16 +80,17 @@ def agent_config(
     *,
     probe_bonus: float = PROBE_BONUS,
     assembly: Assembly = "fused",
+    planner: Planner = "menu",
     settings: AgentSettings | None = None,
     **overrides: Any,
 ) -> AgentConfig:
     """The agent's configuration for a command-line entry point, every setting explicit: no plan
     rounds without an LLM, else `rounds` (default: TOOLREC_MAX_ROUNDS); the LLM time limit from
-    the settings; the probe bonus and the assembly as given."""
+    the settings; the probe bonus, the assembly and the planner as given."""
     settings = settings or AgentSettings()
     max_rounds = 0 if not uses_llm(llm) else rounds if rounds is not None else settings.max_rounds
     return AgentConfig(
-        k=k, max_rounds=max_rounds, probe_bonus=probe_bonus, assembly=assembly,
+        k=k, max_rounds=max_rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner,
         llm_timeout_s=settings.llm_timeout_s, **overrides,
     )  # fmt: skip
 

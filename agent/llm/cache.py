@@ -105,7 +105,7 @@ class CachedLLM:
         path = self._path(scoring_key(self.name, messages, options, orderings))
         if path.is_file():
             self.hits += 1
-            return OptionScores.model_validate_json(path.read_text(encoding="utf-8"))
+            return OptionScores.model_validate_json(path.read_text(encoding="utf-8")).model_copy(update={"cached": True})
         self.misses += 1
         scores = self.inner.score_options(messages, options, orderings=orderings, timeout=timeout)
         self._store(path, scores)

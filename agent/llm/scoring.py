@@ -60,6 +60,7 @@ class OptionScores(BaseModel):
     options: list[OptionScore]
     orderings: list[OrderingScore] = Field(default_factory=list)
     seconds: float
+    cached: bool = False  # served from a reply cache: `seconds` is what the first call took
 
     @computed_field  # type: ignore[prop-decorator]
     @property
