@@ -12,6 +12,7 @@ import pytest
 
 from agent.llm.base import LLM, ChatMessage, LLMReply
 from agent.llm.embedded import load_embedded
+from agent.llm.scoring import OptionScores
 from agent.settings import AgentSettings
 from eval.config import EvalConfig
 from eval.report import write_report
@@ -30,6 +31,11 @@ class Counting:
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> LLMReply:
         self.calls += 1
         return self.inner.chat(messages, **kwargs)
+
+    def score_options(self, messages: Sequence[ChatMessage], options: Sequence[str], **kwargs: Any) -> OptionScores:
+        # the menu planner's one call per recommendation
+        self.calls += 1
+        return self.inner.score_options(messages, options, **kwargs)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
