@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agent.fitted import FittedFile
 from agent.pool import Pool
 from agent.prior import KINDS
 from tools.retrieval import zscore
@@ -73,7 +73,8 @@ def popularity_by_id(toolbox: Toolbox) -> dict[str, float]:
     return {toolbox.dataset.item(d).id: float(toolbox.popularity[d]) for d in range(1, toolbox.num_items + 1)}
 
 
-class LearnedAssembly(BaseModel):
+class LearnedAssembly(FittedFile):
+    FILE = ASSEMBLY_FILE
     variants: list[str] = Field(description="The backbone variants whose scores it reads, in order")
     signals: list[str]
     coef: list[float]
@@ -88,15 +89,6 @@ class LearnedAssembly(BaseModel):
         x = signals(pool, {v: scores[v] for v in self.variants}, popularity)
         logits = x @ np.array(self.coef) + self.intercept
         return {i: float(logits[n]) for n, i in enumerate(pool.ids())}
-
-    def save(self, run_dir: Path) -> Path:
-        path = run_dir / ASSEMBLY_FILE
-        path.write_text(self.model_dump_json(indent=1), encoding="utf-8")
-        return path
-
-    @classmethod
-    def load(cls, run_dir: Path) -> LearnedAssembly:
-        return cls.model_validate_json((run_dir / ASSEMBLY_FILE).read_text(encoding="utf-8"))
 
 
 class AssemblyReport(BaseModel):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agent.fitted import FittedFile
 from agent.intents import RECENT, IntentKind, MenuEntry
 from tools.profile import UserProfileOutput
 from tools.toolbox import Toolbox
@@ -50,8 +50,10 @@ def features(profile: UserProfileOutput, entry: MenuEntry, primary: str) -> list
     return [*kind, *(k * log_length for k in kind), share, recent_share, float(bool(profile.top_rated))]
 
 
-class IntentPrior(BaseModel):
+class IntentPrior(FittedFile):
     """Logistic regression coefficients: P(an intent holds the next item | profile features)."""
+
+    FILE = PRIOR_FILE
 
     features: list[str]
     coef: list[float]
@@ -71,15 +73,6 @@ class IntentPrior(BaseModel):
         p = self.probabilities(profile, menu, primary)
         total = sum(p)
         return [v / total for v in p] if total > 0 else [1.0 / len(p)] * len(p)
-
-    def save(self, run_dir: Path) -> Path:
-        path = run_dir / PRIOR_FILE
-        path.write_text(self.model_dump_json(indent=1), encoding="utf-8")
-        return path
-
-    @classmethod
-    def load(cls, run_dir: Path) -> IntentPrior:
-        return cls.model_validate_json((run_dir / PRIOR_FILE).read_text(encoding="utf-8"))
 
 
 class PriorReport(BaseModel):
