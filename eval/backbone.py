@@ -10,7 +10,7 @@ import numpy as np
 from eval.metrics import KS, summarise, target_ranks
 from tools.data.sequences import SequenceDataset, Split
 from tools.models.base import Recommender
-from tools.models.scoring import by_length, score_histories
+from tools.models.scoring import score_histories
 
 
 def backbone_ranks(
@@ -19,14 +19,12 @@ def backbone_ranks(
     """The target's rank for each user (all users, or the dataset rows `users`), in that order."""
     inputs, targets = dataset.split(split)
     rows = np.arange(len(targets)) if users is None else np.asarray(users, dtype=np.int64)
-    # chunks of similar history lengths, so that each forward pass pads little
-    order = by_length([inputs[i] for i in rows])
-    ranks = np.empty(len(rows), dtype=np.int64)
+    ranks = []
     for start in range(0, len(rows), chunk_size):
-        chunk = order[start : start + chunk_size]
-        scores = score_histories(model, [inputs[i] for i in rows[chunk]])
-        ranks[chunk] = target_ranks(scores, targets[rows[chunk]])
-    return ranks
+        chunk = rows[start : start + chunk_size]
+        # score_histories batches a chunk's histories by length, so each forward pads little
+        ranks.append(target_ranks(score_histories(model, [inputs[i] for i in chunk]), targets[chunk]))
+    return np.concatenate(ranks) if ranks else np.empty(0, dtype=np.int64)
 
 
 def evaluate_backbone(model: Recommender, dataset: SequenceDataset, split: Split, ks: Sequence[int] = KS) -> dict[str, float]:

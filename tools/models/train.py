@@ -95,7 +95,7 @@ def train(
         while not progress.done and progress.epoch < config.epochs:
             started = time.perf_counter()
             model.train()
-            order = _batch_order(sequences, config, np.random.default_rng(config.seed + progress.epoch))
+            order = _batch_order(lengths, config, np.random.default_rng(config.seed + progress.epoch))
             batches = bars.add_task(f"epoch {progress.epoch + 1}", total=steps, info="")
             total = 0.0
             for step, rows in enumerate(order):
@@ -136,15 +136,14 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
-def _batch_order(sequences: list[np.ndarray], config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+def _batch_order(lengths: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
     """Row indices of each batch of one epoch: a shuffled epoch cut into pools of `bucket`
     batches, each pool sorted by length before it is cut into batches, so a batch pads to a
     length close to its rows' own. Small pools keep batches mixed: sorting whole epochs (64
     batches a pool) made every batch one length band and cost quality per epoch (README)."""
-    order = rng.permutation(len(sequences))
+    order = rng.permutation(len(lengths))
     size = config.batch_size
     if config.bucket > 1:
-        lengths = np.array([len(s) for s in sequences])
         pool = config.bucket * size
         order = np.concatenate(
             [chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.split(order, range(pool, len(order), pool))]
