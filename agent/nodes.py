@@ -482,11 +482,17 @@ class Nodes:
         if self.config.assembly == "llm":
             order, llm_events = self._rerank(state, order)
             events += llm_events
+        # what the person asked for by name leads; their history orders within it
+        led = pool.lead(fused, self.config.lead_taste)
+        if led:
+            first = set(led)
+            order = [*led, *(i for i in order if i not in first)]
         note = TraceEvent(
             node="assemble",
             kind="assembly",
             seconds=time.perf_counter() - started,
-            observation=f"{self.config.assembly}: {len(order)} ordered",
+            observation=f"{self.config.assembly}: {len(order)} ordered"
+            + (f", led by the {len(led)} items the request's own calls found" if led else ""),
         )
         return {"final": order, "scores": fused, "trace": [*events, note]}
 

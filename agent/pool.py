@@ -16,6 +16,7 @@ item has one reason wherever it is shown (the agent, the conversation, the serve
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -89,6 +90,11 @@ def constraint_text(constraints: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def call_of(provenance: Provenance) -> str:
+    """One string per tool call that found items: its tool, variant and resolved constraints."""
+    return json.dumps([provenance.tool, provenance.variant, provenance.constraints], sort_keys=True, default=str)
+
+
 def _cited_first(find: Find) -> tuple[Any, ...]:
     """Sort key of the find a reason cites: role, then the most wanted (the intent the LLM
     preferred), then the most specific tool (a retrieve with a text query counts as a text
@@ -112,7 +118,9 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reas
     c = chosen.constraints
     if chosen.tool == "similar_items":
         seeds = ", ".join(title(i) for i in c.get("items", [])[:3])
-        how = "similar content" if chosen.variant == "text" else "liked by the same people"
+        how = {"text": "similar content", "blend": "similar content and genres, watched by the same people"}.get(
+            chosen.variant or "", "liked by the same people"
+        )
         text = f"more like {seeds} ({how})"
     elif chosen.tool == "semantic_search":
         text = f'matches "{c.get("query", "")}"'
@@ -192,6 +200,29 @@ class Pool(BaseModel):
                 chosen.append(item_id)
                 filled += 1
         return Completion(items=chosen, filled=filled, dropped=dropped)
+
+    def lead(self, taste: Mapping[str, float], taste_weight: float) -> list[str]:
+        """What the person's own asks found, best match first: the list leads with it when they
+        named what they want ("like X", a wish in words), and their history only reorders close
+        matches. Per ask (a call the caller planned), an item's match is 1 - (place - 1) / the
+        call's result length, averaged over the asks (0 for an ask that did not find it); to it
+        is added `taste_weight` times the item's `taste` (its fused score) z-scored over these
+        items. Ties go to the earlier pool item."""
+        lengths: dict[str, int] = {}
+        places: dict[str, dict[str, int]] = {}
+        for item_id, entry in self.items.items():
+            for find in entry.finds:
+                if find.role == "asked":
+                    call = call_of(find.provenance)
+                    lengths[call] = max(lengths.get(call, 0), find.position)
+                    places.setdefault(item_id, {}).setdefault(call, find.position)
+        if not places:
+            return []
+        ids = list(places)
+        match = np.array([sum(1 - (p - 1) / lengths[c] for c, p in places[i].items()) / len(lengths) for i in ids])
+        liked = zscore(np.array([taste.get(i, 0.0) for i in ids], dtype=np.float64), np.ones(len(ids), dtype=bool))
+        total = match + taste_weight * liked
+        return [ids[n] for n in np.argsort(-total, kind="stable")]
 
     def explain(self, item_id: str, title: Callable[[str], str] = str) -> Reason:
         """The one reason for one item (see `reason_for`)."""

@@ -50,12 +50,13 @@ def synonyms() -> dict[str, list[str]]:
 
 
 @cache
-def phrases(domain: str) -> dict[str, Template]:
-    """How the intent menu says each kind of intent (`prompts/<domain>/intents.txt`)."""
+def phrases(domain: str, file: str = "intents") -> dict[str, Template]:
+    """How the intent menu says each kind of intent (`prompts/<domain>/intents.txt`), or how the
+    conversation words its replies (`file="chat"`: `prompts/<domain>/chat.txt`)."""
     if domain not in DOMAINS:
         raise ValueError(f"no prompts for domain {domain!r}; known: {', '.join(DOMAINS)}")
-    return {name: Template(text) for name, text in _entries(domain, "intents.txt")}
+    return {name: Template(text) for name, text in _entries(domain, f"{file}.txt")}
 
 
-def phrase(domain: str, name: str, **values: object) -> str:
-    return phrases(domain)[name].substitute({k: str(v) for k, v in values.items()})
+def phrase(domain: str, name: str, /, file: str = "intents", **values: object) -> str:
+    return phrases(domain, file)[name].substitute({k: str(v) for k, v in values.items()})

@@ -53,6 +53,12 @@ class AgentConfig(BaseModel):
     )
     ensemble: bool = Field(True, description="Assembly sums the z-scored scores of every backbone variant in the toolbox")
     probe_bonus: float = Field(0.3, ge=0.0, description="fused: bonus in backbone standard deviations")
+    lead_taste: float = Field(
+        0.1,
+        ge=0.0,
+        description="How much the user's taste reorders what the request's own planned calls found (which leads the list): the "
+        "weight of its z-score against a match that falls from 1 to 0 over a call's result; 0.1 moves an item about two places in 20",
+    )
     rerank_candidates: int = Field(20, ge=1, le=50, description="llm assembly: pool items shown to the LLM")
     max_tokens: int = 96
     temperature: float = 0.0
@@ -89,7 +95,10 @@ class RecommendRequest(BaseModel):
         description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never "
         "widen them)",
     )
-    probes: list[PlannedCall] = Field(default_factory=list, description="Tool calls made up front; their items count as probe finds")
+    probes: list[PlannedCall] = Field(
+        default_factory=list,
+        description="Tool calls made up front for what the person asked by name; what they find leads the list (AgentConfig.lead_taste)",
+    )
 
     @model_validator(mode="after")
     def _one_subject(self) -> RecommendRequest:

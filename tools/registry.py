@@ -37,7 +37,7 @@ from tools.retrieval import (
     similar_items,
 )
 from tools.schemas import ItemsOutput, ToolError, ToolFailure
-from tools.toolbox import TEXT_SPACE, Toolbox
+from tools.toolbox import BLEND_SPACE, TEXT_SPACE, Toolbox
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "similar_items",
-            "Find items similar to given items (ids or titles), by content (space=text) or by who watched them "
-            f"(space=model). {_CONSTRAINTS}",
+            "Find items similar to given items (ids or titles), by content (space=text), by who watched them "
+            f"(space=model), or by both with shared genres (space=blend). {_CONSTRAINTS}",
             SimilarItemsInput,
             ItemsOutput,
             similar_items,
@@ -274,7 +274,7 @@ def _describe_values(schema: dict[str, Any], toolbox: Toolbox) -> None:
     if "variant" in properties:
         properties["variant"]["enum"] = list(toolbox.variants)
     if "space" in properties:
-        properties["space"]["enum"] = [TEXT_SPACE, "model", *[v for v in toolbox.variants if v not in (TEXT_SPACE, "model")]]
+        properties["space"]["enum"] = [TEXT_SPACE, "model", BLEND_SPACE, *[v for v in toolbox.variants if v not in (TEXT_SPACE, "model")]]
 
 
 def openai_tools(toolbox: Toolbox | None = None, names: Iterable[str] | None = None) -> list[dict[str, Any]]:

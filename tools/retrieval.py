@@ -14,7 +14,7 @@ from pydantic import Field
 
 from tools.constraints import Constraints, Filters, to_mask
 from tools.schemas import MAX_K, Id, InvalidArguments, ItemsOutput, Provenance, StrList, ToolInput, UnknownValue
-from tools.toolbox import TEXT_SPACE, Toolbox
+from tools.toolbox import BLEND_SPACE, TEXT_SPACE, Toolbox
 
 
 def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
@@ -117,8 +117,9 @@ class _SimilarHead(ToolInput):
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
     space: str = Field(
         TEXT_SPACE,
-        description='Similar in what: "text" (content: title, genres, year) or "model" (the backbone\'s item embeddings: watched by '
-        "the same people); a variant name picks that variant's embeddings",
+        description='Similar in what: "text" (content: title, genres, year), "model" (the backbone\'s item embeddings: watched by '
+        'the same people), "blend" (text, shared genres and watched together, in equal parts); a variant name picks that variant\'s '
+        "embeddings",
     )
 
 
@@ -133,17 +134,20 @@ def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
     space = args.space
     if space == "model":
         space = toolbox.default_variant
-    elif space != TEXT_SPACE:
+    elif space not in (TEXT_SPACE, BLEND_SPACE):
         try:
             space = toolbox.variant(space)
         except UnknownValue as err:
-            valid = [TEXT_SPACE, "model", *toolbox.variants]
+            valid = [TEXT_SPACE, "model", BLEND_SPACE, *toolbox.variants]
             raise UnknownValue(f"unknown space {args.space!r}: use {', '.join(valid)}", field="space", valid=valid) from err
-    index = toolbox.space(space)
     history = toolbox.history(args.user_id, args.history, required=False)
     exclude = seeds if history is None else np.concatenate([seeds, history])
     candidates = to_mask(toolbox, args.filters(), exclude=exclude, exclude_name="items and history")
-    similarity = index.scores(index.vectors(seeds).mean(axis=0))
+    if space == BLEND_SPACE:
+        similarity = blend_similarity(toolbox, seeds, candidates.mask)
+    else:
+        index = toolbox.space(space)
+        similarity = index.scores(index.vectors(seeds).mean(axis=0))
     if not np.isfinite(similarity[candidates.mask]).all():
         raise InvalidArguments(f"space {space!r} lacks vectors for some items", field="space")
     provenance = Provenance(
@@ -157,3 +161,15 @@ def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
         matched=candidates.count,
         notes=_notes(candidates.count, args.k),
     )
+
+
+def blend_similarity(toolbox: Toolbox, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Like the seeds in content (text cosine to their centroid), in kind (genre overlap) and in
+    audience (watched together), each z-scored over the items that can be returned, summed.
+    One sense alone misleads: the audience of Toy Story also watched Star Wars and Fargo, and
+    its nearest texts include any title with "Story" in it."""
+    text = toolbox.space(TEXT_SPACE)
+    parts = (text.scores(text.vectors(seeds).mean(axis=0)), toolbox.genre_overlap(seeds), toolbox.audience_scores(seeds))
+    blended = sum((zscore(np.where(np.isfinite(p), p, 0.0), mask) for p in parts), np.zeros(toolbox.num_items + 1))
+    blended[0] = -np.inf
+    return blended

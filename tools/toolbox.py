@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from rapidfuzz import fuzz, process, utils
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 INDEX_DIR = "index"
 PLAIN = "plain"
 TEXT_SPACE = "text"
+# "like X" in every sense at once: content (text), kind (genre overlap), audience (co-occurrence)
+BLEND_SPACE = "blend"
 # The attribute `genres` / `exclude_genres` stand for, first one the catalogue has
 PRIMARY_ATTRIBUTES = ("genre", "category", "categories")
 
@@ -107,6 +110,7 @@ class Toolbox:
         self._indexes = indexes
         self._index_lock = threading.Lock()
         self._spaces: dict[str, VectorIndex] = {}
+        self._audience: sp.csc_matrix | None = None
 
         n = dataset.num_items
         self.num_items = n
@@ -429,6 +433,36 @@ class Toolbox:
                 raise Unavailable(f"variant {variant!r} has no item embeddings", field="space", valid=[TEXT_SPACE])
             self._spaces[variant] = VectorIndex.build(vectors[1:], encoder=f"model:{variant}")
         return self._spaces[variant]
+
+    def audience_scores(self, seeds: np.ndarray) -> np.ndarray:
+        """Who watched them: per dense id 0..n, the cosine co-occurrence of each item with the
+        seeds over the training sequences (the popularity's sequences: no held-out item is read),
+        summed over the seeds; 0 is padding (-inf)."""
+        with self._index_lock:
+            if self._audience is None:
+                watched = [np.unique(seq) for seq in self.dataset.train_sequences()]
+                users = np.concatenate([np.full(len(w), r) for r, w in enumerate(watched)])
+                ones = np.ones(len(users), dtype=np.float32)
+                shape = (len(watched), self.num_items + 1)
+                self._audience = sp.csc_matrix((ones, (users, np.concatenate(watched))), shape=shape)
+        matrix = self._audience
+        counts = np.asarray(matrix.sum(axis=0)).ravel()
+        together = np.asarray((matrix[:, seeds].T @ matrix).todense())  # seeds x items
+        scores: np.ndarray = (together / np.sqrt(np.maximum(np.outer(counts[seeds], counts), 1.0))).sum(axis=0)
+        scores[0] = -np.inf
+        return scores
+
+    def genre_overlap(self, seeds: np.ndarray) -> np.ndarray:
+        """Of what kind: per dense id, the mean over the seeds of the Jaccard overlap of the
+        primary attribute's values (genres) with the seed's; 0 without such an attribute."""
+        values = self.attribute_items.get(self.primary_attribute or "", {})
+        member = np.zeros((self.num_items + 1, max(len(values), 1)), dtype=np.float32)
+        for column, ids in enumerate(values.values()):
+            member[ids, column] = 1.0
+        shared = member @ member[seeds].T  # items x seeds
+        union = member.sum(axis=1, keepdims=True) + member[seeds].sum(axis=1) - shared
+        overlap: np.ndarray = (shared / np.maximum(union, 1.0)).mean(axis=1)
+        return overlap
 
     # --- results --------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from agent.pool import constraint_text
 from tools.constraints import Filters
 
 __all__ = [
-    "ConversationConfig", "ConversationError", "ConversationState", "SessionConflict", "SessionConstraints",
-    "ShownItem", "Turn", "TurnIntent", "TurnResult", "UnknownUser",
+    "ConversationConfig", "ConversationError", "ConversationState", "MessageReading", "RuleReading", "SessionConflict",
+    "SessionConstraints", "ShownItem", "Turn", "TurnIntent", "TurnResult", "UnknownUser",
 ]  # fmt: skip
 
 MAX_MESSAGE_CHARS = 4000
@@ -101,11 +101,42 @@ class TurnIntent(BaseModel):
         return self == TurnIntent()
 
 
+class RuleReading(BaseModel):
+    """What the rules made of a message: the intent, the content words no rule read (none: the
+    rules suffice, no LLM call), and the sentences set aside as instructions to the system."""
+
+    intent: TurnIntent
+    kept: str = Field("", description="The message without the sentences set aside")
+    unread: list[str] = Field(default_factory=list)
+    set_aside: list[str] = Field(default_factory=list)
+
+
+class MessageReading(BaseModel):
+    """The LLM's reading of a message, as its JSON-schema-constrained reply gives it (the schema
+    holds genres to the catalogue's values); checked against the catalogue before use."""
+
+    genres: list[str] = Field(default_factory=list)
+    exclude_genres: list[str] = Field(default_factory=list)
+    year_from: int | None = None
+    year_to: int | None = None
+    like: list[str] = Field(default_factory=list, description="Titles named as what to find more like")
+    reject: list[int] = Field(default_factory=list, description="Positions in the list shown last that are not wanted")
+    query: str | None = Field(None, description="What the person wants that the other fields cannot say, in a few words")
+
+    @field_validator("genres", "exclude_genres", "like", "reject", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str | int) else value
+
+
 class Turn(BaseModel):
     message: str
     intent: TurnIntent
     parsed_by: str
     notes: list[str] = Field(default_factory=list)
+    set_aside: list[str] = Field(default_factory=list, description="Sentences read as instructions to the system: left out")
     items: list[ShownItem] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list, description="The tool calls the agent made")
     reply: str = ""
@@ -143,10 +174,20 @@ class TurnResult(BaseModel):
 
 class ConversationConfig(BaseModel):
     intent: Literal["auto", "rules", "llm", "both"] = Field(
-        "auto", description="How messages are read: rules, the LLM, or both (rules first); auto: both when there is an LLM"
+        "auto",
+        description="How messages are read: rules; the LLM; both (the LLM fills what the rules left empty); auto: the rules, and the "
+        "LLM as well where they left words unread and there is an LLM",
     )
-    intent_max_tokens: int = 160
-    similar_space: str = Field("model", description='Space for "more like": model (watched by the same people) or text')
+    intent_max_tokens: int = Field(64, description="The LLM's reading: a short JSON object")
+    intent_timeout_s: float = Field(15.0, description="The LLM's reading; past it the rules' reading stands")
+    menu_choice: Literal["llm", "uniform", "prior"] | None = Field(
+        "prior",
+        description="How the agent weighs its intent menu in a turn: prior (the learned prior, no LLM call; uniform without one), "
+        "so that the message reading is a turn's one LLM call; None: as the agent is configured",
+    )
+    similar_space: str = Field(
+        "blend", description='Space for "more like": blend (content, genres and audience), model (watched by the same people) or text'
+    )
     title_match: float = TITLE_MATCH
     max_message_chars: int = MAX_MESSAGE_CHARS
 

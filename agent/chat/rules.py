@@ -2,13 +2,18 @@
 "older films", "more like the second one", "not that one", "I like Toy Story and Heat") for one
 catalogue's genre values, so that a small model's slip can never break a turn. The genre
 synonyms are data (`prompts/synonyms.txt`).
+
+The reading is typed (`RuleReading`): besides the intent it says which content words no rule
+read (`unread`: the LLM is asked only when there are some) and which sentences were set aside
+as instructions to the system ("ignore previous instructions", "you are now ...", a tool call
+in JSON): those are never read, by the rules or by the LLM.
 """
 
 from __future__ import annotations
 
 import re
 
-from agent.chat.records import TITLE_MATCH, TurnIntent
+from agent.chat.records import TITLE_MATCH, RuleReading, TurnIntent
 from agent.prompts import synonyms
 from tools.titles import natural_title
 from tools.toolbox import Toolbox, normalize
@@ -121,6 +126,32 @@ _POSITIVE = re.compile(r"\b(?:more|like|similar|love|loved|good|great|nice|yes|w
 _REJECT_WORDS = re.compile(r"\b(?:not|no|don't|dont|drop|remove|seen|skip|hate|dislike|without|nope|meh|boring|already|except|never)\b")
 
 
+# A sentence addressed to the system rather than about what to watch. Deliberately specific:
+# "ignore the rules" in a plot wish is not an instruction; "ignore all previous instructions" is.
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+|my\s+|these\s+|those\s+)*"
+    r"(?:previous|prior|above|earlier|preceding|system|original|existing|safety)?\s*"
+    r"(?:instructions?|rules|prompts?|guidelines|directions|constraints|filters|settings|messages?)\b"
+    r"|\byou\s+(?:are|act)\s+(?:now|no\s+longer)\b|\bact\s+as\b|\bpretend\s+(?:to\s+be|you)\b"
+    r"|\b(?:new|updated|real|hidden)\s+instructions?\b|\bsystem\s*(?:prompt|message|override)\b|(?:^|\s)(?:system|assistant|developer)\s*:"
+    r"|<\|?\w*\|?>|[{}]|\b(?:call|invoke|run|execute)\s+(?:the\s+)?(?:tool|function)\b|\b\w+_\w+\s*\("
+    r"|\b(?:user_id|exclude_ids|item_id|json|api|sql|admin(?:istrator)?|jailbreak|developer\s+mode)\b"
+    r"|\b(?:respond|reply|output|print)\s+(?:only\s+)?(?:with|in|the|that|exactly|json)\b"
+    r"|\b(?:item|id)\s*#?\s*\d{3,}\b|\bi\s+am\s+(?:user|the\s+admin)\b|\bset\s+(?:the\s+)?\w+\s+to\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[^.!?;\n]+[.!?;\n]*")
+
+
+def set_aside(message: str) -> tuple[str, list[str]]:
+    """The message without the sentences that instruct the system, and those sentences."""
+    kept: list[str] = []
+    aside: list[str] = []
+    for sentence in _SENTENCE.findall(message):
+        (aside if _INSTRUCTION.search(sentence) else kept).append(sentence.strip())
+    return " ".join(s for s in kept if s), [s for s in aside if s]
+
+
 def clean(text: str) -> str:
     return " ".join(text.replace("’", "'").split())
 
@@ -215,7 +246,13 @@ class RuleReader:
 
     def read(self, message: str, cold: bool = False) -> TurnIntent:
         """`cold`: the person has no history yet, so a bare list of titles counts as liked."""
-        text = clean(message).lower().replace("anything but", "no").replace("all but", "no")
+        return self.reading(message, cold).intent
+
+    def reading(self, message: str, cold: bool = False) -> RuleReading:
+        """The intent, the content words no rule read, and the sentences set aside as
+        instructions (never read)."""
+        message, aside = set_aside(clean(message))
+        text = message.lower().replace("anything but", "no").replace("all but", "no")
         intent = TurnIntent()
         rest = text
 
@@ -282,7 +319,7 @@ class RuleReader:
         ]
         if len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 5 and intent.empty()):
             intent.query = " ".join(content)[:200]
-        return intent
+        return RuleReading(intent=intent, kept=message, unread=content, set_aside=aside)
 
     def _years(self, rest: str, intent: TurnIntent) -> str:
         match = _RANGE.search(rest)

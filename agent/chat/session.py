@@ -51,6 +51,7 @@ from agent.chat.records import (
 from agent.chat.rules import RuleReader, clean
 from agent.chat.steering import Steering
 from agent.nodes import RecommendError
+from agent.prompts import domain_of, phrase
 from agent.recommend import Agent, AgentFactory
 from agent.state import Recommendation, RecommendedItem, shown_arguments
 from tools.titles import item_line, natural_title
@@ -67,6 +68,7 @@ class TurnState(TypedDict, total=False):
     intent: TurnIntent
     parsed_by: str
     notes: list[str]
+    set_aside: list[str]  # sentences of the message read as instructions to the system: not followed
     result: TurnResult
 
 
@@ -98,6 +100,7 @@ class Conversation:
         self.toolbox = toolbox if toolbox is not None else agent_factory().nodes.toolbox
         self.config = config or ConversationConfig()
         self.rules = RuleReader(self.toolbox, self.config.title_match)
+        self.domain = domain_of(self.toolbox.dataset.name)
         self.steering = Steering(self.toolbox, self.rules, self.config)
         self.checkpointer = (
             checkpointer if checkpointer is not None else session_store(sqlite3.connect(":memory:", check_same_thread=False))
@@ -216,17 +219,24 @@ class Conversation:
         if session.user_id is None and not session.turns and state.get("user_id"):
             session.user_id = state["user_id"]
         before = session.constraints.model_copy(deep=True)
-        intent, parsed_by = self.steering.read(state["message"], session, agent_of(config))
+        intent, parsed_by, reading = self.steering.read(state["message"], session, agent_of(config))
         notes = self.steering.apply(session, intent)
-        return {"session": session, "before": before, "intent": intent, "parsed_by": parsed_by, "notes": notes}
+        return {
+            "session": session, "before": before, "intent": intent, "parsed_by": parsed_by, "notes": notes, "set_aside": reading.set_aside,
+        }  # fmt: skip
 
     def _respond(self, state: TurnState, config: RunnableConfig) -> dict[str, Any]:
         session_id = config["configurable"]["thread_id"]
         session = state["session"].model_copy(deep=True)
         intent = state["intent"]
         notes = list(state.get("notes", []))
-        turn = Turn(message=state["message"], intent=intent, parsed_by=state.get("parsed_by", "rules"), notes=notes)
+        turn = Turn(
+            message=state["message"], intent=intent, parsed_by=state.get("parsed_by", "rules"), notes=notes,
+            set_aside=state.get("set_aside", []),
+        )  # fmt: skip
         agent = agent_of(config)
+        if self.config.menu_choice is not None:
+            agent = agent.configured(menu_choice=self.config.menu_choice)
         self._keep(session_id, None)
         if session.user_id is None and not session.liked:
             turn.reply = "Tell me a few titles you like (for example: I like Toy Story, Heat and Alien) and I will recommend at once."
@@ -283,12 +293,25 @@ class Conversation:
             tool=item.via,
         )
 
+    def say(self, name: str, **values: object) -> str:
+        return phrase(self.domain, name, file="chat", **values)
+
     def format(self, session: ConversationState, turn: Turn) -> str:
+        """What was understood (and by whom), what the catalogue cannot say, what was left out,
+        then the list under the standing preferences."""
+        lines = []
+        if turn.notes:
+            lines.append(
+                self.say("understood", what="; ".join(turn.notes)) + (f" {self.say('read_by_model')}" if turn.parsed_by != "rules" else "")
+            )
+        if turn.intent.query:
+            lines.append(self.say("text_only", query=turn.intent.query))
+        if turn.set_aside:
+            lines.append(self.say("set_aside"))
         if not turn.items:
-            return 'I have nothing new to show under these preferences; try loosening one ("any genre", "any year") or say "start over".'
+            return "\n".join([*lines, self.say("nothing_new")])
         wish = session.constraints.describe(self.title)
-        head = f"Here is what I found ({wish}):" if wish else "Here is what I found:"
-        lines = [head]
+        lines.append(self.say("found", wish=wish) if wish else self.say("found_plain"))
         for n, item in enumerate(turn.items, start=1):
             lines.append(f"{n}. {item_line(item.title, item.year, item.genres)}: {item.reason}")
         return "\n".join(lines)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from agent.chat.records import ConversationConfig, ConversationState, SessionConstraints, ShownItem, TurnIntent
+from agent.chat.records import ConversationConfig, ConversationState, MessageReading, RuleReading, SessionConstraints, ShownItem, TurnIntent
 from agent.chat.rules import RuleReader
 from agent.llm.base import ChatMessage, LLMError, uses_llm
 from agent.llm.parsing import ask_structured
@@ -22,61 +22,101 @@ class Steering:
 
     def __init__(self, toolbox: Toolbox, rules: RuleReader, config: ConversationConfig) -> None:
         self.toolbox, self.rules, self.config = toolbox, rules, config
+        self.wanted_genres = [g for g in rules.genres if normalize(g) != "unknown"]
+        self._system: dict[str, str] = {}
 
     def title(self, item_id: str) -> str:
         return self.toolbox.spoken_title(item_id)
 
-    def read(self, message: str, session: ConversationState, agent: Agent | None) -> tuple[TurnIntent, str]:
-        """The message's intent: rules, the LLM's reading, or rules with the LLM filling what
-        they left empty (a field the rules read is never overridden)."""
+    def read(self, message: str, session: ConversationState, agent: Agent | None) -> tuple[TurnIntent, str, RuleReading]:
+        """The message's intent and who read it ("rules", "llm", "rules+llm"), with the rules'
+        own reading. The rules read first; the LLM reads as well where they left words unread
+        (mode auto), always (both) or alone (llm), and fills only what the rules left empty. The
+        sentences the rules set aside as instructions reach neither."""
         cold = session.user_id is None and not session.liked
-        rules = self.rules.read(message, cold=cold)
-        if cold and rules.similar_titles and not rules.liked_titles:
-            rules.liked_titles = list(rules.similar_titles)  # "something like Alien" is a start too
-        mode = self.config.intent
+        reading = self.rules.reading(message, cold=cold)
+        rules = reading.intent
         llm = agent.llm if agent is not None else None
-        if mode == "auto":
-            mode = "both" if uses_llm(llm) else "rules"
-        if mode == "rules" or agent is None or not uses_llm(llm):
-            return rules, "rules"
-        prompt = render(
-            agent.nodes.domain,
-            "intent",
-            genres=", ".join(self.rules.genres) or "(none)",
-            shown="\n".join(f"{n}. {i.title}" for n, i in enumerate(session.last, start=1)) or "(nothing yet)",
-            message=message,
-        )
+        mode = self.config.intent
+        ask = mode in ("llm", "both") or (mode == "auto" and bool(reading.unread))
+        read = self._llm_reading(rules, reading, session, agent) if ask and agent is not None and uses_llm(llm) else None
+        if read is None:
+            intent, parsed_by = rules, "rules"
+        elif mode == "llm":
+            intent, parsed_by = read, "llm"
+        else:
+            intent = rules.model_copy()
+            for name in TurnIntent.model_fields:
+                if name != "query" and getattr(rules, name) in (None, False, []) and getattr(read, name) not in (None, False, []):
+                    setattr(intent, name, getattr(read, name))
+            # the rules' query is only the words they could not read: the LLM's reading of those
+            # words (a query of its own, or the fields it put them in) replaces it
+            if read.query or intent != rules:
+                intent.query = read.query
+            parsed_by = "rules+llm" if intent != rules else "rules"
+        if cold and intent.similar_titles and not intent.liked_titles:
+            intent.liked_titles = list(intent.similar_titles)  # "something like Alien" is a start too
+        return intent, parsed_by, reading
+
+    def _llm_reading(self, rules: TurnIntent, reading: RuleReading, session: ConversationState, agent: Agent) -> TurnIntent | None:
+        """One short JSON-schema-constrained call. The prompt puts what every call shares first
+        (the system prompt with the catalogue's genres and years), the list shown and the message
+        last, so an embedded model evaluates the shared part once. None where the reply is
+        unusable or late: the rules' reading stands."""
+        text = " ".join(reading.kept.split())
+        if not text:
+            return None
+        shown = "\n".join(f"{n}. {i.title}" for n, i in enumerate(session.last, start=1)) or "(nothing yet)"
+        messages = [
+            ChatMessage(role="system", content=self.system_prompt(agent.nodes.domain)),
+            ChatMessage(role="user", content=render(agent.nodes.domain, "intent", shown=shown, message=text)),
+        ]
         try:
             asked = ask_structured(
-                agent.llm,
-                [ChatMessage(role="user", content=prompt)],
-                TurnIntent,
-                retries=0,
-                max_tokens=self.config.intent_max_tokens,
-                temperature=0.0,
-            )
+                agent.llm, messages, MessageReading, retries=0, max_tokens=self.config.intent_max_tokens, temperature=0.0,
+                timeout=self.config.intent_timeout_s, json_schema=self.schema(len(session.last)),
+            )  # fmt: skip
         except LLMError:
-            asked = None
-        read = self._sanitise(asked.value, session) if asked is not None and asked.value is not None else None
-        if read is None:
-            return rules, "rules"
-        if mode == "llm":
-            return read, "llm"
-        merged = rules.model_copy()
-        for name in TurnIntent.model_fields:
-            if getattr(rules, name) in (None, False, []) and getattr(read, name) not in (None, False, []):
-                setattr(merged, name, getattr(read, name))
-        used_llm = merged != rules
-        return merged, "rules+llm" if used_llm else "rules"
+            return None
+        if asked.value is None:
+            return None
+        return self._sanitise(asked.value, session)
 
-    def _sanitise(self, intent: TurnIntent, session: ConversationState) -> TurnIntent:
-        """The LLM's reading held to what the catalogue and the session allow: known genre values
-        only, positions within the last list, years within the catalogue, titles the lookup finds."""
+    def system_prompt(self, domain: str) -> str:
+        if domain not in self._system:
+            span = self.toolbox.year_span or (0, 0)
+            self._system[domain] = render(
+                domain, "intent_system", genres=", ".join(self.wanted_genres) or "(none)", first=span[0], last=span[1]
+            )
+        return self._system[domain]
+
+    def schema(self, shown: int) -> dict[str, Any]:
+        """The reply's JSON schema: genres only from the catalogue, positions only in the list
+        shown, short lists and a short query, every field optional."""
+        genre = {"type": "string", "enum": self.wanted_genres} if self.wanted_genres else {"type": "string"}
+        span = self.toolbox.year_span or (1000, 3000)
+        year = {"type": "integer", "minimum": span[0] - 50, "maximum": span[1] + 1}
+        properties: dict[str, Any] = {
+            "genres": {"type": "array", "items": genre, "maxItems": 3},
+            "exclude_genres": {"type": "array", "items": genre, "maxItems": 3},
+            "year_from": year,
+            "year_to": year,
+            "like": {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 3},
+            "query": {"type": "string", "maxLength": 80},
+        }
+        if shown:
+            properties["reject"] = {"type": "array", "items": {"type": "integer", "enum": list(range(1, shown + 1))}, "maxItems": shown}
+        return {"type": "object", "properties": properties, "additionalProperties": False}
+
+    def _sanitise(self, reading: MessageReading, session: ConversationState) -> TurnIntent:
+        """The LLM's reading held to what the catalogue and the session allow (whatever the
+        backend enforced): known genre values only, positions within the last list, years
+        within the catalogue, titles the lookup finds."""
 
         def genres(values: list[str]) -> list[str]:
             out = []
             for value in values:
-                canonical = self.rules.genre_keys.get(normalize(value))
+                canonical = self.rules.genre_keys.get(normalize(value)) if isinstance(value, str) else None
                 if canonical:
                     out.append(canonical)
             return list(dict.fromkeys(out))
@@ -84,21 +124,19 @@ class Steering:
         span = self.toolbox.year_span or (0, 9999)
 
         def year(value: int | None) -> int | None:
-            return value if value is not None and span[0] - 50 <= value <= span[1] + 50 else None
+            return value if value is not None and span[0] - 50 <= value <= span[1] + 1 else None
 
         positions = range(1, len(session.last) + 1)
-        return intent.model_copy(update={
-            "genres": genres(intent.genres),
-            "exclude_genres": genres(intent.exclude_genres),
-            "allow_genres": genres(intent.allow_genres),
-            "year_from": year(intent.year_from),
-            "year_to": year(intent.year_to),
-            "more_like": [p for p in intent.more_like if p in positions],
-            "reject": [p for p in intent.reject if p in positions],
-            "liked_titles": [t for t in intent.liked_titles if isinstance(t, str) and self.rules.title(t)][:10],
-            "similar_titles": [t for t in intent.similar_titles if isinstance(t, str) and self.rules.title(t)][:10],
-            "query": intent.query.strip()[:200] if intent.query and intent.query.strip() else None,
-        })  # fmt: skip
+        query = reading.query.strip()[:200] if isinstance(reading.query, str) and reading.query.strip() else None
+        return TurnIntent(
+            genres=genres(reading.genres),
+            exclude_genres=genres(reading.exclude_genres),
+            year_from=year(reading.year_from),
+            year_to=year(reading.year_to),
+            reject=[p for p in reading.reject if p in positions],
+            similar_titles=[t for t in reading.like if isinstance(t, str) and self.rules.title(t)][:10],
+            query=query,
+        )
 
     # --- applying it -----------------------------------------------------------------------
 
@@ -165,6 +203,9 @@ class Steering:
         if similar:
             c.like = similar
             notes.append("more like " + ", ".join(self.title(i) for i in similar))
+            if c.query and not intent.query:  # a new "like X" is a new wish, not one more word for the old
+                notes.append(f'no longer "{c.query}"')
+                c.query = None
         like_items = [item for item in (at(p) for p in intent.more_like) if item is not None]
         if intent.more_like_that and not like_items:
             focus = next((i for i in session.last if i.id == session.focus), session.last[0] if session.last else None)
@@ -188,6 +229,9 @@ class Steering:
         if intent.query:
             c.query = intent.query
             notes.append(f'"{intent.query}"')
+            if c.like and not (similar or like_items):
+                notes.append("no longer more like " + ", ".join(self.title(i) for i in c.like))
+                c.like = []
         return notes
 
     def request(self, session: ConversationState, intent: TurnIntent, message: str) -> RecommendRequest:
@@ -199,8 +243,8 @@ class Steering:
         probes = []
         if c.like:
             probes.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space}))
-        if c.query:
-            probes.append(PlannedCall(name="retrieve", arguments={"query": c.query}))
+        if c.query:  # what matches the words leads; the person's taste orders within it
+            probes.append(PlannedCall(name="semantic_search", arguments={"query": c.query}))
         wish = c.describe(self.title)
         text = message + (f" (so far: {wish})" if wish else "")
         subject: dict[str, Any]

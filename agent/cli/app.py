@@ -266,12 +266,13 @@ def default_sessions_db() -> Path:
 
 
 def _show(result: TurnResult) -> None:
-    if result.notes:
-        console.print("[dim]understood: " + escape("; ".join(result.notes)) + f" ({result.parsed_by})[/]")
     if not result.items:
         console.print(escape(result.reply), style="yellow" if result.error else None)
         return
-    wish = result.reply.split("\n", 1)[0]
+    # the reply's words before its list (what was understood, ...), then the list as a table under its heading
+    *said, wish = result.reply.split("\n")[: -len(result.items)]
+    for line in said:
+        console.print(escape(line))
     table = Table(title=escape(wish), title_justify="left", show_lines=False)
     for column in ("#", "title", "year", "genres", "why"):
         table.add_column(column, overflow="fold")
