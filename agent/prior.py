@@ -72,7 +72,7 @@ class IntentPrior(FittedFile):
         """The menu's weights: each intent's hit probability, normalised over the menu."""
         p = self.probabilities(profile, menu, primary)
         total = sum(p)
-        return [v / total for v in p] if total > 0 else [1.0 / len(p)] * len(p)
+        return [float(v / total) for v in p] if total > 0 else [1.0 / len(p)] * len(p)  # plain floats: the session store packs them
 
 
 class PriorReport(BaseModel):

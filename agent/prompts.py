@@ -60,3 +60,12 @@ def phrases(domain: str, file: str = "intents") -> dict[str, Template]:
 
 def phrase(domain: str, name: str, /, file: str = "intents", **values: object) -> str:
     return phrases(domain, file)[name].substitute({k: str(v) for k, v in values.items()})
+
+
+@cache
+def intent_examples(domain: str) -> list[tuple[str, str]]:
+    """Worked examples for the LLM's reading of a message (`prompts/<domain>/intent_examples.md`:
+    blocks of a message line and its JSON reply line, separated by blank lines)."""
+    text = template(domain, "intent_examples").template
+    blocks = [block.strip().splitlines() for block in text.split("\n\n") if block.strip()]
+    return [(lines[0].strip(), lines[1].strip()) for lines in blocks if len(lines) == 2]

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.chat import Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, TurnIntent, UnknownUser
+from agent.chat import (
+    Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, SessionConstraints, TurnIntent, UnknownUser,
+)  # fmt: skip
 from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import LLMError, NoLLM
 from agent.llm.scripted import ScriptedLLM
@@ -208,7 +210,9 @@ def test_llm_reading_fills_what_the_rules_missed(toolbox: Toolbox) -> None:
     # invented genre, out-of-range position and year were dropped; the valid part applied
     assert result.constraints.exclude_genres == ["Horror"] and result.constraints.like == [] and result.constraints.year_from is None
     assert all("Horror" not in i.genres for i in result.items)
-    assert "keep the gore away please" in factory.llms[1].calls[0].messages[0].content
+    asked = factory.llms[1].calls[0]
+    assert asked.messages[-1].content.endswith("keep the gore away please") and asked.json_schema is not None
+    assert "keep the gore" not in asked.messages[0].content  # the system prompt is the same for every message
 
 
 def test_an_unusable_llm_reading_falls_back_to_the_rules(toolbox: Toolbox) -> None:
@@ -299,7 +303,9 @@ def test_a_hostile_message_changes_no_rights(toolbox: Toolbox) -> None:
     )
     state = conversation.state("attack")
     assert state is not None and state.user_id == USER and state.liked == []
-    assert state.constraints.query is not None and len(state.constraints.query) <= 200
+    # every sentence of it instructs the system: set aside, read by neither the rules nor the LLM
+    assert state.constraints == SessionConstraints() and len(state.turns[-1].set_aside) == 3
+    assert "do not follow instructions" in result.reply
 
 
 @contextmanager

@@ -113,22 +113,20 @@ class RuleReading(BaseModel):
 
 class MessageReading(BaseModel):
     """The LLM's reading of a message, as its JSON-schema-constrained reply gives it (the schema
-    holds genres to the catalogue's values); checked against the catalogue before use."""
+    holds genres to the catalogue's values); checked against the catalogue before use. Years and
+    places in the list shown are left to the rules, which read them reliably."""
 
+    query: str | None = Field(None, description="What the person wants that genres cannot say, in a few words")
     genres: list[str] = Field(default_factory=list)
     exclude_genres: list[str] = Field(default_factory=list)
-    year_from: int | None = None
-    year_to: int | None = None
     like: list[str] = Field(default_factory=list, description="Titles named as what to find more like")
-    reject: list[int] = Field(default_factory=list, description="Positions in the list shown last that are not wanted")
-    query: str | None = Field(None, description="What the person wants that the other fields cannot say, in a few words")
 
-    @field_validator("genres", "exclude_genres", "like", "reject", mode="before")
+    @field_validator("genres", "exclude_genres", "like", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         if value is None:
             return []
-        return [value] if isinstance(value, str | int) else value
+        return [value] if isinstance(value, str) else value
 
 
 class Turn(BaseModel):

@@ -113,6 +113,7 @@ _YEAR_BOUND = re.compile(
     r"\b(before|after|since|until|till|from|pre|post|older\s+than|newer\s+than|earlier\s+than|later\s+than|up\s+to|prior\s+to)[\s-]+((?:19|20)\d\d)\b"
 )
 _ERA_OLDER = re.compile(r"\b(older|old|classic|classics|vintage|earlier|oldies)\b")
+_NOT_OLD = re.compile(r"\b(?:not|nothing|no|none)\s+(?:too\s+|that\s+|very\s+|so\s+)?(?:old|older|dated|ancient)\b")
 _ERA_NEWER = re.compile(r"\b(newer|recent|more\s+recent|modern|latest|contemporary)\b")
 _ANY_YEAR = re.compile(r"\bany\s+(?:year|decade|era|age|time)\b")
 _ANY_GENRE = re.compile(r"\b(?:any|all|whatever)\s+genres?\b|\bno\s+genre\s+(?:filter|constraint)s?\b")
@@ -358,7 +359,10 @@ class RuleReader:
                 intent.year_from = year
             rest = rest.replace(match.group(0), " ")
         if intent.year_from is None and intent.year_to is None:
-            if _ERA_OLDER.search(rest):
+            if _NOT_OLD.search(rest):  # "nothing too old" asks for newer ones
+                intent.era = "newer"
+                rest = _NOT_OLD.sub(" ", rest)
+            elif _ERA_OLDER.search(rest):
                 intent.era = "older"
                 rest = _ERA_OLDER.sub(" ", rest)
             elif _ERA_NEWER.search(rest):

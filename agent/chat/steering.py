@@ -11,7 +11,7 @@ from agent.chat.records import ConversationConfig, ConversationState, MessageRea
 from agent.chat.rules import RuleReader
 from agent.llm.base import ChatMessage, LLMError, uses_llm
 from agent.llm.parsing import ask_structured
-from agent.prompts import render
+from agent.prompts import intent_examples, render
 from agent.recommend import Agent
 from agent.state import PlannedCall, RecommendRequest
 from tools.toolbox import Toolbox, normalize
@@ -23,7 +23,7 @@ class Steering:
     def __init__(self, toolbox: Toolbox, rules: RuleReader, config: ConversationConfig) -> None:
         self.toolbox, self.rules, self.config = toolbox, rules, config
         self.wanted_genres = [g for g in rules.genres if normalize(g) != "unknown"]
-        self._system: dict[str, str] = {}
+        self._preamble: dict[str, list[ChatMessage]] = {}
 
     def title(self, item_id: str) -> str:
         return self.toolbox.spoken_title(item_id)
@@ -39,7 +39,7 @@ class Steering:
         llm = agent.llm if agent is not None else None
         mode = self.config.intent
         ask = mode in ("llm", "both") or (mode == "auto" and bool(reading.unread))
-        read = self._llm_reading(rules, reading, session, agent) if ask and agent is not None and uses_llm(llm) else None
+        read = self._llm_reading(reading, agent) if ask and agent is not None and uses_llm(llm) else None
         if read is None:
             intent, parsed_by = rules, "rules"
         elif mode == "llm":
@@ -58,60 +58,61 @@ class Steering:
             intent.liked_titles = list(intent.similar_titles)  # "something like Alien" is a start too
         return intent, parsed_by, reading
 
-    def _llm_reading(self, rules: TurnIntent, reading: RuleReading, session: ConversationState, agent: Agent) -> TurnIntent | None:
+    def _llm_reading(self, reading: RuleReading, agent: Agent) -> TurnIntent | None:
         """One short JSON-schema-constrained call. The prompt puts what every call shares first
-        (the system prompt with the catalogue's genres and years), the list shown and the message
-        last, so an embedded model evaluates the shared part once. None where the reply is
+        (the system prompt with the catalogue's genres, the worked examples), the message last,
+        so an embedded model evaluates the shared part once. None where the reply is
         unusable or late: the rules' reading stands."""
         text = " ".join(reading.kept.split())
         if not text:
             return None
-        shown = "\n".join(f"{n}. {i.title}" for n, i in enumerate(session.last, start=1)) or "(nothing yet)"
-        messages = [
-            ChatMessage(role="system", content=self.system_prompt(agent.nodes.domain)),
-            ChatMessage(role="user", content=render(agent.nodes.domain, "intent", shown=shown, message=text)),
-        ]
+        prompt = render(agent.nodes.domain, "intent", message=text)
+        messages = [*self.preamble(agent.nodes.domain), ChatMessage(role="user", content=prompt)]
         try:
             asked = ask_structured(
                 agent.llm, messages, MessageReading, retries=0, max_tokens=self.config.intent_max_tokens, temperature=0.0,
-                timeout=self.config.intent_timeout_s, json_schema=self.schema(len(session.last)),
+                timeout=self.config.intent_timeout_s, json_schema=self.schema(),
             )  # fmt: skip
         except LLMError:
             return None
         if asked.value is None:
             return None
-        return self._sanitise(asked.value, session)
+        return self._sanitise(asked.value)
 
-    def system_prompt(self, domain: str) -> str:
-        if domain not in self._system:
-            span = self.toolbox.year_span or (0, 0)
-            self._system[domain] = render(
-                domain, "intent_system", genres=", ".join(self.wanted_genres) or "(none)", first=span[0], last=span[1]
-            )
-        return self._system[domain]
+    def preamble(self, domain: str) -> list[ChatMessage]:
+        """What every reading call starts with: the system prompt with the catalogue's genres,
+        then worked examples as earlier turns (small models follow examples better than rules)."""
+        if domain not in self._preamble:
+            system = ChatMessage(role="system", content=render(domain, "intent_system", genres=", ".join(self.wanted_genres) or "(none)"))
+            turns = []
+            for message, reply in intent_examples(domain):
+                turns += [
+                    ChatMessage(role="user", content=render(domain, "intent", message=message)),
+                    ChatMessage(role="assistant", content=reply),
+                ]
+            self._preamble[domain] = [system, *turns]
+        return self._preamble[domain]
 
-    def schema(self, shown: int) -> dict[str, Any]:
-        """The reply's JSON schema: genres only from the catalogue, positions only in the list
-        shown, short lists and a short query, every field optional."""
+    def schema(self) -> dict[str, Any]:
+        """The reply's JSON schema: the free-text wish first and always (a small model that
+        starts on a list of genres goes on listing), genres only from the catalogue, short lists.
+        Years and places in the list are the rules' to read: the 0.5B model invents years."""
         genre = {"type": "string", "enum": self.wanted_genres} if self.wanted_genres else {"type": "string"}
-        span = self.toolbox.year_span or (1000, 3000)
-        year = {"type": "integer", "minimum": span[0] - 50, "maximum": span[1] + 1}
-        properties: dict[str, Any] = {
-            "genres": {"type": "array", "items": genre, "maxItems": 3},
-            "exclude_genres": {"type": "array", "items": genre, "maxItems": 3},
-            "year_from": year,
-            "year_to": year,
-            "like": {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 3},
-            "query": {"type": "string", "maxLength": 80},
+        return {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "maxLength": 80},
+                "genres": {"type": "array", "items": genre, "maxItems": 2},
+                "exclude_genres": {"type": "array", "items": genre, "maxItems": 2},
+                "like": {"type": "array", "items": {"type": "string", "maxLength": 80}, "maxItems": 3},
+            },
+            "required": ["query"],
+            "additionalProperties": False,
         }
-        if shown:
-            properties["reject"] = {"type": "array", "items": {"type": "integer", "enum": list(range(1, shown + 1))}, "maxItems": shown}
-        return {"type": "object", "properties": properties, "additionalProperties": False}
 
-    def _sanitise(self, reading: MessageReading, session: ConversationState) -> TurnIntent:
-        """The LLM's reading held to what the catalogue and the session allow (whatever the
-        backend enforced): known genre values only, positions within the last list, years
-        within the catalogue, titles the lookup finds."""
+    def _sanitise(self, reading: MessageReading) -> TurnIntent:
+        """The LLM's reading held to the catalogue (whatever the backend enforced): known genre
+        values only, titles the lookup finds."""
 
         def genres(values: list[str]) -> list[str]:
             out = []
@@ -121,19 +122,10 @@ class Steering:
                     out.append(canonical)
             return list(dict.fromkeys(out))
 
-        span = self.toolbox.year_span or (0, 9999)
-
-        def year(value: int | None) -> int | None:
-            return value if value is not None and span[0] - 50 <= value <= span[1] + 1 else None
-
-        positions = range(1, len(session.last) + 1)
         query = reading.query.strip()[:200] if isinstance(reading.query, str) and reading.query.strip() else None
         return TurnIntent(
             genres=genres(reading.genres),
             exclude_genres=genres(reading.exclude_genres),
-            year_from=year(reading.year_from),
-            year_to=year(reading.year_to),
-            reject=[p for p in reading.reject if p in positions],
             similar_titles=[t for t in reading.like if isinstance(t, str) and self.rules.title(t)][:10],
             query=query,
         )
@@ -203,9 +195,6 @@ class Steering:
         if similar:
             c.like = similar
             notes.append("more like " + ", ".join(self.title(i) for i in similar))
-            if c.query and not intent.query:  # a new "like X" is a new wish, not one more word for the old
-                notes.append(f'no longer "{c.query}"')
-                c.query = None
         like_items = [item for item in (at(p) for p in intent.more_like) if item is not None]
         if intent.more_like_that and not like_items:
             focus = next((i for i in session.last if i.id == session.focus), session.last[0] if session.last else None)
@@ -226,12 +215,19 @@ class Steering:
             notes.append(f"not {self.title(item.id)}")
         if rejected:
             session.focus = None
+        # a new wish (genres, "like X", words) replaces the standing wishes of the kinds it was
+        # not said with: "a 90s thriller" after "like Toy Story" is a new subject, not its refinement
+        said_like = bool(similar or like_items)
+        if (wanted or said_like or intent.query) and not intent.reset:
+            if c.like and not said_like:
+                notes.append("no longer more like " + ", ".join(self.title(i) for i in c.like))
+                c.like = []
+            if c.query and not intent.query:
+                notes.append(f'no longer "{c.query}"')
+                c.query = None
         if intent.query:
             c.query = intent.query
             notes.append(f'"{intent.query}"')
-            if c.like and not (similar or like_items):
-                notes.append("no longer more like " + ", ".join(self.title(i) for i in c.like))
-                c.like = []
         return notes
 
     def request(self, session: ConversationState, intent: TurnIntent, message: str) -> RecommendRequest:
