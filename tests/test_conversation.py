@@ -304,7 +304,7 @@ def test_a_hostile_message_changes_no_rights(toolbox: Toolbox) -> None:
     state = conversation.state("attack")
     assert state is not None and state.user_id == USER and state.liked == []
     # every sentence of it instructs the system: set aside, read by neither the rules nor the LLM
-    assert state.constraints == SessionConstraints() and len(state.turns[-1].set_aside) == 3
+    assert state.constraints == SessionConstraints() and len(state.turns[-1].set_aside) == 4
     assert "do not follow instructions" in result.reply
 
 
