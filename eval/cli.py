@@ -23,6 +23,7 @@ from rich.table import Table
 
 from agent.cli.app import (
     bench_agent,
+    bench_chat_command,
     bench_serve_command,
     chat_command,
     intents_app,
@@ -65,6 +66,7 @@ app.command("chat")(chat_command)
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 bench_app.command("serve")(bench_serve_command)
+bench_app.command("chat")(bench_chat_command)
 eval_app.command("chat-sim")(chat_sim_command)
 eval_app.command("intents")(intents_command)
 

@@ -89,6 +89,7 @@ STOPWORDS = set(
     feeling ideas idea options suggestions choose fine sure cool nice thing things stuff bit little lot""".split()
 )
 _CLAUSE = re.compile(r"[,.;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
+_CLAUSE_BUT_DOTS = re.compile(r"[,;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _ORDINAL = r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|1st|2nd|3rd|4th|5th|6th|7th|8th|9th|10th|last|top)"
 _NOUN = r"(?:one|movie|film|item|pick|title|book|place|suggestion)"
@@ -265,7 +266,10 @@ class RuleReader:
                 rest = rest.replace(match.group(1).lower(), " ")
         more = _MORE_LIKE.search(rest)
         if more and not _POSITION.search(more.group(1)) and not _THAT_ONE.match(more.group(1).strip()):
-            ids, pieces = self.titles(_CLAUSE.split(more.group(1))[0])
+            # a title may hold a full stop ("Mrs. Doubtfire"): the clause up to other punctuation first
+            ids, pieces = self.titles(_CLAUSE_BUT_DOTS.split(more.group(1))[0])
+            if not ids:
+                ids, pieces = self.titles(_CLAUSE.split(more.group(1))[0])
             if ids:
                 intent.similar_titles += pieces
                 for piece in pieces:

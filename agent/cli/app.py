@@ -1,5 +1,5 @@
 """The agent's command line, mounted by the top-level `toolrec` app (eval/cli.py):
-`toolrec models get`, `recommend`, `chat`, `serve`, `mcp`, `bench agent` and `bench serve`.
+`toolrec models get`, `recommend`, `chat`, `serve`, `mcp`, `bench agent`, `bench serve` and `bench chat`.
 Each builds its toolbox, LLM and agent through `agent.cli.runtime`."""
 
 from __future__ import annotations
@@ -485,3 +485,36 @@ def bench_agent(
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(figures, indent=2))
+
+
+# --- bench chat ------------------------------------------------------------------------------
+
+
+def bench_chat_command(
+    run: RunOption,
+    llm: LLMOption = "local",
+    requests: Annotated[Path, typer.Option(help="The fixed requests (TOML)")] = Path("eval/bench/chat-like.toml"),
+    k: Annotated[int, typer.Option(help="Items per answer")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled users")] = 2023,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Conversations over fixed "like X" requests, each with a sampled user: seconds per turn (p50,
+    p95), LLM calls per turn, and how much the "like X" lists share genres with X and resemble it
+    in the text index, beside the backbone's own list under the same constraints (JSON)."""
+    import tomllib
+
+    from agent.cli.bench import ChatRequests, chat_bench
+
+    try:
+        toolbox = open_toolbox(run)
+        model = build_llm(llm)
+        wishes = ChatRequests.model_validate(tomllib.loads(requests.read_text(encoding="utf-8")))
+    except (FileNotFoundError, ValueError, LLMError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    report = {"run": str(run), **chat_bench(toolbox.warm(), model, wishes, k=k, seed=seed)}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")

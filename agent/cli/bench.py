@@ -1,6 +1,7 @@
 """The agent's benchmarks: `summarise` for `toolrec bench agent` (what one recommendation costs
-with a given LLM), and `run_bench` for `toolrec bench serve` (concurrent conversations against
-the HTTP server over loopback).
+with a given LLM), `run_bench` for `toolrec bench serve` (concurrent conversations against
+the HTTP server over loopback), and `chat_bench` for `toolrec bench chat` (seconds per turn, and
+whether "like X" lists are like X, beside the backbone's own list).
 
 The server runs in process (uvicorn on a free 127.0.0.1 port) over a real toolbox with a
 scripted LLM, so the numbers measure the service (HTTP, sessions, the agent graph, the tools),
@@ -19,17 +20,25 @@ import json
 import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import numpy as np
+from pydantic import BaseModel, Field
 
-from agent.cli.runtime import PROBE_BONUS
+from agent.chat import Conversation
+from agent.cli.runtime import PROBE_BONUS, agent_config, shared_agent_factory
+from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, uses_llm
+from agent.llm.scoring import OptionScorer, OptionScores
 from agent.llm.scripted import ScriptedLLM
 from agent.probes import call_key
 from agent.recommend import Agent, AgentFactory
 from agent.serve.app import ServerSettings, create_app, running
 from agent.state import AgentConfig, Recommendation, TraceCode, shown_arguments
-from tools.toolbox import Toolbox
+from tools.registry import call_tool
+from tools.schemas import ItemsOutput
+from tools.toolbox import TEXT_SPACE, Toolbox
 
 FINISH = '{"name": "finish", "arguments": {}}'
 MAX_SESSIONS = 256
@@ -256,3 +265,109 @@ def run_bench(
         report = asyncio.run(_bench(base_url, toolbox, sessions, turns, concurrency, max_seconds, api_key))
     report = {"dataset": toolbox.dataset.name, "llm": "scripted", "server_concurrency": server_concurrency, **report}
     return report
+
+
+# --- bench chat ----------------------------------------------------------------------------
+
+
+class LikeRequest(BaseModel):
+    title: str = Field(description="X, as the catalogue or a person names it")
+    message: str = Field(description='The turn that asks for it: "something like X but not animated"')
+
+
+class ChatRequests(BaseModel):
+    """The fixed requests of `toolrec bench chat` (eval/bench/chat-like.toml)."""
+
+    requests: list[LikeRequest] = Field(min_length=1)
+    follow_ups: list[str] = Field(min_length=1)
+    closing: str
+
+
+class CountingLLM:
+    """An LLM that counts its calls (the message readings and any scoring), for calls per turn."""
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> LLMReply:
+        self.calls += 1
+        return self.inner.chat(messages, **kwargs)
+
+    def score_options(self, messages: Sequence[ChatMessage], options: Sequence[str], **kwargs: Any) -> OptionScores:
+        self.calls += 1
+        if not isinstance(self.inner, OptionScorer):
+            raise LLMError(f"{self.inner.name} cannot score options")
+        return self.inner.score_options(messages, options, **kwargs)
+
+
+def like_figures(toolbox: Toolbox, target: int, listed: Sequence[str]) -> tuple[float, float]:
+    """A list's share of items sharing a genre with the target, and its mean text-index cosine to it."""
+    dense = [toolbox.dataset.item_index[i] for i in listed]
+    if not dense:
+        return 0.0, 0.0
+    values = toolbox.attribute_items.get(toolbox.primary_attribute or "", {})
+    genres = {v for v, ids in values.items() if target in set(ids.tolist())}
+    shared = [bool(genres & set(toolbox.dataset.item(d).attributes.get(toolbox.primary_attribute or "", ()))) for d in dense]
+    text = toolbox.space(TEXT_SPACE)
+    cosine = text.vectors(np.asarray(dense)) @ text.vectors(np.asarray([target]))[0]
+    return float(np.mean(shared)), float(np.mean(cosine))
+
+
+def chat_bench(toolbox: Toolbox, llm: LLM, requests: ChatRequests, *, k: int = 5, seed: int = 2023) -> dict[str, Any]:
+    """Each request is its own session with a sampled known user: the "like X" turn, a wish the
+    LLM reads, then "show me more". The "like X" list is compared with the backbone's own top k
+    for that user under the same constraints (X and the history left out)."""
+    counting = CountingLLM(llm) if uses_llm(llm) else None
+    model: LLM = counting if counting is not None else llm  # type: ignore[assignment]
+    conversation = Conversation(shared_agent_factory(model, toolbox, agent_config(model, k=k)), toolbox)
+    rules = conversation.rules
+    users = np.random.default_rng(seed).choice(
+        toolbox.dataset.user_ids, size=len(requests.requests), replace=len(requests.requests) > len(toolbox.dataset.user_ids)
+    )
+    seconds: list[float] = []
+    calls: list[int] = []
+    agent_like: list[tuple[float, float]] = []
+    backbone_like: list[tuple[float, float]] = []
+    misread: list[str] = []
+    for n, (wish, user) in enumerate(zip(requests.requests, users, strict=True)):
+        found = rules.title(wish.title)
+        if found is None:
+            misread.append(f"{wish.title}: not in the catalogue")
+            continue
+        target = toolbox.dataset.item_index[found]
+        session = f"bench-chat-{n}"
+        for turn, message in enumerate([wish.message, requests.follow_ups[n % len(requests.follow_ups)], requests.closing]):
+            before, started = counting.calls if counting else 0, time.perf_counter()
+            result = conversation.turn(session, message, user_id=str(user))
+            seconds.append(time.perf_counter() - started)
+            calls.append((counting.calls if counting else 0) - before)
+            if turn:
+                continue
+            if result.constraints.like != [found]:
+                misread.append(f"{wish.message!r}: read as {result.constraints.like}")
+            agent_like.append(like_figures(toolbox, target, [i.id for i in result.items]))
+            filters = result.constraints.filters()
+            arguments = {"user_id": str(user), "k": k, "exclude_ids": [found], **(filters.model_dump(exclude_none=True) if filters else {})}
+            backbone = call_tool(toolbox, "retrieve", arguments)
+            ids = [i.id for i in backbone.output.items] if isinstance(backbone.output, ItemsOutput) else []
+            backbone_like.append(like_figures(toolbox, target, ids))
+
+    def mean(values: list[tuple[float, float]], index: int) -> float:
+        return round(float(np.mean([v[index] for v in values])), 3) if values else 0.0
+
+    return {
+        "dataset": toolbox.dataset.name,
+        "llm": llm.name,
+        "requests": len(requests.requests),
+        "turns": len(seconds),
+        "turn_seconds_p50": round(statistics.median(seconds), 3),
+        "turn_seconds_p95": round(_percentile(seconds, 95), 3),
+        "turn_seconds_max": round(max(seconds), 3),
+        "llm_calls_per_turn": round(statistics.mean(calls), 3),
+        "turns_with_an_llm_call": _share(sum(c > 0 for c in calls), len(calls)),
+        "like_genre_overlap": mean(agent_like, 0),
+        "like_genre_overlap_backbone": mean(backbone_like, 0),
+        "like_text_similarity": mean(agent_like, 1),
+        "like_text_similarity_backbone": mean(backbone_like, 1),
+        "misread": misread,
+    }
