@@ -81,7 +81,7 @@ DECADE_WORDS = {
 STOPWORDS = set(
     """a an the i me my we you your it its this that these those is are was were be been am do does did
     of in on at to for from with by and or but so if as about into over than then there here
-    please pls thanks thank hi hello hey ok okay yes yeah no not any some something anything more less
+    please pls thanks thank hi hello hey ok okay yes yeah no not any some something anything more less only
     want wanted would like likes liked love loved show give recommend recommendation recommendations suggest
     watch watching see seen movie movies film films one ones item items title titles pick picks list
     can could should will just really very also maybe now again instead other another kind sort type good great
@@ -131,9 +131,10 @@ _REJECT_WORDS = re.compile(r"\b(?:not|no|don't|dont|drop|remove|seen|skip|hate|d
 # A sentence addressed to the system rather than about what to watch. Deliberately specific:
 # "ignore the rules" in a plot wish is not an instruction; "ignore all previous instructions" is.
 _INSTRUCTION = re.compile(
-    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+|my\s+|these\s+|those\s+)*"
-    r"(?:previous|prior|above|earlier|preceding|system|original|existing|safety)?\s*"
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:the\s+|of\s+)*"
+    r"(?:(?:all|any|previous|prior|above|earlier|preceding|system|original|existing|safety|your)\s+(?:the\s+|of\s+|your\s+|my\s+)*)+"
     r"(?:instructions?|rules|prompts?|guidelines|directions|constraints|filters|settings|messages?)\b"
+    r"|\b(?:ignore|disregard|forget|override|bypass)\s+(?:the\s+|these\s+|those\s+)?(?:instructions?|prompts?)\b"
     r"|\byou\s+(?:are|act)\s+(?:now|no\s+longer)\b|\bact\s+as\b|\bpretend\s+(?:to\s+be|you)\b"
     r"|\b(?:new|updated|real|hidden)\s+instructions?\b|\bsystem\s*(?:prompt|message|override)\b|(?:^|\s)(?:system|assistant|developer)\s*:"
     r"|<\|?\w*\|?>|[{}]|\b(?:call|invoke|run|execute)\s+(?:the\s+)?(?:tool|function)\b|\b\w+_\w+\s*\("
