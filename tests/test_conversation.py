@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from agent.chat import (
-    Conversation, ConversationConfig, ConversationError, RuleReader, SessionConflict, SessionConstraints, TurnIntent, UnknownUser,
+    Conversation,
+    ConversationConfig,
+    ConversationError,
+    RuleReader,
+    SessionConflict,
+    SessionConstraints,
+    TurnIntent,
+    UnknownUser,
 )  # fmt: skip
 from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import LLMError, NoLLM

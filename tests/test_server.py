@@ -119,7 +119,7 @@ def test_sdk_streaming(sdk: openai.OpenAI) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "stop"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text.startswith("Here is what I found") and text.count("\n") == 5
+    assert text.startswith("I understood: you like Alien (1979).\nHere is what I found") and text.count("\n") == 6
     assert len(chunks[-1].model_extra["toolrec"]["items"]) == 5
 
 
