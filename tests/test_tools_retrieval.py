@@ -193,6 +193,32 @@ def test_similar_items_equals_brute_force(toolbox: Toolbox, space: str) -> None:
     assert out.items[0].provenance[0].variant == ("plain" if space == "model" else space)
 
 
+def test_similar_items_blend_equals_brute_force(toolbox: Toolbox) -> None:
+    """The blend space: z-scored text cosine to the seeds' centroid, mean genre Jaccard and
+    summed cosine co-occurrence over the training sequences, z-scored over what may be returned."""
+    items = toolbox.dataset.items
+    seeds = [toolbox.dataset.item_index["1"], toolbox.dataset.item_index["50"]]  # Toy Story, Star Wars
+    out = similar_items(toolbox, SimilarItemsInput(items=["1", "50"], k=10, space="blend", exclude_genres=["Animation"]))
+    allowed = np.array([False] + ["Animation" not in i.attributes.get("genre", ()) for i in items])
+    allowed[seeds] = False
+    vectors = np.concatenate([np.zeros((1, 384)), toolbox.indexes.text.vectors(np.arange(1, toolbox.num_items + 1)).astype(np.float64)])
+    query = vectors[seeds].mean(axis=0)
+    text = vectors @ query / np.linalg.norm(query)
+    genres = [set(i.attributes.get("genre", ())) for i in items]
+    jaccard = np.array([0.0] + [np.mean([len(g & genres[s - 1]) / len(g | genres[s - 1]) for s in seeds]) for g in genres])
+    watched = [set(seq.tolist()) for seq in toolbox.dataset.train_sequences()]
+    count = np.array([sum(d in w for w in watched) for d in range(toolbox.num_items + 1)], dtype=np.float64)
+    together = np.zeros(toolbox.num_items + 1)
+    for w in watched:
+        for s in seeds:
+            if s in w:
+                together[list(w)] += 1.0 / np.sqrt(np.maximum(count[s] * count[list(w)], 1.0))
+    z = [(v - v[allowed].mean()) / v[allowed].std() for v in (text, jaccard, together)]
+    blended = sum(z)
+    assert dense_ids(toolbox, out) == brute_top(blended, allowed, 10)
+    assert all("Animation" not in i.attributes["genre"] for i in out.items) and out.items[0].provenance[0].variant == "blend"
+
+
 def test_no_match_names_the_constraint_that_emptied_the_set(toolbox: Toolbox) -> None:
     user_id, _ = user(toolbox, 0)
     with pytest.raises(NoMatch) as caught:
