@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from collections import Counter
@@ -352,6 +353,9 @@ def chat_bench(toolbox: Toolbox, llm: LLM, requests: ChatRequests, *, k: int = 5
             ids = [i.id for i in backbone.output.items] if isinstance(backbone.output, ItemsOutput) else []
             backbone_like.append(like_figures(toolbox, target, ids))
 
+    with_llm = [s for s, c in zip(seconds, calls, strict=True) if c]
+    rules_only = [s for s, c in zip(seconds, calls, strict=True) if not c]
+
     def mean(values: list[tuple[float, float]], index: int) -> float:
         return round(float(np.mean([v[index] for v in values])), 3) if values else 0.0
 
@@ -363,6 +367,9 @@ def chat_bench(toolbox: Toolbox, llm: LLM, requests: ChatRequests, *, k: int = 5
         "turn_seconds_p50": round(statistics.median(seconds), 3),
         "turn_seconds_p95": round(_percentile(seconds, 95), 3),
         "turn_seconds_max": round(max(seconds), 3),
+        "turn_seconds_p50_with_an_llm_call": round(statistics.median(with_llm), 3) if with_llm else None,
+        "turn_seconds_p50_rules_only": round(statistics.median(rules_only), 3) if rules_only else None,
+        "load_average_after": round(os.getloadavg()[0], 2),
         "llm_calls_per_turn": round(statistics.mean(calls), 3),
         "turns_with_an_llm_call": _share(sum(c > 0 for c in calls), len(calls)),
         "like_genre_overlap": mean(agent_like, 0),
