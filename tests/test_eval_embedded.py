@@ -4,15 +4,13 @@ Needs the GGUF (`toolrec models get`); skipped when it is absent."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent.llm.base import LLM, ChatMessage, LLMReply
+from agent.cli.bench import CountingLLM
+from agent.llm.base import LLM
 from agent.llm.embedded import load_embedded
-from agent.llm.scoring import OptionScores
 from agent.settings import AgentSettings
 from eval.config import EvalConfig
 from eval.report import write_report
@@ -22,20 +20,6 @@ pytest_plugins = ["fixtures_tools"]
 pytestmark = pytest.mark.llm
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Counting:
-    def __init__(self, inner: LLM) -> None:
-        self.inner, self.name, self.calls = inner, inner.name, 0
-
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> LLMReply:
-        self.calls += 1
-        return self.inner.chat(messages, **kwargs)
-
-    def score_options(self, messages: Sequence[ChatMessage], options: Sequence[str], **kwargs: Any) -> OptionScores:
-        # the menu planner's one call per recommendation
-        self.calls += 1
-        return self.inner.score_options(messages, options, **kwargs)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +41,14 @@ def test_embedded_model_small_run(embedded: LLM, tool_runs: dict[str, Path], dat
             {"name": "llm-rerank", "kind": "llm_rerank", "run": str(tool_runs["plain"]), "top_n": 5, "history": 3, "max_tokens": 48},
         ],
     })  # fmt: skip
-    first = Counting(embedded)
+    first = CountingLLM(embedded)
     results = run_eval(config, tmp_path, llm=first, progress=False)
     assert results["complete"] and first.calls >= 4
     for name in ("agent", "llm-rerank"):
         v = results["methods"][name]
         assert v["scored"] == 2 and v["errors"] == 0 and v["invalid"] == 0, v["invalid_examples"]
         assert v["cost"]["llm_calls"] >= 2 and v["cost"]["tokens"] > 0 and v["cost"]["llm_call_p50"] > 0
-    again = Counting(embedded)
+    again = CountingLLM(embedded)
     rerun = run_eval(config, tmp_path, llm=again, progress=False, restart=True)
     assert again.calls == 0
     assert {n: v["metrics"] for n, v in rerun["methods"].items()} == {n: v["metrics"] for n, v in results["methods"].items()}
