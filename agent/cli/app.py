@@ -496,6 +496,7 @@ def bench_chat_command(
     requests: Annotated[Path, typer.Option(help="The fixed requests (TOML)")] = Path("eval/bench/chat-like.toml"),
     k: Annotated[int, typer.Option(help="Items per answer")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the sampled users")] = 2023,
+    index_dir: Annotated[Path | None, typer.Option(help="Item indexes (default RUN/index; built there on first need)")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
 ) -> None:
     """Conversations over fixed "like X" requests, each with a sampled user: seconds per turn (p50,
@@ -506,7 +507,7 @@ def bench_chat_command(
     from agent.cli.bench import ChatRequests, chat_bench
 
     try:
-        toolbox = open_toolbox(run)
+        toolbox = Toolbox.open(run, split="full", index_dir=index_dir)
         model = build_llm(llm)
         wishes = ChatRequests.model_validate(tomllib.loads(requests.read_text(encoding="utf-8")))
     except (FileNotFoundError, ValueError, LLMError) as exc:
