@@ -218,7 +218,10 @@ class RuleReader:
             return None
         item = self.toolbox.dataset.item(int(hits[0][0]))
         # a word that merely occurs in a long title ("name" in "In the Name of the Father") is no title
-        if hits[0][1] < 100 and len(normalize(text)) < 0.4 * len(normalize(natural_title(item.title))):
+        spoken = natural_title(item.title)
+        # ...but the head of a title with a subtitle is ("Star Wars" for "Star Wars: Episode IV - A New Hope")
+        headed = spoken.lower().startswith(text.lower() + ":")
+        if hits[0][1] < 100 and len(normalize(text)) < 0.4 * len(normalize(spoken)) and not headed:
             return None
         return item.id
 
