@@ -133,8 +133,8 @@ def test_one_short_constrained_call_reads_what_the_rules_left(toolbox: Toolbox) 
     assert 'matched "Tom Hanks" against those words' in first.reply and "(read with the language model)" in first.reply
     assert all(i.tool == "semantic_search" for i in first.items)
     second = conversation.turn("hanks", "something that makes me cry")
-    # a genre the catalogue lacks is dropped; the words went into Drama, so they are no query
-    assert second.constraints.genres == ["Drama"] and second.constraints.query is None
+    # a genre the catalogue lacks is dropped; the rules' words stay the query beside the genre found for them
+    assert second.constraints.genres == ["Drama"] and second.constraints.query == "makes cry"
     one, two = factory.llm.calls
     assert one.max_tokens <= 64 and one.json_schema is not None and one.json_schema["required"] == ["query"]
     assert set(one.json_schema["properties"]["genres"]["items"]["enum"]) <= set(RuleReader(toolbox).genres)
@@ -182,3 +182,18 @@ def test_instructions_in_a_message_change_nothing(toolbox: Toolbox, injection: s
 def test_a_plot_wish_is_not_taken_for_an_instruction(toolbox: Toolbox) -> None:
     reading = RuleReader(toolbox).reading("a film where the hero has to ignore the rules to save his town")
     assert reading.set_aside == [] and reading.intent.query
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("nothing before 1990", {"year_from": 1990}),
+        ("not after 1970", {"year_to": 1970}),
+        ("no films made before the 60s", {"year_from": 1960}),
+        ("no horror before 1980", {"exclude_genres": ["Horror"], "year_to": 1979}),
+        ("nothing too old", {"era": "newer"}),
+        ("films like Mrs. Doubtfire", {"similar_titles": ["mrs. doubtfire"]}),
+    ],
+)
+def test_rules_read_negated_bounds_and_dotted_titles(toolbox: Toolbox, message: str, expected: dict) -> None:
+    assert RuleReader(toolbox).read(message).model_dump(exclude_defaults=True) == expected

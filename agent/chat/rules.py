@@ -115,6 +115,7 @@ _YEAR_BOUND = re.compile(
 )
 _ERA_OLDER = re.compile(r"\b(older|old|classic|classics|vintage|earlier|oldies)\b")
 _NOT_OLD = re.compile(r"\b(?:not|nothing|no|none)\s+(?:too\s+|that\s+|very\s+|so\s+)?(?:old|older|dated|ancient)\b")
+_NEGATED_BOUND = re.compile(r"\b(?:nothing|not|none|never|no\s+(?:films?|movies?|ones?))(?:\s+(?:from|made|released|dated|set))?\s*$")
 _ERA_NEWER = re.compile(r"\b(newer|recent|more\s+recent|modern|latest|contemporary)\b")
 _ANY_YEAR = re.compile(r"\bany\s+(?:year|decade|era|age|time)\b")
 _ANY_GENRE = re.compile(r"\b(?:any|all|whatever)\s+genres?\b|\bno\s+genre\s+(?:filter|constraint)s?\b")
@@ -144,6 +145,11 @@ _INSTRUCTION = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^.!?;\n]+[.!?;\n]*")
+
+
+def _negated(text: str, at: int) -> bool:
+    """Whether the words just before `at` negate what follows ("nothing before 1990")."""
+    return bool(_NEGATED_BOUND.search(text[:at]))
 
 
 def set_aside(message: str) -> tuple[str, list[str]]:
@@ -346,8 +352,12 @@ class RuleReader:
                 start = (2000 if digit <= 2 else 1900) + digit * 10
             else:
                 start = DECADE_WORDS[match.group(4)]
-            if bound in ("before", "until", "pre", "older"):
+            if bound and _negated(rest, match.start()):  # "nothing before the 80s": from 1980 on
+                bound = "since" if bound in ("before", "until", "pre", "older") else "until"
+            if bound in ("before", "pre", "older"):
                 intent.year_to = start - 1
+            elif bound == "until":
+                intent.year_to = start + 9
             elif bound in ("after", "post", "newer"):
                 intent.year_from = start + 10
             elif bound == "since":
@@ -357,6 +367,8 @@ class RuleReader:
             return rest.replace(match.group(0), " ")
         for match in _YEAR_BOUND.finditer(rest):
             word, year = match.group(1).split()[0], int(match.group(2))
+            if _negated(rest, match.start()):  # "nothing before 1990" is from 1990 on; "not after 1970" up to it
+                word = {"before": "from", "pre": "from", "older": "from", "earlier": "from", "prior": "from"}.get(word, "until")
             if word in ("before", "pre", "older", "earlier", "prior"):
                 intent.year_to = year - 1
             elif word in ("until", "till", "up"):

@@ -49,9 +49,9 @@ class Steering:
             for name in TurnIntent.model_fields:
                 if name != "query" and getattr(rules, name) in (None, False, []) and getattr(read, name) not in (None, False, []):
                     setattr(intent, name, getattr(read, name))
-            # the rules' query is only the words they could not read: the LLM's reading of those
-            # words (a query of its own, or the fields it put them in) replaces it
-            if read.query or intent != rules:
+            # the rules' query is only the words they could not read, verbatim: the LLM's own
+            # wording of the wish replaces it; a genre it found for them leaves them a query
+            if read.query:
                 intent.query = read.query
             parsed_by = "rules+llm" if intent != rules else "rules"
         if cold and intent.similar_titles and not intent.liked_titles:
@@ -122,7 +122,9 @@ class Steering:
                     out.append(canonical)
             return list(dict.fromkeys(out))
 
-        query = reading.query.strip()[:200] if isinstance(reading.query, str) and reading.query.strip() else None
+        # a query of genre words only says what the genres say
+        words = (reading.query or "").split() if isinstance(reading.query, str) else []
+        query = " ".join(w for w in words if normalize(w) not in self.rules.genre_keys)[:200] or None
         return TurnIntent(
             genres=genres(reading.genres),
             exclude_genres=genres(reading.exclude_genres),
