@@ -26,9 +26,9 @@ from tools.toolbox import Toolbox
 pytest_plugins = ["fixtures_tools"]
 
 REPO = Path(__file__).resolve().parent.parent
-# Measured: 17 of 20 (0.85) on this machine (see the README's conversation section); the
-# threshold leaves a margin of three messages.
-RIGHT_SHARE = 0.7
+# Measured on this machine: 19 of 20 right (0.95; the one miss: "a funny one about a wedding"
+# read as Comedy without "wedding"). The threshold leaves a margin of three messages.
+RIGHT_SHARE = 0.8
 
 
 class Expected(BaseModel):
