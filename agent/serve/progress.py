@@ -30,6 +30,8 @@ STEP_WORDS = {
     "validate": "checked the list",
 }
 
+SEARCHES = ("gather", "act")  # the steps whose tool calls are the searches the person asked about
+
 
 class Step(BaseModel):
     node: str
@@ -67,7 +69,9 @@ class _Observed(Agent):
 def step(node: str, update: dict[str, Any]) -> Step:
     tools = sum(1 for event in update.get("trace", []) if event.kind == "tool")
     words = STEP_WORDS.get(node, node)
-    return Step(node=node, text=f"{words} ({tools} tool calls)" if tools > 1 else words, tools=tools)
+    if node in SEARCHES and tools > 1:
+        words = f"{words} {tools} ways"
+    return Step(node=node, text=words, tools=tools)
 
 
 def observed(factory: AgentFactory) -> AgentFactory:

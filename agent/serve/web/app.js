@@ -185,5 +185,10 @@
     $("log").replaceChildren();
     showChips({ chips: [] });
   });
-  document.body.dataset.state = "idle";
+  // a session kept from an earlier visit: show the preferences it still holds
+  fetch("v1/sessions/" + encodeURIComponent(session) + "/preferences", { headers: headers() })
+    .then((response) => (response.ok ? response.json() : null))
+    .then((preferences) => { if (preferences) showChips(preferences); })
+    .catch(() => {})
+    .finally(() => { document.body.dataset.state = "idle"; });
 })();
