@@ -39,6 +39,7 @@ WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # little about which item it is: only rarer words count towards a leak.
 COMMON_WORD_SHARE = 0.005
 MAX_MESSAGE_CHARS = 300
+ECHO_WORDS = 6  # words in a row copied from the instructions or an example: an echo, not a message
 SHOWN_IN_PROMPT = 5  # titles of the last list quoted back to the LLM (a short prompt is a fast one)
 
 
@@ -150,10 +151,12 @@ def clean_reply(text: str) -> str:
     return text.strip("\"'` ").replace("\n", " ")[:MAX_MESSAGE_CHARS].strip()
 
 
-def echoes(reply: str, prompt: str) -> bool:
-    """Whether a reply writes back a line of its prompt (small models do)."""
-    folded = normalize(reply)
-    return any(len(line) >= 20 and line in folded for line in map(normalize, prompt.splitlines()))
+def echoes(reply: str, sources: list[str], span: int = ECHO_WORDS) -> bool:
+    """Whether a reply copies `span` words in a row from its instructions or worked examples
+    (small models write the prompt back, or an example's story instead of their own)."""
+    said = words(reply)
+    copied = {tuple(w[i : i + span]) for w in map(words, sources) for i in range(len(w) - span + 1)}
+    return any(tuple(said[i : i + span]) in copied for i in range(len(said) - span + 1))
 
 
 class LLMUser:
@@ -215,7 +218,8 @@ class LLMUser:
                 break
             self.counts.llm_seconds += reply.seconds
             draft = clean_reply(reply.text)
-            if echoes(draft, prompt):  # the prompt written back is no message
+            # the instructions and examples, not the clues: a person may well repeat those
+            if echoes(draft, [task, self._say("secret", title=title), *(text for _, text in examples(self.domain, "sim_user_examples"))]):
                 self.counts.echoed += 1
                 draft = ""
             elif not draft or not guard.leaks(draft):

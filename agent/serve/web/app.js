@@ -189,6 +189,6 @@
   fetch("v1/sessions/" + encodeURIComponent(session) + "/preferences", { headers: headers() })
     .then((response) => (response.ok ? response.json() : null))
     .then((preferences) => { if (preferences) showChips(preferences); })
-    .catch(() => {})
-    .finally(() => { document.body.dataset.state = "idle"; });
+    .catch(() => {});
+  document.body.dataset.state = "idle";
 })();
