@@ -104,7 +104,7 @@ def test_an_echoed_prompt_or_a_failed_call_falls_back_counted(toolbox: Toolbox) 
     assert user.message(2, target, []) == rules.message(2, target, []) and user.counts.fallbacks == 2
     echo, target, llm = _user(toolbox, [])
     prompt_line = "Ask the recommender for a movie, vaguely: say only how it should feel."
-    copied = "A movie where a magical world is being swallowed by nothing."  # a worked example's story
+    copied = "A movie about a world that is being swallowed by nothing."  # a worked example's story
     echo.llm = ScriptedLLM([prompt_line + " What you want: it feels x.", copied, "Something sweet."])
     assert echo.message(1, target, []) == "Something sweet." and echo.counts.echoed == 2 and echo.counts.regenerated == 2
 
