@@ -181,7 +181,8 @@ class Nodes:
         # the same for every user, so that an embedded model evaluates it once (prefix reuse)
         self.menu_system = render(self.domain, "menu_system")
         run = toolbox.run_dir
-        self.prior = IntentPrior.load(run) if config.menu_choice == "prior" and run and (run / PRIOR_FILE).is_file() else None
+        # loaded for any agent: a request may ask for it (RecommendRequest.menu_choice)
+        self.prior = IntentPrior.load(run) if run and (run / PRIOR_FILE).is_file() else None
         self.learned: LearnedAssembly | None = None
         self.popularity: dict[str, float] = {}
         if config.assembly == "learned":
@@ -388,12 +389,13 @@ class Nodes:
         where the call fails or times out, the LLM cannot score, or there is nothing to choose."""
         entries = state["menu"]
         uniform = [1.0 / len(entries)] * len(entries) if entries else []
-        if self.config.menu_choice == "uniform":
+        choice = state["request"].menu_choice or self.config.menu_choice
+        if choice == "uniform":
             return {"weights": uniform, "trace": [self._choice(entries, uniform, None, "uniform weights by setting: no LLM call")]}
         why = None
         if not entries:
             why = "no intent on the menu found anything"
-        elif self.config.menu_choice == "prior":
+        elif choice == "prior":
             if self.prior is not None:
                 weights = self.prior.weights(state["profile"], entries, self.primary or "")
                 return {"weights": weights, "trace": [self._choice(entries, weights, None, f"the prior fit on {self.prior.users} users")]}

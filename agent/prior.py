@@ -59,6 +59,9 @@ class IntentPrior(FittedFile):
     coef: list[float]
     intercept: float
     users: int = Field(description="Validation users it was fit on")
+    fit_users: list[str] = Field(
+        default_factory=list, description="Their ids, so that an evaluation on validation users can leave them out"
+    )
     split: str = "valid"
 
     def probabilities(self, profile: UserProfileOutput, menu: Sequence[MenuEntry], primary: str) -> list[float]:
@@ -123,7 +126,13 @@ def fit_prior(toolbox: Toolbox, users: Sequence[str], config: AgentConfig | None
     if len(set(labels)) < 2:
         raise ValueError("every intent hit, or none did: too few users to fit a prior")
     model = LogisticRegression(C=c, max_iter=2000).fit(np.array(rows), np.array(labels))
-    prior = IntentPrior(features=feature_names(), coef=model.coef_[0].tolist(), intercept=float(model.intercept_[0]), users=len(users))
+    prior = IntentPrior(
+        features=feature_names(),
+        coef=model.coef_[0].tolist(),
+        intercept=float(model.intercept_[0]),
+        users=len(users),
+        fit_users=list(users),
+    )
     n = len(per_user)
     rates: dict[str, float] = {
         "random": sum(sum(h) / len(h) for _, _, h in per_user if h) / n,

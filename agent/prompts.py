@@ -50,16 +50,28 @@ def synonyms() -> dict[str, list[str]]:
 
 
 @cache
-def phrases(domain: str, file: str = "intents") -> dict[str, Template]:
-    """How the intent menu says each kind of intent (`prompts/<domain>/intents.txt`), or how the
-    conversation words its replies (`file="chat"`: `prompts/<domain>/chat.txt`)."""
+def examples(domain: str, name: str) -> list[tuple[str, str]]:
+    """Worked examples as (kind, text) pairs in file order (`prompts/<domain>/<name>.txt`)."""
+    return _entries(domain, f"{name}.txt")
+
+
+@cache
+def moods(domain: str) -> dict[str, list[str]]:
+    """Genre -> the moods it puts people in (`prompts/<domain>/moods.txt`), for the simulated user."""
+    return {genre: [w.strip() for w in words.split(",") if w.strip()] for genre, words in _entries(domain, "moods.txt")}
+
+
+@cache
+def phrases(domain: str, book: str = "intents") -> dict[str, Template]:
+    """The "name: template" phrases of `prompts/<domain>/<book>.txt`: how the intent menu says
+    each kind of intent ("intents"), what the simulated user may say ("sim_user")."""
     if domain not in DOMAINS:
         raise ValueError(f"no prompts for domain {domain!r}; known: {', '.join(DOMAINS)}")
-    return {name: Template(text) for name, text in _entries(domain, f"{file}.txt")}
+    return {name: Template(text) for name, text in _entries(domain, f"{book}.txt")}
 
 
-def phrase(domain: str, name: str, /, file: str = "intents", **values: object) -> str:
-    return phrases(domain, file)[name].substitute({k: str(v) for k, v in values.items()})
+def phrase(domain: str, name: str, book: str = "intents", **values: object) -> str:
+    return phrases(domain, book)[name].substitute({k: str(v) for k, v in values.items()})
 
 
 @cache

@@ -25,7 +25,6 @@ class Agent:
         self.config = config or AgentConfig()
         self.nodes = Nodes(llm, toolbox, self.config)
         self.graph = build_graph(self.nodes)
-        self._derived: dict[str, Agent] = {}
 
     @property
     def llm(self) -> LLM:
@@ -37,18 +36,9 @@ class Agent:
 
     def with_k(self, k: int | None) -> Agent:
         """This agent, or one like it that lists `k` items (None: as configured)."""
-        return self if k is None else self.configured(k=k)
-
-    def configured(self, **updates: Any) -> Agent:
-        """This agent, or one like it (same LLM and toolbox, kept for the next call) with these
-        settings changed."""
-        config = self.config.model_copy(update=updates)
-        if config == self.config:
+        if k is None or k == self.config.k:
             return self
-        key = config.model_dump_json()
-        if key not in self._derived:
-            self._derived[key] = Agent(self.llm, self.toolbox, config)
-        return self._derived[key]
+        return Agent(self.llm, self.toolbox, self.config.model_copy(update={"k": k}))
 
     def recommend(self, request: RecommendRequest, on_step: Callable[[str, dict[str, Any]], None] | None = None) -> Recommendation:
         """The graph's run for one request; `on_step(node, update)` sees each step as it finishes

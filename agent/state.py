@@ -100,6 +100,10 @@ class RecommendRequest(BaseModel):
         description="Tool calls made up front for what the person asked by name; what they find leads the list (AgentConfig.lead_taste)",
     )
 
+    menu_choice: Literal["llm", "uniform", "prior"] | None = Field(
+        None, description="How this request's intent menu is weighed (AgentConfig.menu_choice); None: as the agent is configured"
+    )
+
     @model_validator(mode="after")
     def _one_subject(self) -> RecommendRequest:
         if (self.user_id is None) == (self.history is None):

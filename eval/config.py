@@ -113,7 +113,9 @@ class AgentMethod(_Method):
     @property
     def uses_llm(self) -> bool:
         config = self.agent_config(10)
-        return config.max_rounds > 0 or config.assembly == "llm"
+        # the menu planner weighs its intents without an LLM call unless menu_choice is "llm"
+        plans_with_llm = config.max_rounds > 0 and (config.planner == "tools" or config.menu_choice == "llm")
+        return plans_with_llm or config.assembly == "llm"
 
     def agent_config(self, k: int, llm_timeout_s: float | None = None) -> AgentConfig:
         overrides = self.overrides

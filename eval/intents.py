@@ -109,7 +109,9 @@ def intents_command(
     run: Annotated[Path, typer.Option(help="Run folder (the backbone and its index)")],
     variant: VariantOption = None,
     users: Annotated[int, typer.Option(help="How many sampled users")] = 100,
-    split: Annotated[str, typer.Option(help="test (held-out test item) | valid (validation item)")] = "test",
+    split: Annotated[
+        str, typer.Option(help="test (held-out test item) | valid (validation item; users the prior was fit on are left out)")
+    ] = "test",
     llm: Annotated[str, typer.Option(help="local | openai:MODEL | none (baselines only)")] = "none",
     orderings: Annotated[int, typer.Option(help="Orderings of each menu the LLM scores (2n: every option at every place)")] = 2,
     seed: int = 2023,
@@ -119,7 +121,16 @@ def intents_command(
     if split not in ("test", "valid"):
         raise typer.BadParameter("test | valid", param_hint="--split")
     toolbox = open_toolbox(run, parse_variants(variant), split=split)  # type: ignore[arg-type]
-    ids = toolbox.dataset.user_ids
-    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
+    sample, left_out = sample_users(toolbox, users, seed)
     report = choice_signal(toolbox, sample, build_llm(llm), seed=seed, orderings=orderings)
-    print(json.dumps({"run": str(run), **report}, indent=2))
+    print(json.dumps({"run": str(run), "left_out_prior_fit_users": left_out, **report}, indent=2))
+
+
+def sample_users(toolbox: Toolbox, users: int, seed: int) -> tuple[list[str], int]:
+    """`users` users drawn with `seed`, and how many were left out: on validation users the
+    prior would be scored in sample, so the users it was fit on are not drawn."""
+    run = toolbox.run_dir
+    fitted = run is not None and toolbox.split == "valid" and (run / PRIOR_FILE).is_file()
+    fit = set(IntentPrior.load(run).fit_users) if fitted else set()  # type: ignore[arg-type]
+    ids = [str(u) for u in toolbox.dataset.user_ids if str(u) not in fit]
+    return [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)], len(fit)

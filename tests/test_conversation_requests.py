@@ -27,7 +27,7 @@ pytest_plugins = ["fixtures_tools"]
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "1"
-CONFIG = AgentConfig(k=5, max_rounds=1, probe_bonus=1.0)  # the menu planner; the chat weighs it without an LLM call
+CONFIG = AgentConfig(k=5, max_rounds=1, probe_bonus=1.0, menu_choice="prior")  # the menu planner, weighed without an LLM call
 
 
 class Scripted:
@@ -112,7 +112,7 @@ def test_what_the_asks_found_leads_and_taste_orders_within_it() -> None:
 
 def test_no_llm_call_where_the_rules_read_everything(toolbox: Toolbox) -> None:
     factory = Scripted(toolbox, [])  # any call raises
-    conversation = Conversation(factory, toolbox)
+    conversation = Conversation(factory, toolbox, config=ConversationConfig(menu_choice="prior"))
     for message in (
         "what should I watch?",
         "no horror, only films from the 90s",

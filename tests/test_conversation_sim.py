@@ -1,25 +1,53 @@
-"""The simulated-user evaluation of conversations on real ML-100K tools: the protocol's numbers,
-and a simulator that names its hidden target is overruled."""
+"""The simulated-user evaluation of conversations on real ML-100K tools: the protocol's numbers
+with intervals, the LLM user's clues growing turn by turn, and its title guard (a draft naming
+the target is regenerated, then redacted, and counted), with a scripted model and the real one."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from agent.chat import Conversation
 from agent.cli.runtime import agent_config, shared_agent_factory
-from agent.llm.base import NoLLM
+from agent.llm.base import LLMTimeout, NoLLM
+from agent.llm.embedded import load_embedded
 from agent.llm.scripted import ScriptedLLM
-from eval.conversation_sim import LLMUser, RuleUser, SimConfig, simulate, target_of
+from agent.settings import AgentSettings
+from eval.conversation_sim import SimConfig, simulate, target_of
+from eval.sim_users import LLMUser, RuleUser, TitleGuard
+from tools.data.schema import Item
 from tools.toolbox import Toolbox, normalize
 
 pytest_plugins = ["fixtures_tools"]
 
+REPO = Path(__file__).resolve().parent.parent
 
-def test_simulation_reports_hits_and_turns(toolbox: Toolbox) -> None:
+
+def _conversation(toolbox: Toolbox) -> Conversation:
     llm = NoLLM()
-    conversation = Conversation(shared_agent_factory(llm, toolbox, agent_config(llm, k=5)), toolbox)
-    report = simulate(toolbox, conversation, SimConfig(users=6, turns=3, k=5, seed=1), None, progress=False)
+    return Conversation(shared_agent_factory(llm, toolbox, agent_config(llm, k=5)), toolbox)
+
+
+def _user(toolbox: Toolbox, replies: list) -> tuple[LLMUser, Item, ScriptedLLM]:
+    user = toolbox.dataset.user_ids[0]
+    target = target_of(toolbox, user)
+    llm = ScriptedLLM(replies)
+    return LLMUser(llm, toolbox, user, RuleUser(toolbox, user)), target, llm
+
+
+def _item(toolbox: Toolbox, title: str) -> Item:
+    return next(i for i in toolbox.dataset.items if i.title == title)
+
+
+def test_simulation_reports_hits_and_turns_with_intervals(toolbox: Toolbox) -> None:
+    report = simulate(toolbox, _conversation(toolbox), SimConfig(users=6, turns=3, k=5, seed=1), None, progress=False)
     assert report["users"] == 6 and 0.0 <= report["hit@3"] <= 1.0
-    assert 1.0 <= report["avg_turns"] <= 3.0
+    low, high = report["hit@3_ci95"]
+    assert low <= report["hit@3"] <= high
+    assert 1.0 <= report["avg_turns_ci95"][0] <= report["avg_turns"] <= report["avg_turns_ci95"][1] <= 3.0
     assert list(report["hit_by_turn"]) == ["hit@1", "hit@2", "hit@3"]
+    assert report["simulator"] is None  # the rule user has no guard to count
     for dialogue in report["dialogues"]:
         turns = dialogue["turns"]
         assert 1 <= len(turns) <= 3 and (dialogue["hit_turn"] is None) == (not turns[-1]["hit"])
@@ -29,10 +57,80 @@ def test_simulation_reports_hits_and_turns(toolbox: Toolbox) -> None:
         assert len(shown) == len(set(shown))  # no item shown twice in a conversation
 
 
-def test_a_leaking_simulator_is_overruled(toolbox: Toolbox) -> None:
-    user = toolbox.dataset.user_ids[0]
-    target = target_of(toolbox, user)
-    leaky = LLMUser(ScriptedLLM([f"Just give me {target.title}!", "I want something gentle and old"]), toolbox, user)
-    first = leaky.message(1, target, [])
-    assert first == RuleUser(toolbox, user).message(1, target, []) and leaky.leaks == 1
-    assert leaky.message(2, target, []) == "I want something gentle and old"
+def test_the_llm_user_plays_through_the_simulation(toolbox: Toolbox) -> None:
+    config = SimConfig(users=2, turns=2, k=5, seed=1, user_sim="llm")
+    llm = ScriptedLLM(["I'd like something cheerful tonight."] * 4)
+    report = simulate(toolbox, _conversation(toolbox), config, llm, progress=False)
+    messages = [t["message"] for d in report["dialogues"] for t in d["turns"]]
+    assert messages and set(messages) == {"I'd like something cheerful tonight."}
+    assert report["simulator"]["messages"] == len(messages) and report["simulator"]["regenerated"] == 0
+    with pytest.raises(ValueError, match="needs an LLM"):
+        simulate(toolbox, _conversation(toolbox), config, None, progress=False)
+
+
+def test_clues_grow_turn_by_turn_and_the_title_comes_last(toolbox: Toolbox) -> None:
+    user, target, llm = _user(toolbox, ["Something with a bit of bite, please."] * 6)
+    for turn in range(1, 6):
+        user.message(turn, target, [])
+    prompts = [call.messages[-1].content for call in llm.calls]
+    assert len(prompts) == 5
+    decade = f"{target.year // 10 * 10}s"
+    assert decade not in prompts[0] and "feels" in prompts[0]  # the first turn is vague: a mood
+    assert all(decade in p for p in prompts[2:])
+    assert all(target.title not in p for p in prompts[:-1]) and target.title.split(",")[0] in prompts[-1]
+    assert len(set(prompts)) == 5
+
+
+def test_a_draft_naming_the_target_is_regenerated(toolbox: Toolbox) -> None:
+    title = target_of(toolbox, toolbox.dataset.user_ids[0]).title
+    user, target, llm = _user(toolbox, [f"Just give me {title}!", "I want something gentle and old"])
+    assert user.message(1, target, []) == "I want something gentle and old"
+    assert user.counts.regenerated == 1 and user.counts.redacted == 0
+    assert "title" in llm.calls[1].messages[-1].content  # the second try is told why
+
+
+def test_a_simulator_that_keeps_naming_it_is_redacted(toolbox: Toolbox) -> None:
+    title = target_of(toolbox, toolbox.dataset.user_ids[0]).title
+    user, target, _ = _user(toolbox, [f"I want {title} now"] * 3)
+    message = user.message(1, target, [])
+    assert user.counts.regenerated == 2 and user.counts.redacted == 1
+    assert not TitleGuard(toolbox, target).leaks(message) and normalize(target.title) not in normalize(message)
+
+
+def test_an_echoed_prompt_or_a_failed_call_falls_back_counted(toolbox: Toolbox) -> None:
+    user, target, llm = _user(toolbox, ["", LLMTimeout("slow")])
+    rules = RuleUser(toolbox, toolbox.dataset.user_ids[0])
+    assert user.message(1, target, []) == rules.message(1, target, []) and user.counts.fallbacks == 1
+    assert user.message(2, target, []) == rules.message(2, target, []) and user.counts.fallbacks == 2
+    echo, target, llm = _user(toolbox, [])
+    prompt_line = "Ask the recommender for a movie, vaguely: say only how it should feel."
+    copied = "A movie about a world that is being swallowed by nothing."  # a worked example's story
+    echo.llm = ScriptedLLM([prompt_line + " What you want: it feels x.", copied, "Something sweet."])
+    assert echo.message(1, target, []) == "Something sweet." and echo.counts.echoed == 2 and echo.counts.regenerated == 2
+
+
+def test_the_guard_knows_a_title_from_a_description(toolbox: Toolbox) -> None:
+    guard = TitleGuard(toolbox, _item(toolbox, "Toy Story"))
+    assert guard.leaks("Can I see toy story again?") and guard.leaks("ToyStory please")
+    assert not guard.leaks("an animated film about toys that come alive when nobody looks")
+    twelve = TitleGuard(toolbox, _item(toolbox, "Twelve Monkeys"))
+    assert twelve.leaks("the one with the twelve monkeys") and twelve.leaks("something with monkeys in it")
+    assert not twelve.leaks("a time-travel story about a virus")
+    assert not twelve.leaks(twelve.redact("Twelve Monkeys, that's it: the monkeys one"))
+
+
+@pytest.mark.llm
+def test_the_real_model_describes_a_target_without_naming_it(toolbox: Toolbox) -> None:
+    path = AgentSettings().resolved_embedded_model_path()
+    path = path if path.is_absolute() else REPO / path
+    if not path.is_file():
+        pytest.skip(f"embedded model not fetched ({path}); run `toolrec models get`")
+    llm = load_embedded(path, n_threads=2, n_ctx=4096)
+    user_id = toolbox.dataset.user_ids[0]
+    target = target_of(toolbox, user_id)
+    user = LLMUser(llm, toolbox, user_id, RuleUser(toolbox, user_id))
+    messages = [user.message(turn, target, []) for turn in (1, 3)]
+    guard = TitleGuard(toolbox, target)
+    assert all(m and not guard.leaks(m) for m in messages)
+    assert user.counts.messages == 2 and user.counts.fallbacks == 0  # the model wrote both itself
+    assert messages[0] != messages[1]

@@ -59,13 +59,13 @@ def test_recbole_interactions(tmp_path: Path, inter: str, expected: list[str]) -
 
 
 def test_recbole_latin1_where_utf8_is_expected(tmp_path: Path) -> None:
-    item = "item_id:token\tmovie_title:token_seq\n1\tToy Story\n2\tMisérables, Les\n".encode("latin-1")
+    item = "item_id:token\tmovie_title:token_seq\n1\tMarmalade Lighthouse\n2\tPélican de Verre, Le\n".encode("latin-1")
     message = recbole_error(tmp_path, INTER_HEADER + "1\t1\t3\t4\n", item)
     assert "x.item, line 3" in message and "not valid utf-8" in message and "latin-1" in message
 
 
 def test_recbole_item_field_count(tmp_path: Path) -> None:
-    message = recbole_error(tmp_path, INTER_HEADER + "1\t1\t3\t4\n", "item_id:token\tmovie_title:token_seq\n1\tToy\tStory\n")
+    message = recbole_error(tmp_path, INTER_HEADER + "1\t1\t3\t4\n", "item_id:token\tmovie_title:token_seq\n1\tMarmalade\tLighthouse\n")
     assert "x.item, line 2: expected 2" in message
 
 
@@ -80,15 +80,15 @@ def test_missing_file(tmp_path: Path) -> None:
         ({"u.data": "1\t2\t3\t4\n1\t2\t3\n"}, ["u.data", "line 2", "'timestamp' is missing"]),
         ({"u.data": "1\t2\t3\t4\t9\n"}, ["u.data", "line 1", "expected 4 fields"]),
         ({"u.data": "1\t2\t3\tyesterday\n"}, ["u.data", "line 1", "'yesterday' is not a number"]),
-        ({"u.data": "1\t2\t3\t4\n", "u.item": "1|Toy Story (1995)|01-Jan-1995\n"}, ["u.item", "line 1", "expected 24"]),
+        ({"u.data": "1\t2\t3\t4\n", "u.item": "1|Marmalade Lighthouse (1995)|01-Jan-1995\n"}, ["u.item", "line 1", "expected 24"]),
         (
-            {"u.data": "1\t2\t3\t4\n", "u.item": "1|Toy Story (1995)|01-Jan-1995||url|" + "|".join("2" * 19) + "\n"},
+            {"u.data": "1\t2\t3\t4\n", "u.item": "1|Marmalade Lighthouse (1995)|01-Jan-1995||url|" + "|".join("2" * 19) + "\n"},
             ["u.item", "line 1", "genre flags must be 0 or 1"],
         ),
         ({"ratings.dat": "1::2::3::4\n1::2:3::4\n"}, ["ratings.dat", "line 2", "'timestamp' is missing"]),
         ({"ratings.dat": "1::2::3::4\n1::2::3:4\n"}, ["ratings.dat", "line 2", "'3:4' is not a number"]),
         (
-            {"ratings.dat": "1::2::3::4\n", "movies.dat": "1::Toy Story (1995)\n"},
+            {"ratings.dat": "1::2::3::4\n", "movies.dat": "1::Marmalade Lighthouse (1995)\n"},
             ["movies.dat", "line 1", "expected 3"],
         ),
     ],

@@ -36,12 +36,13 @@ def test_grouplens_100k() -> None:
     assert raw.name == "ml-100k"
     items = by_id(raw.items)
     assert [i.id for i in raw.items] == ["1", "2", "3", "4", "5", "267"]
-    assert items["1"] == Item(id="1", title="Toy Story", year=1995, attributes={"genre": ("Animation", "Children's", "Comedy")})
-    assert items["3"].title == "Misérables, Les"  # latin-1 in u.item
+    assert items["1"] == Item(id="1", title="Marmalade Lighthouse", year=1995, attributes={"genre": ("Animation", "Children's", "Comedy")})
+    assert (items["3"].title, items["3"].year) == ("Pélican de Verre, Le", 1995)  # latin-1 in u.item
+    assert items["3"].attributes["genre"] == ("Drama", "Musical")
     assert items["4"].attributes["genre"] == ("Film-Noir", "Sci-Fi")
     # no trailing year in the title: the title stays whole and the release date gives the year
     assert (items["5"].title, items["5"].year) == (
-        "Land Before Time III: The Time of the Great Giving (1995) (V)",
+        "Little Comet IV: The Long Way to the Meadow (1995) (V)",
         1995,
     )
     assert (items["267"].title, items["267"].year, items["267"].attributes) == (
@@ -52,20 +53,21 @@ def test_grouplens_100k() -> None:
     frame = raw.interactions
     assert list(frame.columns) == list(INTERACTION_COLUMNS)
     assert frame["order"].tolist() == list(range(11))
-    assert rows(frame)[:2] == [("196", "1", 3.0, 881250949), ("186", "2", 3.0, 891717742)]
-    assert raw.user_features["186"] == {"age": "39", "gender": "F", "occupation": "executive", "zip": "00000"}
+    assert rows(frame)[:2] == [("412", "1", 3.0, 884512730), ("95", "2", 3.0, 889034460)]
+    # the zip code stays text: its leading zero survives
+    assert raw.user_features["95"] == {"age": "31", "gender": "F", "occupation": "executive", "zip": "02139"}
 
 
 def test_grouplens_1m() -> None:
     raw = load_grouplens(DATASETS / "grouplens-1m")
     assert raw.name == "ml-1m"
     items = by_id(raw.items)
-    assert items["3"] == Item(id="3", title="Alien³", year=1992, attributes={"genre": ("Action", "Horror", "Sci-Fi", "Thriller")})
-    assert items["4"].title == "City of Lost Children, The"
-    assert rows(raw.interactions)[0] == ("1", "1", 5.0, 978300760)
+    assert items["3"] == Item(id="3", title="Xenomorph³", year=1992, attributes={"genre": ("Action", "Horror", "Sci-Fi", "Thriller")})
+    assert items["4"].title == "Seven Brass Umbrellas, The"
+    assert rows(raw.interactions)[0] == ("1", "1", 5.0, 975600120)
     assert len(raw.interactions) == 7
     # codes replaced by the ML-1M README's labels
-    assert raw.user_features["1"] == {"gender": "F", "age": "Under 18", "occupation": "K-12 student", "zip": "48067"}
+    assert raw.user_features["1"] == {"gender": "F", "age": "Under 18", "occupation": "K-12 student", "zip": "53703"}
     assert raw.user_features["2"]["occupation"] == "self-employed"
 
 
@@ -74,15 +76,18 @@ def test_recbole_ml1m_style_crlf_utf8() -> None:
     assert raw.name == "ml-1m"
     items = by_id(raw.items)
     # `genre:token` still holds several space-separated genres
-    assert items["Toy Story (1995)"] == Item(
-        id="Toy Story (1995)", title="Toy Story", year=1995, attributes={"genre": ("Animation", "Children's", "Comedy")}
+    assert items["Marmalade Lighthouse (1995)"] == Item(
+        id="Marmalade Lighthouse (1995)",
+        title="Marmalade Lighthouse",
+        year=1995,
+        attributes={"genre": ("Animation", "Children's", "Comedy")},
     )
-    assert items["Alien³ (1992)"].title == "Alien³"
+    assert items["Xenomorph³ (1992)"].title == "Xenomorph³"
     assert rows(raw.interactions)[:2] == [
-        ("1m_1", "Toy Story (1995)", 5.0, 978300760),
-        ("1m_1", "Alien³ (1992)", 3.0, 978300760),
+        ("1m_1", "Marmalade Lighthouse (1995)", 5.0, 975600120),
+        ("1m_1", "Xenomorph³ (1992)", 3.0, 975600120),
     ]
-    assert raw.user_features["1m_2"] == {"age": "56+", "gender": "M", "occupation": "self-employed", "zip": "70072"}
+    assert raw.user_features["1m_2"] == {"age": "56+", "gender": "M", "occupation": "self-employed", "zip": "97214"}
 
 
 def test_recbole_ml100k_style_quirks() -> None:
@@ -90,9 +95,10 @@ def test_recbole_ml100k_style_quirks() -> None:
     items = by_id(raw.items)
     assert items["1"].attributes == {"genre": ("Animation", "Children's", "Comedy")}  # `class` is renamed
     # RecBole's copy left this year in the title and wrote 'V' as the year
-    assert (items["1412"].title, items["1412"].year) == ("Land Before Time III: The Time of the Great Giving", 1995)
+    assert (items["1412"].title, items["1412"].year) == ("Little Comet IV: The Long Way to the Meadow", 1995)
     assert (items["267"].title, items["267"].year) == ("unkonwn", None)
-    assert raw.user_features["196"] == {"age": "49", "gender": "M", "occupation": "writer", "zip": "55105"}
+    assert raw.user_features["412"] == {"age": "44", "gender": "M", "occupation": "librarian", "zip": "60612"}
+    assert raw.user_features["95"]["zip"] == "02139"
 
 
 def test_recbole_without_rating_or_side_files(tmp_path: Path) -> None:
@@ -106,25 +112,25 @@ def test_amazon() -> None:
     folder = DATASETS / "amazon-book"
     raw = load_amazon(folder / "Books.json", folder / "meta_Books.json", name="amazon-book")
     items = by_id(raw.items)
-    assert list(items) == ["0001713353", "0002005395", "0002007770", "0009999999"]  # duplicate record dropped
-    king = items["0001713353"]
-    assert king.title == "The King, the Mice and the Cheese"
-    assert king.year == 1965
-    assert king.attributes == {
+    assert list(items) == ["0990000011", "0990000028", "0990000036", "0990000099"]  # duplicate record dropped
+    owl = items["0990000011"]
+    assert owl.title == "The Owl, the Kettle and the Lantern"
+    assert owl.year == 1967
+    assert owl.attributes == {
         "category": ("Books", "Children's Books", "Literature & Fiction"),
-        "brand": ("Nancy Gurney",),
+        "brand": ("Mirela Tansy",),
         "price": ("$4.99",),
     }
-    assert king.description == "A classic story & more for children."
+    assert owl.description == "A bedtime tale & more for children."
     # page markup in the price field is not a price
-    assert items["0002005395"].attributes == {
+    assert items["0990000028"].attributes == {
         "category": ("Books", "Literature & Fiction", "Historical Fiction"),
-        "brand": ("Jeff Shaara",),
+        "brand": ("Corwin Aldous",),
     }
-    assert items["0002005395"].year == 2000
-    assert items["0002007770"].title == "Water For Elephants"
-    assert items["0002007770"].attributes["price"] == ("$10.00 - $15.99",)
-    assert rows(raw.interactions)[0] == ("A1", "0001713353", 5.0, 1112140800)
+    assert items["0990000028"].year == 2000
+    assert items["0990000036"].title == "Salt Roads North"
+    assert items["0990000036"].attributes["price"] == ("$10.00 - $15.99",)
+    assert rows(raw.interactions)[0] == ("A1", "0990000011", 5.0, 1136073600)
     assert len(raw.interactions) == 6  # a review of a product without metadata still counts
 
 
@@ -140,7 +146,7 @@ def test_yelp() -> None:
     items = by_id(raw.items)
     assert items["b1"] == Item(
         id="b1",
-        title="St Honore Pastries",
+        title="Larkspur Crumb & Kettle",
         attributes={
             "category": ("Restaurants", "Food", "Bubble Tea", "Coffee & Tea", "Bakeries"),
             "city": ("Philadelphia",),
@@ -151,7 +157,7 @@ def test_yelp() -> None:
     )
     assert "price" not in items["b2"].attributes
     assert items["b3"].attributes == {"category": (), "city": ("Tucson",), "state": ("AZ",), "stars": ("3.5",)}
-    expected = int(datetime(2018, 7, 7, 22, 9, 11, tzinfo=UTC).timestamp())
+    expected = int(datetime(2019, 3, 14, 18, 25, 40, tzinfo=UTC).timestamp())
     assert rows(raw.interactions)[0] == ("u1", "b1", 4.0, expected)
     assert rows(raw.interactions)[1][2] == 2.0
 

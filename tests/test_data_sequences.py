@@ -36,39 +36,39 @@ def test_k_core_keeps_a_dense_block() -> None:
 
 def test_ties_keep_file_order() -> None:
     data = build_sequences(load_grouplens(DATASETS / "grouplens-100k"))
-    assert data.user_ids == ["196", "186", "22"]  # order of first appearance
+    assert data.user_ids == ["412", "95", "33"]  # order of first appearance
     assert [item.id for item in data.items] == ["1", "2", "3", "4", "5", "267"]
-    # 196 rated 1, 3 and 5 at the same second, after 4: the file's order breaks the tie
+    # 412 rated 1, 3 and 5 at the same second, after 4: the file's order breaks the tie
     ids = {user: [data.item(int(d)).id for d in seq] for user, seq in zip(data.user_ids, data.sequences, strict=True)}
-    assert ids == {"196": ["4", "1", "3", "5"], "186": ["1", "2", "4", "267"], "22": ["1", "5", "2"]}
+    assert ids == {"412": ["4", "1", "3", "5"], "95": ["1", "2", "4", "267"], "33": ["1", "5", "2"]}
 
 
 def test_ties_are_stable_when_the_file_is_reordered() -> None:
     raw = load_recbole(DATASETS / "recbole-1m")
     data = build_sequences(raw, min_length=1)
     first = [data.item(int(d)).id for d in data.sequences[data.user_index["1m_1"]]]
-    assert first == ["Toy Story (1995)", "Alien³ (1992)", "Jumanji (1995)"]
+    assert first == ["Marmalade Lighthouse (1995)", "Xenomorph³ (1992)", "Gumboot Jamboree (1995)"]
     # the same rows reversed: the tie now resolves the other way, as the file says
     frame = raw.interactions.iloc[::-1]
     flipped = interactions_frame(zip(frame["user_id"], frame["item_id"], frame["rating"], frame["timestamp"], strict=True))
     data = build_sequences(raw.model_copy(update={"interactions": flipped}), min_length=1)
     assert [data.item(int(d)).id for d in data.sequences[data.user_index["1m_1"]]][:2] == [
-        "Alien³ (1992)",
-        "Toy Story (1995)",
+        "Xenomorph³ (1992)",
+        "Marmalade Lighthouse (1995)",
     ]
 
 
 def test_leave_one_out_split() -> None:
     data = build_sequences(load_grouplens(DATASETS / "grouplens-100k"))
     d = data.item_index
-    seq_196 = [d["4"], d["1"], d["3"], d["5"]]
+    seq_412 = [d["4"], d["1"], d["3"], d["5"]]
     inputs, targets = data.split("test")
-    assert inputs[0].tolist() == seq_196[:-1] and targets[0] == seq_196[-1]
+    assert inputs[0].tolist() == seq_412[:-1] and targets[0] == seq_412[-1]
     inputs, targets = data.split("valid")
-    assert inputs[0].tolist() == seq_196[:-2] and targets[0] == seq_196[-2]
-    assert data.train_sequences()[0].tolist() == seq_196[:-2]
-    assert data.history("196", "test").tolist() == seq_196[:-1]
-    assert data.history("196", "valid").tolist() == seq_196[:-2]
+    assert inputs[0].tolist() == seq_412[:-2] and targets[0] == seq_412[-2]
+    assert data.train_sequences()[0].tolist() == seq_412[:-2]
+    assert data.history("412", "test").tolist() == seq_412[:-1]
+    assert data.history("412", "valid").tolist() == seq_412[:-2]
     assert targets.dtype == np.int64 and len(targets) == len(data.user_ids) == 3
     # the held-out items never reach the training counts
     popularity = data.popularity()

@@ -4,12 +4,15 @@ whose scoring fails falls back to uniform weights, whose top is the menu's first
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from test_prior import view
 
 from agent.llm.base import LLMError
 from agent.llm.scripted import ScriptedLLM
-from agent.prior import KINDS, menus
-from eval.intents import choice_signal
+from agent.prior import KINDS, fit_prior, menus
+from eval.intents import choice_signal, sample_users
 from tools.toolbox import Toolbox
 
 pytest_plugins = ["fixtures_tools"]
@@ -36,3 +39,13 @@ def test_choices_are_scored_against_the_held_out_item(toolbox: Toolbox) -> None:
     failing = choice_signal(toolbox, users, ScriptedLLM([], preferences=[LLMError("down")] * 40))
     assert failing["shares"]["llm_top"]["share"] == failing["shares"]["first"]["share"]
     assert failing["shares"]["llm_expected"]["share"] == pytest.approx(failing["shares"]["random"]["share"], abs=1e-3)
+
+
+def test_validation_users_the_prior_was_fit_on_are_not_drawn(toolbox: Toolbox, tmp_path: Path) -> None:
+    valid = view(toolbox, "valid", tmp_path)
+    fit_users = [str(u) for u in toolbox.dataset.user_ids[:600]]
+    fit_prior(valid, fit_users).prior.save(tmp_path)
+    sample, left_out = sample_users(valid, 200, seed=1)
+    assert left_out == 600 and len(sample) == 200 and not set(sample) & set(fit_users)
+    on_test, none_left_out = sample_users(view(toolbox, "test", tmp_path), 200, seed=1)
+    assert none_left_out == 0 and set(on_test) & set(fit_users)

@@ -15,6 +15,7 @@ from tools.data.sequences import SequenceDataset
 from tools.models.attributes import AttributeVocab
 from tools.models.base import Recommender
 from tools.models.checkpoint import build_model, load_model, new_config, save_model
+from tools.models.layers import Layout, dropout
 from tools.models.scoring import score_histories
 from tools.models.train import TrainConfig, seed_everything, train
 
@@ -61,6 +62,28 @@ def test_sampled_losses_decrease(ml100k: SequenceDataset, loss: str) -> None:
         model.loss(batch).backward()
         optimiser.step()
     assert model.loss(batch).item() < first
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
+def test_packed_batches_compute_each_sequence_as_if_padded_alone(ml100k: SequenceDataset, kind: str) -> None:
+    model = build_model(new_config(kind, ml100k, **SMALL), ml100k).eval()
+    sequences = [s[-n:] for s, n in zip(ml100k.train_sequences()[:12], [50, 3, 17, 1, 49, 2, 30, 8, 50, 5, 12, 40], strict=True)]
+    lengths = [len(s) for s in sequences]
+    packed, padded = Layout.packed(lengths, 50), Layout.padded(lengths, 50)
+    assert len(packed.segments) < len(padded.segments) and (packed.segments > 0).sum() == sum(lengths)
+    with torch.no_grad():
+        out = {name: model.encode(layout.place(sequences), layout) for name, layout in (("packed", packed), ("padded", padded))}
+    for (row, start), (padded_row, padded_start), n in zip(packed.slots, padded.slots, lengths, strict=True):
+        torch.testing.assert_close(out["packed"][row, start : start + n], out["padded"][padded_row, padded_start : padded_start + n])
+
+
+def test_dropout_keeps_the_expected_share_and_mean() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    dropped = dropout(x, 0.1)
+    assert abs((dropped == 0).float().mean().item() - 0.1) < 0.005
+    assert abs(dropped.mean().item() - 1.0) < 0.01
+    assert dropout(x, 0.0) is x
 
 
 def test_checkpoint_round_trip(ml100k: SequenceDataset, tmp_path: Path) -> None:

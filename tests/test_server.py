@@ -254,9 +254,12 @@ def test_concurrency_is_bounded(toolbox: Toolbox) -> None:
 
 
 def test_timeouts_answer_504(toolbox: Toolbox) -> None:
+    # a wish the rules cannot read in full, so the (slow) LLM is asked
     slow = Agent(SlowLLM(), toolbox, AgentConfig(k=3, max_rounds=0))
     with TestClient(create_app(ServerSettings(request_timeout_s=0.1), lambda: slow)) as test:
-        response = test.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "I like Heat"}], "user": "t"})
+        response = test.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "I like Heat, anything with Al Pacino"}], "user": "t"}
+        )
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
 
 

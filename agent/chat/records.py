@@ -179,9 +179,9 @@ class ConversationConfig(BaseModel):
     intent_max_tokens: int = Field(64, description="The LLM's reading: a short JSON object")
     intent_timeout_s: float = Field(15.0, description="The LLM's reading; past it the rules' reading stands")
     menu_choice: Literal["llm", "uniform", "prior"] | None = Field(
-        "prior",
-        description="How the agent weighs its intent menu in a turn: prior (the learned prior, no LLM call; uniform without one), "
-        "so that the message reading is a turn's one LLM call; None: as the agent is configured",
+        None,
+        description="How the agent weighs its intent menu in a turn; prior (the learned prior, no LLM call; uniform without one) makes "
+        "the message reading a turn's one LLM call (`toolrec chat` and `bench chat` use it); None: as the agent is configured",
     )
     similar_space: str = Field(
         "blend", description='Space for "more like": blend (content, genres and audience), model (watched by the same people) or text'

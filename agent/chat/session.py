@@ -235,8 +235,6 @@ class Conversation:
             set_aside=state.get("set_aside", []),
         )  # fmt: skip
         agent = agent_of(config)
-        if self.config.menu_choice is not None:
-            agent = agent.configured(menu_choice=self.config.menu_choice)
         self._keep(session_id, None)
         if session.user_id is None and not session.liked:
             turn.reply = "Tell me a few titles you like (for example: I like Toy Story, Heat and Alien) and I will recommend at once."
@@ -294,7 +292,7 @@ class Conversation:
         )
 
     def say(self, name: str, **values: object) -> str:
-        return phrase(self.domain, name, file="chat", **values)
+        return phrase(self.domain, name, book="chat", **values)
 
     def format(self, session: ConversationState, turn: Turn) -> str:
         """What was understood (and by whom), what the catalogue cannot say, what was left out,

@@ -253,4 +253,6 @@ class Steering:
             if session.user_id is not None:
                 base = [self.toolbox.dataset.item(int(d)).id for d in self.toolbox.user_history(session.user_id)]
             subject = {"history": list(dict.fromkeys([*[i for i in base if i not in session.liked], *session.liked]))}
-        return RecommendRequest(**subject, request=text[:1000], exclude=exclude, constraints=c.filters(), probes=probes)
+        return RecommendRequest(
+            **subject, request=text[:1000], exclude=exclude, constraints=c.filters(), probes=probes, menu_choice=self.config.menu_choice
+        )

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agent.chat import Conversation
+from agent.chat import Conversation, ConversationConfig
 from agent.cli.runtime import PROBE_BONUS, agent_config, shared_agent_factory
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, uses_llm
 from agent.llm.scoring import OptionScorer, OptionScores
@@ -320,7 +320,8 @@ def chat_bench(toolbox: Toolbox, llm: LLM, requests: ChatRequests, *, k: int = 5
     for that user under the same constraints (X and the history left out)."""
     counting = CountingLLM(llm) if uses_llm(llm) else None
     model: LLM = counting if counting is not None else llm  # type: ignore[assignment]
-    conversation = Conversation(shared_agent_factory(model, toolbox, agent_config(model, k=k)), toolbox)
+    factory = shared_agent_factory(model, toolbox, agent_config(model, k=k))
+    conversation = Conversation(factory, toolbox, config=ConversationConfig(menu_choice="prior"))
     rules = conversation.rules
     users = np.random.default_rng(seed).choice(
         toolbox.dataset.user_ids, size=len(requests.requests), replace=len(requests.requests) > len(toolbox.dataset.user_ids)

@@ -7,6 +7,11 @@
   the `user` field or the `X-Session-Id` header; a new session may be bound to a known dataset
   user with the `X-Toolrec-User` header or a `toolrec_user_id` body field, otherwise it starts
   cold (the person names titles they like). The reply's `toolrec` field carries the items.
+- `POST /v1/chat/stream`: one turn as typed server-sent events, what the web page uses: a `step`
+  event as each step of the agent finishes, then the reply's `text`, one `item` event per item,
+  and `done` with the standing preferences as removable chips (or `error`).
+- `GET /v1/sessions/{id}/preferences`, `POST /v1/sessions/{id}/preferences/remove`: the standing
+  preferences as chips, and a typed removal of one (the page's chip click; no message is read).
 - `POST /v1/recommend`: a `RecommendRequest` (plus k) in, a `Recommendation` out.
 - `GET /v1/models`, `GET /healthz`, `GET|DELETE /v1/sessions/{id}`, the OpenAPI schema at
   `/openapi.json` (and `/docs`), and a small chat page at `/`.
@@ -20,6 +25,8 @@ JSON, `{"error": {"message", "type", "param", "code"}}`, and the server keeps se
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import secrets
 import threading
@@ -44,6 +51,7 @@ from agent.serve.guards import APIError, BodyLimit, RateLimiter, RunLimiter, err
 from agent.serve.openai import (
     ChatCompletion,
     ChatCompletionRequest,
+    ChatTurnBody,
     Health,
     ModelCard,
     ModelList,
@@ -53,6 +61,8 @@ from agent.serve.openai import (
     pieces,
     sse,
 )
+from agent.serve.preferences import NotAPreference, Preferences, Removal, chips, removed
+from agent.serve.progress import Step, observed, watching
 from agent.state import Recommendation, RecommendRequest
 
 log = logging.getLogger(__name__)
@@ -100,6 +110,7 @@ def create_app(
             agent_factory, db=settings.sessions_db, config=ConversationConfig(max_message_chars=settings.max_message_chars)
         )
     factory = agent_factory or conversation.agent_factory
+    conversation.agent_factory = observed(conversation.agent_factory)  # the stream reports the agent's steps
     toolbox = conversation.toolbox
     limiter_box: dict[str, RunLimiter] = {}
     rate = RateLimiter(settings.rate_per_minute, settings.rate_burst)
@@ -212,6 +223,25 @@ def create_app(
             raise APIError(404, f"no session {session_id!r}", code="unknown_session")
         return state
 
+    def preferences_of(session: ConversationState) -> Preferences:
+        return Preferences(constraints=session.constraints, chips=chips(session.constraints, toolbox.spoken_title))
+
+    @app.get("/v1/sessions/{session_id}/preferences", response_model=Preferences, dependencies=[Depends(guard)], tags=["sessions"])
+    def get_preferences(session_id: str) -> Preferences:
+        return preferences_of(get_session(session_id))
+
+    @app.post("/v1/sessions/{session_id}/preferences/remove", response_model=Preferences, dependencies=[Depends(guard)], tags=["sessions"])
+    def remove_preference(session_id: str, removal: Removal) -> Preferences:
+        """Drop one standing preference (a chip's removal): the next turn runs without it."""
+        with conversation._lock(session_id):  # the turn's own lock: no turn of this session runs meanwhile
+            session = get_session(session_id)
+            try:
+                session.constraints = removed(session.constraints, removal)
+            except NotAPreference as exc:
+                raise APIError(404, str(exc), code="unknown_preference", param="kind") from exc
+            conversation.graph.update_state({"configurable": {"thread_id": session_id}}, {"session": session}, as_node="respond")
+        return preferences_of(session)
+
     @app.delete("/v1/sessions/{session_id}", status_code=204, dependencies=[Depends(guard)], tags=["sessions"])
     def delete_session(session_id: str) -> Response:
         conversation.reset(session_id)
@@ -308,6 +338,60 @@ def create_app(
             events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
 
+    @app.post(
+        "/v1/chat/stream",
+        dependencies=[Depends(guard)],
+        tags=["chat"],
+        responses={200: {"content": {"text/event-stream": {}}, "description": "step, text, item, done (or error) events"}},
+    )
+    async def chat_stream(body: ChatTurnBody) -> StreamingResponse:
+        if len(body.message) > settings.max_message_chars:
+            raise APIError(413, f"the message is too long ({len(body.message)} characters; at most {settings.max_message_chars})",
+                           code="message_too_long", param="message")  # fmt: skip
+        if body.user_id is not None and body.user_id not in toolbox.dataset.user_index:
+            raise APIError(404, f"unknown user {body.user_id!r}", code="unknown_user", param="user_id")
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[Step] = asyncio.Queue()
+
+        def run() -> TurnResult:
+            with watching(lambda step: loop.call_soon_threadsafe(steps.put_nowait, step)):
+                return conversation.turn(body.session_id, body.message, user_id=body.user_id)
+
+        run_limiter = limiter()
+        await run_limiter.acquire()  # 503 before the stream starts, not inside it
+
+        async def events() -> AsyncIterator[str]:
+            turn = asyncio.ensure_future(_turn(run_limiter, run, acquired=True))
+            while not turn.done() or not steps.empty():
+                waiter = asyncio.ensure_future(steps.get())
+                await asyncio.wait({turn, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if waiter.done():
+                    yield event("step", waiter.result().model_dump())
+                else:
+                    waiter.cancel()
+            try:
+                result = turn.result()
+            except APIError as exc:
+                yield event("error", error_body(exc.message, exc.kind, exc.code, exc.param))
+                return
+            except Exception as exc:  # the stream has begun: report in-band
+                log.exception("unexpected error in a stream: %s", exc)
+                yield event("error", error_body("internal error; the server keeps serving", "server_error", "internal_error"))
+                return
+            # the reply's words, then its list item by item; a turn without items says why in its reply
+            text = result.reply if not result.items else ("Understood: " + "; ".join(result.notes) + ".") if result.notes else ""
+            if text:
+                yield event("text", {"text": text})
+            for item in result.items:
+                yield event("item", item.model_dump(mode="json"))
+            session = conversation.state(body.session_id)
+            done = result.model_dump(mode="json", exclude={"reply", "items"})
+            if session is not None:
+                done["preferences"] = preferences_of(session).model_dump(mode="json")
+            yield event("done", done)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(_web_file("index.html"))
@@ -330,6 +414,11 @@ async def _turn(limiter: RunLimiter, run: Callable[[], TurnResult], acquired: bo
         raise APIError(400, str(exc), code="invalid_message") from exc
     except ValidationError as exc:
         raise APIError(422, str(exc), code="invalid_request") from exc
+
+
+def event(name: str, payload: dict[str, Any]) -> str:
+    """One server-sent event with a name, so a client dispatches on the name, not the payload."""
+    return f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

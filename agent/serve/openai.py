@@ -43,6 +43,15 @@ class ChatCompletionRequest(BaseModel):
     toolrec_user_id: str | None = Field(None, max_length=100, description="Bind a new session to this dataset user")
 
 
+class ChatTurnBody(BaseModel):
+    """One turn of the web page's streamed chat (`POST /v1/chat/stream`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    session_id: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1)
+    user_id: str | None = Field(None, max_length=100, description="Bind a new session to this dataset user")
+
+
 class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str

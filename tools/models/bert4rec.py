@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from tools.models.base import ModelConfig, Recommender, sampled_loss
-from tools.models.layers import Encoder, ItemEmbedding, left_pad
+from tools.models.layers import Encoder, ItemEmbedding, Layout, left_pad
 
 
 class BERT4Rec(Recommender):
@@ -19,27 +19,29 @@ class BERT4Rec(Recommender):
         self.embedding = ItemEmbedding(config.num_items + 2, config.dim, attribute_table, values)
         self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=False)
 
-    def encode(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        return self.encoder(self.embedding(tokens), padding=tokens == 0, last_only=last_only)
+    def encode(self, tokens: torch.Tensor, layout: Layout, last_only: bool = False) -> torch.Tensor:
+        return self.encoder(self.embedding(tokens), layout.to(tokens.device), last_only=last_only)
 
     def _item_vectors(self) -> torch.Tensor:
         return self.embedding.all()[: self.config.num_items + 1]
 
     def score(self, histories: list[np.ndarray]) -> torch.Tensor:
-        tokens = left_pad([np.append(h[-(self.config.max_len - 1) :], self.mask_token) for h in histories], self.config.max_len).to(self.device)
-        scores = self.encode(tokens, last_only=True)[:, -1] @ self._item_vectors().T
+        tokens, layout = left_pad([np.append(h[-(self.config.max_len - 1) :], self.mask_token) for h in histories], self.config.max_len)
+        scores = self.encode(tokens.to(self.device), layout, last_only=True)[:, -1] @ self._item_vectors().T
         scores[:, 0] = -torch.inf
         return scores
 
     def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
-        tokens = left_pad(sequences, self.config.max_len).to(self.device)
-        real = tokens > 0
-        masked = (torch.rand(tokens.shape, device=self.device) < self.config.mask_prob) & real
-        # the last position is masked half the time so training also looks like inference
-        masked[:, -1] |= torch.rand(tokens.shape[0], device=self.device) < 0.5
-        masked &= real
+        capped = [s[-self.config.max_len :] for s in sequences]
+        layout = Layout.packed([len(s) for s in capped], self.config.max_len)
+        tokens = layout.place(capped).to(self.device)
+        masked = (torch.rand(tokens.shape, device=self.device) < self.config.mask_prob) & (tokens > 0)
+        # each sequence's last item is masked half the time so training also looks like inference
+        rows, columns = zip(*((row, start + len(s) - 1) for (row, start), s in zip(layout.slots, capped, strict=True)), strict=True)
+        masked[rows, columns] |= torch.rand(len(capped), device=self.device) < 0.5
+        masked &= tokens > 0
         inputs = tokens.masked_fill(masked, self.mask_token)
-        hidden = self.encode(inputs)
+        hidden = self.encode(inputs, layout)
         return sampled_loss(self.config.loss, hidden[masked], self._item_vectors(), tokens[masked], self.config.negatives)
 
     def item_vectors(self) -> np.ndarray:

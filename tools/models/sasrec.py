@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from tools.models.base import ModelConfig, Recommender, sampled_loss
-from tools.models.layers import Encoder, ItemEmbedding, left_pad
+from tools.models.layers import Encoder, ItemEmbedding, Layout, left_pad
 
 
 class SASRec(Recommender):
@@ -19,22 +19,23 @@ class SASRec(Recommender):
         self.embedding = ItemEmbedding(config.num_items + 1, config.dim, attribute_table, values)
         self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=True)
 
-    def encode(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, layout: Layout, last_only: bool = False) -> torch.Tensor:
         scale = self.config.dim**0.5
-        return self.encoder(self.embedding(tokens) * scale, padding=tokens == 0, last_only=last_only)
+        return self.encoder(self.embedding(tokens) * scale, layout.to(tokens.device), last_only=last_only)
 
     def score(self, histories: list[np.ndarray]) -> torch.Tensor:
-        tokens = left_pad(histories, self.config.max_len).to(self.device)
-        last = self.encode(tokens, last_only=True)[:, -1]
+        tokens, layout = left_pad(histories, self.config.max_len)
+        last = self.encode(tokens.to(self.device), layout, last_only=True)[:, -1]
         scores = last @ self.embedding.all().T
         scores[:, 0] = -torch.inf
         return scores
 
     def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
-        tokens = left_pad(sequences, self.config.max_len + 1).to(self.device)
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        hidden = self.encode(inputs)
-        present = (targets > 0) & (inputs > 0)
+        capped = [s[-(self.config.max_len + 1) :] for s in sequences]
+        layout = Layout.packed([len(s) - 1 for s in capped], self.config.max_len)
+        inputs, targets = (layout.place(part).to(self.device) for part in ([s[:-1] for s in capped], [s[1:] for s in capped]))
+        hidden = self.encode(inputs, layout)
+        present = targets > 0
         return sampled_loss(self.config.loss, hidden[present], self.embedding.all(), targets[present], self.config.negatives)
 
     def item_vectors(self) -> np.ndarray:
