@@ -9,7 +9,6 @@ time-to-quality curve (validation NDCG@10 against elapsed seconds) beside the fi
 
 from __future__ import annotations
 
-import ctypes
 import resource
 import time
 from collections.abc import Callable
@@ -109,21 +108,6 @@ def seconds_to(progress: TrainProgress, threshold: float) -> float | None:
     return next((h["seconds"] for h in progress.history if h.get(MONITOR, 0.0) >= threshold), None)
 
 
-def keep_freed_memory() -> None:
-    """Serve allocations from a heap that is never handed back to the OS. glibc returns large
-    freed blocks (a step's activations and logit gradients) to the OS and faults them in again
-    on the next step: about 15,000 page faults a step on ML-1M, 1,500 with this, and 5-10% less
-    CPU time a step. A no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # mallopt's parameter numbers (malloc.h)
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 2**31 - 1)
-    libc.mallopt(m_top_pad, 64 << 20)
-
-
 def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset | None = None, threshold: float = 0.18) -> dict[str, Any]:
     """Train (or resume) the run `out` with `spec`, evaluate its best checkpoint on test, and
     write and return `metrics.json`. A run folder holding other settings is refused."""
@@ -131,7 +115,6 @@ def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset 
         check_reusable(out, spec)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    keep_freed_memory()
     data = data or load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
     network = spec.model_dump(include=set(ModelConfig.model_fields) - {"kind", "num_items", "attribute"})
     config = new_config(spec.model, data, attribute=spec.attribute, **network)
