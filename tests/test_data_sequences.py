@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fixture_dataset
 
 from tools.data.loaders import load_grouplens, load_recbole
 from tools.data.schema import DataError, Item, RawDataset, interactions_frame
 from tools.data.sequences import build_sequences, k_core
-
-DATASETS = Path(__file__).parent / "fixtures" / "datasets"
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
@@ -35,7 +32,7 @@ def test_k_core_keeps_a_dense_block() -> None:
 
 
 def test_ties_keep_file_order() -> None:
-    data = build_sequences(load_grouplens(DATASETS / "grouplens-100k"))
+    data = build_sequences(load_grouplens(fixture_dataset("grouplens-100k")))
     assert data.user_ids == ["412", "95", "33"]  # order of first appearance
     assert [item.id for item in data.items] == ["1", "2", "3", "4", "5", "267"]
     # 412 rated 1, 3 and 5 at the same second, after 4: the file's order breaks the tie
@@ -44,7 +41,7 @@ def test_ties_keep_file_order() -> None:
 
 
 def test_ties_are_stable_when_the_file_is_reordered() -> None:
-    raw = load_recbole(DATASETS / "recbole-1m")
+    raw = load_recbole(fixture_dataset("recbole-1m"))
     data = build_sequences(raw, min_length=1)
     first = [data.item(int(d)).id for d in data.sequences[data.user_index["1m_1"]]]
     assert first == ["Marmalade Lighthouse (1995)", "Xenomorph³ (1992)", "Gumboot Jamboree (1995)"]
@@ -59,7 +56,7 @@ def test_ties_are_stable_when_the_file_is_reordered() -> None:
 
 
 def test_leave_one_out_split() -> None:
-    data = build_sequences(load_grouplens(DATASETS / "grouplens-100k"))
+    data = build_sequences(load_grouplens(fixture_dataset("grouplens-100k")))
     d = data.item_index
     seq_412 = [d["4"], d["1"], d["3"], d["5"]]
     inputs, targets = data.split("test")
