@@ -61,3 +61,25 @@ def ml100k_raw(data_dir: Path) -> RawDataset:
 @pytest.fixture(scope="session")
 def ml100k(ml100k_raw: RawDataset) -> SequenceDataset:
     return build_sequences(ml100k_raw)
+
+
+def only_validation_reads(monkeypatch: pytest.MonkeyPatch, who: str) -> list[str]:
+    """Make reading a test target, or a history that holds the validation item, fail the test
+    (for fits that must see validation users only); returns the splits of the targets read."""
+    read: list[str] = []
+    target, history = SequenceDataset.target, SequenceDataset.history
+
+    def no_test_target(self: SequenceDataset, user_id: str, split: str = "test") -> int:
+        read.append(split)
+        if split != "valid":
+            raise AssertionError(f"the {who} read a test target")
+        return target(self, user_id, split)  # type: ignore[arg-type]
+
+    def no_test_history(self: SequenceDataset, user_id: str, split: str = "test"):  # noqa: ANN202
+        if split != "valid":
+            raise AssertionError(f"the {who} read a {split} history, which holds the validation item")
+        return history(self, user_id, split)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SequenceDataset, "target", no_test_target)
+    monkeypatch.setattr(SequenceDataset, "history", no_test_history)
+    return read

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import only_validation_reads
 
 from agent.assembly import ASSEMBLY_FILE, LearnedAssembly, fit_assembly, signal_names, signals
 from agent.llm.scripted import ScriptedLLM
@@ -15,7 +16,6 @@ from agent.pool import Pool
 from agent.prior import KINDS
 from agent.recommend import Agent, recommend
 from agent.state import AgentConfig
-from tools.data.sequences import SequenceDataset
 from tools.schemas import Provenance, ScoredItem
 from tools.toolbox import Toolbox
 
@@ -49,20 +49,7 @@ def test_the_signals_of_a_pool_item() -> None:
 
 
 def test_the_assembly_is_fit_on_validation_targets_only(toolbox: Toolbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target, history = SequenceDataset.target, SequenceDataset.history
-
-    def no_test_target(self: SequenceDataset, user_id: str, split: str = "test") -> int:
-        if split != "valid":
-            raise AssertionError("the assembly read a test target")
-        return target(self, user_id, split)  # type: ignore[arg-type]
-
-    def no_test_history(self: SequenceDataset, user_id: str, split: str = "test"):  # noqa: ANN202
-        if split != "valid":
-            raise AssertionError(f"the assembly read a {split} history, which holds the validation item")
-        return history(self, user_id, split)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(SequenceDataset, "target", no_test_target)
-    monkeypatch.setattr(SequenceDataset, "history", no_test_history)
+    only_validation_reads(monkeypatch, "assembly")
     report = fit_assembly(view(toolbox, "valid", tmp_path), toolbox.dataset.user_ids[:60], CONFIG)
     monkeypatch.undo()
     assert report.users == 60 and 0 < report.target_in_pool <= 1 and report.assembly.users == round(60 * report.target_in_pool)

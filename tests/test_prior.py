@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import only_validation_reads
 
 from agent.llm.scripted import ScriptedLLM
 from agent.prior import PRIOR_FILE, IntentPrior, fit_prior
 from agent.recommend import recommend
 from agent.state import AgentConfig
-from tools.data.sequences import SequenceDataset
 from tools.toolbox import Toolbox
 
 pytest_plugins = ["fixtures_tools"]
@@ -25,22 +25,7 @@ def view(toolbox: Toolbox, split: str, run_dir: Path) -> Toolbox:
 
 def test_the_prior_is_fit_on_validation_targets_only(toolbox: Toolbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     valid = view(toolbox, "valid", tmp_path)
-    read: list[str] = []
-    target, history = SequenceDataset.target, SequenceDataset.history
-
-    def no_test_target(self: SequenceDataset, user_id: str, split: str = "test") -> int:
-        read.append(split)
-        if split == "test":
-            raise AssertionError("the prior read a test target")
-        return target(self, user_id, split)  # type: ignore[arg-type]
-
-    def no_test_history(self: SequenceDataset, user_id: str, split: str = "test"):  # noqa: ANN202
-        if split != "valid":
-            raise AssertionError(f"the prior read a {split} history, which holds the validation item")
-        return history(self, user_id, split)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(SequenceDataset, "target", no_test_target)
-    monkeypatch.setattr(SequenceDataset, "history", no_test_history)
+    read = only_validation_reads(monkeypatch, "prior")
     users = valid.dataset.user_ids[:80]
     report = fit_prior(valid, users)
     monkeypatch.undo()
