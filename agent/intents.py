@@ -67,8 +67,8 @@ def _title(item: HistoryItem) -> str:
     return natural_title(item.title)
 
 
-def _and(words: Sequence[str]) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+def _and(words: Sequence[str], conjunction: str = "and") -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
 
 
 def _genres(item: HistoryItem, primary: str) -> list[str]:
@@ -107,7 +107,8 @@ class _Drafter:
         if not counts:
             return None
         top = [g for g, _ in counts.most_common(2)]
-        text = self._say("recent_genres", genres=_and(top), titles=_and(_examples(recent, self.primary, top)))
+        # "or": retrieve's genre filter admits an item having any one of them
+        text = self._say("recent_genres", genres=_and(top, "or"), titles=_and(_examples(recent, self.primary, top)))
         return Intent(kind="recent_genres", text=text, tool="retrieve", arguments={"genres": top})
 
     def decade(self) -> Intent | None:

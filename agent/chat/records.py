@@ -178,10 +178,12 @@ class ConversationConfig(BaseModel):
     )
     intent_max_tokens: int = Field(64, description="The LLM's reading: a short JSON object")
     intent_timeout_s: float = Field(15.0, description="The LLM's reading; past it the rules' reading stands")
+    # the LLM's menu weighing added nothing measurable on ML-1M (README, issue 10), so a turn's
+    # one LLM call is the message reading
     menu_choice: Literal["llm", "uniform", "prior"] | None = Field(
-        None,
-        description="How the agent weighs its intent menu in a turn; prior (the learned prior, no LLM call; uniform without one) makes "
-        "the message reading a turn's one LLM call (`toolrec chat` and `bench chat` use it); None: as the agent is configured",
+        "prior",
+        description="How the agent weighs its intent menu in a turn: prior (the learned prior, no LLM call; uniform without one), "
+        "uniform, llm (a second LLM call a turn); None: as the agent is configured",
     )
     similar_space: str = Field(
         "blend", description='Space for "more like": blend (content, genres and audience), model (watched by the same people) or text'

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -142,19 +143,29 @@ class Conversation:
         with self._lock(session_id):
             self.checkpointer.delete_thread(session_id)
 
+    def update(self, session_id: str, change: Callable[[ConversationState], None]) -> ConversationState:
+        """Apply `change` to the session's state (a new session if there is none) and store it,
+        under the session's turn lock so that no turn runs meanwhile; `change` may raise to
+        leave the session as it was."""
+        with self._lock(session_id):
+            session = self.state(session_id) or ConversationState(session_id=session_id)
+            change(session)
+            self.graph.update_state(self._thread(session_id), {"session": session}, as_node="respond")
+            return session
+
     def prime(self, session_id: str, messages: list[str], user_id: str | None = None) -> ConversationState:
         """Apply earlier messages' constraints (rules only, no recommendation): a client that
         keeps no session sends the whole exchange each time, and what it asked for still counts."""
-        with self._lock(session_id):
-            session = self.state(session_id) or ConversationState(session_id=session_id)
+
+        def apply(session: ConversationState) -> None:
             if user_id is not None and session.user_id is None and not session.turns:
                 session.user_id = user_id
             for message in messages:
                 message = clean(message or "")[: self.config.max_message_chars]
                 if message:
                     self.steering.apply(session, self.rules.read(message, cold=session.user_id is None and not session.liked))
-            self.graph.update_state(self._thread(session_id), {"session": session}, as_node="respond")
-            return session
+
+        return self.update(session_id, apply)
 
     def last_recommendation(self, session_id: str) -> Recommendation | None:
         """The full Recommendation (with its trace) of the session's last turn in this process."""

@@ -314,7 +314,7 @@ def chat_command(
         raise typer.BadParameter("auto | rules | llm | both", param_hint="--intent")
     toolbox, factory = _factory(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus)
     db = db or default_sessions_db()
-    conversation = Conversation.open(factory, db=db, toolbox=toolbox, config=ConversationConfig(intent=intent, menu_choice="prior"))  # type: ignore[arg-type]
+    conversation = Conversation.open(factory, db=db, toolbox=toolbox, config=ConversationConfig(intent=intent))  # type: ignore[arg-type]
     session_id = session or (f"chat-{user}" if user else "chat-new")
     state = conversation.state(session_id)
     if user is not None and user not in toolbox.dataset.user_index:

@@ -321,7 +321,7 @@ def chat_bench(toolbox: Toolbox, llm: LLM, requests: ChatRequests, *, k: int = 5
     counting = CountingLLM(llm) if uses_llm(llm) else None
     model: LLM = counting if counting is not None else llm  # type: ignore[assignment]
     factory = shared_agent_factory(model, toolbox, agent_config(model, k=k))
-    conversation = Conversation(factory, toolbox, config=ConversationConfig(menu_choice="prior"))
+    conversation = Conversation(factory, toolbox, config=ConversationConfig())
     rules = conversation.rules
     users = np.random.default_rng(seed).choice(
         toolbox.dataset.user_ids, size=len(requests.requests), replace=len(requests.requests) > len(toolbox.dataset.user_ids)

@@ -233,14 +233,15 @@ def create_app(
     @app.post("/v1/sessions/{session_id}/preferences/remove", response_model=Preferences, dependencies=[Depends(guard)], tags=["sessions"])
     def remove_preference(session_id: str, removal: Removal) -> Preferences:
         """Drop one standing preference (a chip's removal): the next turn runs without it."""
-        with conversation._lock(session_id):  # the turn's own lock: no turn of this session runs meanwhile
-            session = get_session(session_id)
-            try:
-                session.constraints = removed(session.constraints, removal)
-            except NotAPreference as exc:
-                raise APIError(404, str(exc), code="unknown_preference", param="kind") from exc
-            conversation.graph.update_state({"configurable": {"thread_id": session_id}}, {"session": session}, as_node="respond")
-        return preferences_of(session)
+        get_session(session_id)  # 404 for a session that does not exist
+
+        def drop(session: ConversationState) -> None:
+            session.constraints = removed(session.constraints, removal)
+
+        try:
+            return preferences_of(conversation.update(session_id, drop))
+        except NotAPreference as exc:
+            raise APIError(404, str(exc), code="unknown_preference", param="kind") from exc
 
     @app.delete("/v1/sessions/{session_id}", status_code=204, dependencies=[Depends(guard)], tags=["sessions"])
     def delete_session(session_id: str) -> Response:
