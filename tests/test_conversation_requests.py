@@ -27,7 +27,9 @@ pytest_plugins = ["fixtures_tools"]
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "1"
-CONFIG = AgentConfig(k=5, max_rounds=1, probe_bonus=1.0, menu_choice="prior")  # the menu planner, weighed without an LLM call
+# the menu planner as agents are configured by default (the LLM weighs the menu): the
+# conversation's own default (ConversationConfig.menu_choice) must keep that call out of a turn
+CONFIG = AgentConfig(k=5, max_rounds=1, probe_bonus=1.0)
 
 
 class Scripted:
@@ -112,7 +114,7 @@ def test_what_the_asks_found_leads_and_taste_orders_within_it() -> None:
 
 def test_no_llm_call_where_the_rules_read_everything(toolbox: Toolbox) -> None:
     factory = Scripted(toolbox, [])  # any call raises
-    conversation = Conversation(factory, toolbox, config=ConversationConfig(menu_choice="prior"))
+    conversation = Conversation(factory, toolbox)
     for message in (
         "what should I watch?",
         "no horror, only films from the 90s",
