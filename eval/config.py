@@ -61,6 +61,11 @@ class _Method(BaseModel):
     def uses_llm(self) -> bool:
         return False
 
+    @property
+    def reads(self) -> set[Path]:
+        """The run folders the method needs (trained first if the config says how)."""
+        return set()
+
 
 class PopularityMethod(_Method):
     """Training-split interaction counts, the same ranking for everyone (history masked)."""
@@ -73,6 +78,10 @@ class BackboneMethod(_Method):
 
     kind: Literal["backbone"]
     run: Path
+
+    @property
+    def reads(self) -> set[Path]:
+        return {self.run}
 
 
 class LLMRerankMethod(_Method):
@@ -94,6 +103,10 @@ class LLMRerankMethod(_Method):
     def uses_llm(self) -> bool:
         return True
 
+    @property
+    def reads(self) -> set[Path]:
+        return {self.run}
+
 
 class AgentMethod(_Method):
     """The agent over a toolbox (the run, plus attribute-aware variants by name). Any field of
@@ -109,6 +122,10 @@ class AgentMethod(_Method):
     @property
     def overrides(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @property
+    def reads(self) -> set[Path]:
+        return {self.run, *self.variants.values()}
 
     @property
     def uses_llm(self) -> bool:

@@ -390,7 +390,9 @@ def _run_eval(
         },
     )
     data_dir = data_dir or config.data_dir or PathSettings().data_dir
-    prepare_runs(config.runs, data_dir, console.print)  # before set_threads: training wants every core
+    # only what the chosen methods read; before set_threads: training wants every core
+    needed = set().union(*(m.reads for m in methods))
+    prepare_runs({path: spec for path, spec in config.runs.items() if path in needed}, data_dir, console.print)
     set_threads()
     ctx = Context(config, data_dir=data_dir)
     store = ResultStore(run_dir)

@@ -102,12 +102,13 @@ def test_eval_run_trains_a_missing_run_then_reuses_it(data_dir: Path, tmp_path: 
                 "users": 20,
                 "data_dir": str(data_dir),
                 "methods": [{"name": "sasrec", "kind": "backbone", "run": str(run)}],
-                "runs": {str(run): {**spec, **changes}},
+                "runs": {str(run): {**spec, **changes}, str(unread): spec},
             }
         )
 
+    unread = tmp_path / "runs" / "unread"  # named in [runs], read by no method: not trained
     first = run_eval(config(), tmp_path / "eval-1")
-    assert (run / SPEC).exists() and (run / METRICS).exists()
+    assert (run / SPEC).exists() and (run / METRICS).exists() and not unread.exists()
     assert first["methods"]["sasrec"]["scored"] == 20
     trained_at = (run / "model.safetensors").stat().st_mtime_ns
 
