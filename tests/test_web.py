@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.chat import Conversation
+from agent.chat import Conversation, ConversationConfig
 from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import ChatMessage, LLMReply
 from agent.llm.scoring import OptionScores
@@ -101,7 +101,10 @@ def test_chat_page_end_to_end(browser, toolbox: Toolbox) -> None:
     original = toolbox.dataset.items[index]
     toolbox.dataset.items[index] = original.model_copy(update={"title": HOSTILE_TITLE})
     try:
-        with running(create_app(ServerSettings(), factory)) as base_url:
+        # the LLM weighs the menu (not the server's default), so that a turn lasts long enough
+        # for its steps to be seen arriving
+        slow = Conversation(factory, toolbox, config=ConversationConfig(menu_choice="llm"))
+        with running(create_app(ServerSettings(), factory, conversation=slow)) as base_url:
             browser.get(base_url + "/")
             assert browser.title == "toolrec chat"
 
