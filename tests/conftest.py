@@ -25,7 +25,7 @@ _laid_out: dict[str, Path] = {}
 
 
 def fixture_dataset(name: str) -> Path:
-    """The fixture folder `name` under tests/fixtures/datasets. The GroupLens fixtures are
+    """The fixture folder `name` under tests/fixtures/datasets. The GroupLens and RecBole fixtures are
     invented records, but their files are stored as NAME.invented so that the repository holds
     no file under MovieLens's own names; they are copied once per session under those names."""
     folder = DATASETS / name
