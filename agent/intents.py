@@ -2,7 +2,8 @@
 catalogue, each a ready tool call with values and a description in words.
 
     menu = draft_menu(profile, toolbox, tools=["retrieve", "semantic_search", "similar_items"])
-    menu[0].text       # "more Sci-Fi and Action, like your recent Alien and Aliens"
+    menu[0].text       # "more Sci-Fi or Action, like your recent Alien and Aliens"
+    menu[0].label      # "more Sci-Fi or Action": what the LLM's menu shows
     menu[0].tool, menu[0].arguments   # "retrieve", {"genres": ["Sci-Fi", "Action"]}
 
 Why a menu: small models choose among short numbered options far better than they compose
@@ -10,7 +11,7 @@ tool calls (issue 10: 63% of the 0.5B model's plan steps were valid, and the fir
 nine genres). Every entry is valid by construction (values come from the catalogue), none
 admits most of the catalogue (at most two genre values, see agent.probes.too_broad) and no two
 are the same call. The description (phrased by `prompts/<domain>/intents.txt`) is also the
-reason an item found by the intent is given.
+reason an item found by the intent is given; the LLM's menu shows it without example titles.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Intent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: IntentKind
-    text: str = Field(description="The intent in words, as the menu shows it and as the reason of what it finds")
+    text: str = Field(description="The intent in words, the reason given for what it finds")
+    label: str = Field(description="The intent as the LLM's menu shows it: the text without its example titles")
     tool: str
     arguments: dict[str, Any] = Field(description="The call's own arguments; the agent adds the subject, k and the request's rules")
 
@@ -90,11 +92,10 @@ class _Drafter:
         favourites = profile.attributes.get(self.primary, [])
         self.favourite = favourites[0].value if favourites else None
 
-    def _say(self, name: str, **values: object) -> str:
-        return phrase(self.domain, name, **values)
-
-    def _like(self, titles: list[str]) -> str:
-        return self._say("like", titles=_and(titles)) if titles else ""
+    def _say(self, name: str, titles: Sequence[str] = (), like: str = "like", **values: object) -> tuple[str, str]:
+        """The intent's text (with its example titles, if any) and its menu label (without)."""
+        examples = phrase(self.domain, like, titles=_and(titles)) if titles else ""
+        return phrase(self.domain, name, like=examples, **values), phrase(self.domain, name, like="", **values)
 
     def all(self) -> list[Intent | None]:
         return [
@@ -108,8 +109,8 @@ class _Drafter:
             return None
         top = [g for g, _ in counts.most_common(2)]
         # "or": retrieve's genre filter admits an item having any one of them
-        text = self._say("recent_genres", genres=_and(top, "or"), titles=_and(_examples(recent, self.primary, top)))
-        return Intent(kind="recent_genres", text=text, tool="retrieve", arguments={"genres": top})
+        text, label = self._say("recent_genres", _examples(recent, self.primary, top), "like_recent", genres=_and(top, "or"))
+        return Intent(kind="recent_genres", text=text, label=label, tool="retrieve", arguments={"genres": top})
 
     def decade(self) -> Intent | None:
         decades = self.profile.attributes.get(DECADE, [])
@@ -119,16 +120,17 @@ class _Drafter:
         decade = decades[0].value
         start = int(decade[:-1])
         seen = [h for h in (*self.profile.recent_items, *self.profile.top_rated) if h.year is not None and start <= h.year <= start + 9]
-        text = self._say("decade", decade=decade, genre=genre, like=self._like(_examples(seen, self.primary, [genre])))
-        return Intent(kind="decade", text=text, tool="retrieve", arguments={"genres": [genre], "year_from": start, "year_to": start + 9})
+        text, label = self._say("decade", _examples(seen, self.primary, [genre]), decade=decade, genre=genre)
+        arguments = {"genres": [genre], "year_from": start, "year_to": start + 9}
+        return Intent(kind="decade", text=text, label=label, tool="retrieve", arguments=arguments)
 
     def more_like(self) -> Intent | None:
         if not self.profile.recent_items:
             return None
         last = self.profile.recent_items[0]
         # "model": the backbone's item embeddings, what the people who chose it also chose
-        text = self._say("more_like", title=_title(last))
-        return Intent(kind="more_like", text=text, tool="similar_items", arguments={"items": [last.id], "space": "model"})
+        text, label = self._say("more_like", title=_title(last))
+        return Intent(kind="more_like", text=text, label=label, tool="similar_items", arguments={"items": [last.id], "space": "model"})
 
     def rediscover(self) -> Intent | None:
         """A genre the user rated highly (without ratings: chose often) but not among the last few."""
@@ -142,18 +144,18 @@ class _Drafter:
             return None
         genre = counts.most_common(1)[0][0]
         if rated:
-            text = self._say("rediscover_rated", genre=genre, like=self._like(_examples(rated, self.primary, [genre])))
+            text, label = self._say("rediscover_rated", _examples(rated, self.primary, [genre]), genre=genre)
         else:
-            text = self._say("rediscover_often", genre=genre)
-        return Intent(kind="rediscover", text=text, tool="retrieve", arguments={"genres": [genre]})
+            text, label = self._say("rediscover_often", genre=genre)
+        return Intent(kind="rediscover", text=text, label=label, tool="retrieve", arguments={"genres": [genre]})
 
     def variant(self) -> Intent | None:
         """What an attribute-aware backbone variant ranks within the user's favourite genre."""
         others = [v for v in self.toolbox.variants if v != self.toolbox.default_variant]
         if self.favourite is None or not others:
             return None
-        text = self._say("variant", genre=self.favourite, variant=others[0])
-        return Intent(kind="variant", text=text, tool="retrieve", arguments={"variant": others[0], "genres": [self.favourite]})
+        text, label = self._say("variant", genre=self.favourite, variant=others[0])
+        return Intent(kind="variant", text=text, label=label, tool="retrieve", arguments={"variant": others[0], "genres": [self.favourite]})
 
     def theme(self) -> Intent | None:
         """A free-text theme from the user's best-rated (else latest) item: its genres and title."""
@@ -162,14 +164,15 @@ class _Drafter:
             return None
         genres = _genres(best, self.primary)[:2]
         query = f"{' '.join(genres)} like {_title(best)}" if genres else _title(best)
-        return Intent(kind="theme", text=self._say("theme", query=query), tool="semantic_search", arguments={"query": query})
+        text, label = self._say("theme", query=query)
+        return Intent(kind="theme", text=text, label=label, tool="semantic_search", arguments={"query": query})
 
     def favourite_genre(self) -> Intent | None:
         if self.favourite is None:
             return None
         seen = self.profile.top_rated or self.profile.recent_items
-        text = self._say("favourite", genre=self.favourite, like=self._like(_examples(seen, self.primary, [self.favourite])))
-        return Intent(kind="favourite", text=text, tool="retrieve", arguments={"genres": [self.favourite]})
+        text, label = self._say("favourite", _examples(seen, self.primary, [self.favourite]), genre=self.favourite)
+        return Intent(kind="favourite", text=text, label=label, tool="retrieve", arguments={"genres": [self.favourite]})
 
 
 def _valid(intent: Intent, toolbox: Toolbox) -> bool:

@@ -42,6 +42,9 @@ FINISH = "finish"
 # Arguments the LLM is not offered in the tool catalogue: the agent sets them.
 HIDDEN_FROM_LLM = {*UNSHOWN, "attributes", "exclude_attributes", "space"}
 SHOWN = 5  # items per observation: small models read short prompts best
+# latest items the menu prompt lists: every token of the user's part is evaluated once per
+# recommendation (issue 10's 3 s target), and the intents name the rest
+MENU_RECENT = 5
 
 
 class RecommendError(ValueError):
@@ -260,12 +263,14 @@ class Nodes:
             "trace": [event],
         }
 
-    def _profile_values(self, profile: UserProfileOutput, request: RecommendRequest) -> dict[str, str]:
-        """What the plan and menu prompts say about the user: recent items, favourite values, the request."""
+    def _profile_values(self, profile: UserProfileOutput, request: RecommendRequest, recent: int | None = None) -> dict[str, str]:
+        """What the plan and menu prompts say about the user: the `recent` latest items (all the
+        profile holds by default), favourite values, the request."""
         primary = self.primary or ""
-        recent = "\n".join(f"- {item_line(h.title, h.year, h.attributes.get(primary, []))}" for h in profile.recent_items)
+        lines = [f"- {item_line(h.title, h.year, h.attributes.get(primary, []))}" for h in profile.recent_items[:recent]]
+        recent_text = "\n".join(lines)
         return {
-            "recent": recent or "(nothing yet)",
+            "recent": recent_text or "(nothing yet)",
             "top_values": ", ".join(f"{v.value} ({v.count})" for v in profile.attributes.get(primary, [])) or "-",
             "request": f"\nWhat you ask for now: {request.request}\n" if request.request else "",
         }
@@ -406,9 +411,9 @@ class Nodes:
             why = f"{self.llm.name} cannot score options"
         if why is not None:
             return {"weights": uniform, "trace": [self._choice(entries, uniform, "uniform_weights", why)]}
-        profile_part = render(self.domain, "menu", **self._profile_values(state["profile"], state["request"]))
+        profile_part = render(self.domain, "menu", **self._profile_values(state["profile"], state["request"], recent=MENU_RECENT))
         messages = [ChatMessage(role="system", content=self.menu_system), ChatMessage(role="user", content=profile_part)]
-        options = [e.intent.text for e in entries]
+        options = [e.intent.label for e in entries]
         try:
             scores = self.llm.score_options(messages, options, orderings=self.config.orderings, timeout=self.config.llm_timeout_s)
         except LLMError as exc:

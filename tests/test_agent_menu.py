@@ -56,6 +56,7 @@ def assert_valid(rec: Recommendation, toolbox: Toolbox, user: str = USER) -> Non
 def test_one_scoring_call_weighs_every_intent_and_the_preferred_ones_items_rise(toolbox: Toolbox) -> None:
     menu = menu_of(toolbox)
     texts = [intent.text for intent in menu]
+    labels = [intent.label for intent in menu]  # what the LLM's menu shows
     uniform = recommend(USER, llm=ScriptedLLM([]), tools=toolbox, config=MENU.model_copy(update={"menu_choice": "uniform"}))
     assert_valid(uniform, toolbox)
     assert not uniform.llm_events and [i.probability for i in choice(uniform).intents] == pytest.approx(
@@ -68,9 +69,9 @@ def test_one_scoring_call_weighs_every_intent_and_the_preferred_ones_items_rise(
     rec = recommend(USER, llm=llm, tools=toolbox, config=MENU)
     assert_valid(rec, toolbox)
 
-    assert len(llm.scorings) == 1 and not llm.calls and llm.scorings[0].options == texts and llm.scorings[0].orderings == 2
+    assert len(llm.scorings) == 1 and not llm.calls and llm.scorings[0].options == labels and llm.scorings[0].orderings == 2
     (call,) = rec.llm_events
-    assert call.node == "choose" and call.valid_first_try and call.reply == f"{wanted + 1}. {texts[wanted]}"
+    assert call.node == "choose" and call.valid_first_try and call.reply == f"{wanted + 1}. {labels[wanted]}"
     probabilities = {i.text: i.probability for i in choice(rec).intents}
     assert probabilities[texts[wanted]] == pytest.approx(1 / (1 + 0.01 * (len(texts) - 1)), abs=1e-4)
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-3)

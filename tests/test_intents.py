@@ -35,6 +35,8 @@ def test_every_menu_entry_is_a_valid_distinct_narrow_call_that_finds_items(toolb
     history = {toolbox.dataset.item(int(d)).id for d in toolbox.user_history(user)}
     for intent in menu:
         assert intent.text and "$" not in intent.text and "{" not in intent.text, intent
+        # the LLM's menu label is the text less its example titles ("..., like your A and B")
+        assert intent.label and intent.text.startswith(intent.label) and ", like your" not in intent.label, intent
         assert len(intent.arguments.get("genres", [])) <= 2 and not too_broad(toolbox, "genre", intent.arguments.get("genres", []))
         assert set(intent.arguments.get("genres", [])) <= set(genres)
         result = call_tool(toolbox, intent.tool, {**intent.arguments, "user_id": user, "k": 20})
@@ -51,6 +53,7 @@ def test_the_menu_speaks_of_this_users_own_history(toolbox: Toolbox) -> None:
     assert menu["more_like"].text == f"more like {natural_title(latest.title)}, your latest"
     recent = menu["recent_genres"]
     assert recent.text.startswith("more ") and ", like your recent " in recent.text
+    assert recent.label == f"more {' or '.join(recent.arguments['genres'])}"
     recent_genres = {g for h in profile.recent_items[:5] for g in h.attributes["genre"]}
     assert set(recent.arguments["genres"]) <= recent_genres
     assert menu["rediscover"].arguments["genres"][0] not in recent_genres  # rated highly, but not lately
