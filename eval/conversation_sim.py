@@ -36,8 +36,10 @@ from agent.cli.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox
 from agent.llm.base import LLM, LLMError
 from eval.report import bootstrap_ci
 from eval.sim_users import LLMUser, RuleUser, SimUserCounts
+from eval.store import append_lines, complete_lines
 from tools.cli import parse_variants
 from tools.data.schema import Item
+from tools.io import write_json
 from tools.registry import call_tool
 from tools.schemas import ItemsOutput
 from tools.toolbox import Toolbox
@@ -105,16 +107,23 @@ def simulate(
     user_llm: LLM | None,
     progress: bool = True,
     max_seconds: float | None = None,
+    journal: Path | None = None,
 ) -> dict[str, Any]:
     """The dialogues of `config.users` sampled users (fewer when `max_seconds` runs out: the
-    users done so far are reported, and the report says how many)."""
+    users done so far are reported, and the report says how many). With a `journal`, each
+    dialogue is appended to it as it ends, and dialogues it already holds for the same settings
+    are reused, so a killed or time-limited run resumes where it stopped."""
     if toolbox.split != "test":
         raise ValueError("the simulation needs a toolbox on the test split (the target is the held-out item)")
     if config.user_sim == "llm" and user_llm is None:
         raise ValueError("an LLM user needs an LLM (user_llm)")
+    done = read_journal(journal, config) if journal is not None else {}
     dialogues: list[SimDialogue] = []
     started = time.perf_counter()
     for n, user_id in enumerate(sample_users(toolbox, config.users, config.seed), start=1):
+        if user_id in done:
+            dialogues.append(done[user_id])
+            continue
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             break
         target = target_of(toolbox, user_id)
@@ -141,15 +150,46 @@ def simulate(
                 break
         conversation.reset(session)
         depth = config.turns * config.k
-        dialogues.append(SimDialogue(
+        dialogue = SimDialogue(
             user_id=user_id, target=target.id, target_title=target.title, hit_turn=hit_turn,
             backbone_rank=backbone_rank(toolbox, user_id, target.id, depth), turns=turns,
             simulator=simulated.counts if isinstance(simulated, LLMUser) else None,
-        ))  # fmt: skip
+        )  # fmt: skip
+        dialogues.append(dialogue)
+        if journal is not None:
+            append_lines(journal, [JournalLine(settings=_settings_key(config), dialogue=dialogue).model_dump_json()])
         if progress and (n % 10 == 0 or n == config.users):
             hits = sum(d.hit_turn is not None for d in dialogues)
             console.log(f"{n} users: {hits} hits ({hits / n:.1%}), {time.perf_counter() - started:.0f} s")
     return report(dialogues, config, time.perf_counter() - started, toolbox)
+
+
+class JournalLine(BaseModel):
+    settings: str = Field(description="What the dialogue depends on: the settings, less the number of users")
+    dialogue: SimDialogue
+
+
+def journal_of(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _settings_key(config: SimConfig) -> str:
+    # the users of a shorter run are the first ones of the same sample, so `users` may grow
+    return config.model_dump_json(exclude={"users"})
+
+
+def read_journal(journal: Path, config: SimConfig) -> dict[str, SimDialogue]:
+    """user -> the dialogue the journal holds for it under these settings (lines under other
+    settings, and a line cut short by a kill, are left out)."""
+    key, done = _settings_key(config), {}
+    for line in complete_lines(journal)[0]:
+        try:
+            record = JournalLine.model_validate_json(line)
+        except ValueError:
+            continue
+        if record.settings == key:
+            done.setdefault(record.dialogue.user_id, record.dialogue)
+    return done
 
 
 def _estimate(values: np.ndarray, resamples: np.ndarray, digits: int = 4) -> dict[str, Any]:
@@ -215,7 +255,12 @@ def chat_sim_command(
     rounds: Annotated[int | None, typer.Option(help="Agent plan steps per turn")] = None,
     probe_bonus: Annotated[float, typer.Option(help="Fused assembly: bonus for what a probe or the request found")] = PROBE_BONUS,
     variant: Annotated[list[str] | None, typer.Option(help="Extra backbone variant NAME=RUN_DIR")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON report (with every dialogue) here")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the JSON report (with every dialogue) here; OUT.partial.jsonl keeps each dialogue as it ends, for a rerun to resume"
+        ),
+    ] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Stop starting new users after this many seconds")] = None,
 ) -> None:
     """Simulated users with a hidden target talk to the agent for up to N turns: hit rate within
@@ -231,7 +276,7 @@ def chat_sim_command(
         raise typer.Exit(1) from exc
     factory = shared_agent_factory(agent_llm, toolbox, agent_config(agent_llm, k=k, rounds=rounds, probe_bonus=probe_bonus))
     conversation = Conversation(factory, toolbox, config=ConversationConfig())
-    result = simulate(toolbox, conversation, config, simulator_llm, max_seconds=max_seconds)
+    result = simulate(toolbox, conversation, config, simulator_llm, max_seconds=max_seconds, journal=journal_of(out) if out else None)
     summary = {key: value for key, value in result.items() if key != "dialogues"}
     table = Table(title=f"conversation simulation on {result['dataset']}: {result['users']} users, up to {turns} turns of {k}")
     hit, backbone = f"hit@{turns}", f"backbone_hit@{min(turns * k, 100)}"
@@ -245,4 +290,4 @@ def chat_sim_command(
     print(json.dumps(summary, indent=2))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(out, result)

@@ -54,20 +54,8 @@ class ResultStore:
         self._load()
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # a line cut short by a kill: drop it, and cut the file so the next line starts clean
-            self.torn += 1
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-                f.flush()
-                os.fsync(f.fileno())
-        for line in data[:end].splitlines():
-            if not line.strip():
-                continue
+        lines, self.torn = complete_lines(self.path)
+        for line in lines:
             try:
                 self.records.append(UserResult.model_validate_json(line))
             except ValueError:
@@ -99,15 +87,36 @@ class ResultStore:
 
     def append(self, records: Iterable[UserResult]) -> None:
         batch = list(records)
-        if not batch:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for record in batch:
-                f.write(record.model_dump_json() + "\n")
+        append_lines(self.path, [record.model_dump_json() for record in batch])
+        self.records.extend(batch)
+
+
+def complete_lines(path: Path) -> tuple[list[bytes], int]:
+    """The non-blank complete lines of a journal, and 1 if a last line cut short by a kill was
+    found: it is dropped, and the file cut so that the next appended line starts clean."""
+    if not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    torn = int(end < len(data))
+    if torn:
+        with open(path, "r+b") as f:
+            f.truncate(end)
             f.flush()
             os.fsync(f.fileno())
-        self.records.extend(batch)
+    return [line for line in data[:end].splitlines() if line.strip()], torn
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append whole lines to a journal with flush + fsync: a kill loses at most the one being written."""
+    if not lines:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

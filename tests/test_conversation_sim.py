@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chat import Conversation
+from agent.chat import Conversation, TurnResult
 from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import LLMTimeout, NoLLM
 from agent.llm.embedded import load_embedded
@@ -55,6 +55,36 @@ def test_simulation_reports_hits_and_turns_with_intervals(toolbox: Toolbox) -> N
         assert all(title not in normalize(t["message"]) for t in turns)  # the target is never named
         shown = [i for t in turns for i in t["shown"]]
         assert len(shown) == len(set(shown))  # no item shown twice in a conversation
+
+
+def test_a_stopped_simulation_resumes_from_its_journal(toolbox: Toolbox, tmp_path: Path) -> None:
+    journal = tmp_path / "sim.json.partial.jsonl"
+    config = SimConfig(users=4, turns=2, k=5, seed=1)
+    whole = simulate(toolbox, _conversation(toolbox), config, None, progress=False)
+    first = simulate(toolbox, _conversation(toolbox), config.model_copy(update={"users": 2}), None, progress=False, journal=journal)
+    assert first["users"] == 2 and len(journal.read_text().splitlines()) == 2
+    with journal.open("a") as f:
+        f.write('{"settings": "cut short by a ki')  # a kill while writing a line
+    other = config.model_copy(update={"turns": 3})
+    assert simulate(toolbox, _conversation(toolbox), other, None, progress=False, journal=tmp_path / "other.jsonl")["users"] == 4
+
+    talked_to: set[str] = set()
+
+    class Counting(Conversation):
+        def turn(self, session_id: str, message: str, user_id: str | None = None) -> TurnResult:
+            talked_to.add(str(user_id))
+            return super().turn(session_id, message, user_id=user_id)
+
+    llm = NoLLM()
+    counting = Counting(shared_agent_factory(llm, toolbox, agent_config(llm, k=5)), toolbox)
+    resumed = simulate(toolbox, counting, config, None, progress=False, journal=journal)
+    assert not talked_to & {d["user_id"] for d in first["dialogues"]}  # the journal's users are not talked to again
+
+    def lists(report: dict) -> list:
+        return [(d["user_id"], d["hit_turn"], [t["shown"] for t in d["turns"]]) for d in report["dialogues"]]
+
+    assert lists(resumed) == lists(whole) and resumed["hit@2"] == whole["hit@2"]
+    assert len(journal.read_text().splitlines()) == 4  # the torn line was cut, the two new ones appended
 
 
 def test_the_llm_user_plays_through_the_simulation(toolbox: Toolbox) -> None:
