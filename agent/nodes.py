@@ -25,7 +25,7 @@ from agent.assembly import ASSEMBLY_FILE, LearnedAssembly, popularity_by_id
 from agent.intents import IntentWeight, MenuEntry, draft_menu
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMTimeout
 from agent.llm.parsing import StructuredResult, ask_structured
-from agent.llm.scoring import OptionScorer, menu_messages
+from agent.llm.scoring import OptionScorer, debias, menu_messages, position_prior
 from agent.pool import Pool, Role
 from agent.prior import PRIOR_FILE, IntentPrior
 from agent.probes import call_key, trim_broad
@@ -45,6 +45,7 @@ SHOWN = 5  # items per observation: small models read short prompts best
 # latest items the menu prompt lists: every token of the user's part is evaluated once per
 # recommendation (issue 10's 3 s target), and the intents name the rest
 MENU_RECENT = 5
+CONTENT_FREE = "N/A"  # the option text of the menu that measures the LLM's position prior
 
 
 class RecommendError(ValueError):
@@ -183,6 +184,7 @@ class Nodes:
         self.plan_model = plan_step_model(tuple(config.tools))
         # the same for every user, so that an embedded model evaluates it once (prefix reuse)
         self.menu_system = render(self.domain, "menu_system")
+        self._position_priors: dict[int, list[float]] = {}  # menu size -> the LLM's log-prior per position
         run = toolbox.run_dir
         # loaded for any agent: a request may ask for it (RecommendRequest.menu_choice)
         self.prior = IntentPrior.load(run) if run and (run / PRIOR_FILE).is_file() else None
@@ -416,6 +418,8 @@ class Nodes:
         options = [e.intent.label for e in entries]
         try:
             scores = self.llm.score_options(messages, options, orderings=self.config.orderings, timeout=self.config.llm_timeout_s)
+            if self.config.debias_positions:
+                scores = debias(scores, self._position_prior(len(options)))
         except LLMError as exc:
             failed = TraceEvent(
                 node="choose", kind="llm", code="timeout" if isinstance(exc, LLMTimeout) else "scoring_failed",
@@ -429,8 +433,19 @@ class Nodes:
             cached=scores.cached, valid_first_try=True,
         )  # fmt: skip
         weights = scores.probabilities()
-        note = f"{scores.method} over {len(scores.orderings)} ordering(s)"
+        debiased = ", less the position prior" if self.config.debias_positions else ""
+        note = f"{scores.method} over {len(scores.orderings)} ordering(s){debiased}"
         return {"weights": weights, "trace": [call, self._choice(entries, weights, None, note)]}
+
+    def _position_prior(self, n: int) -> list[float]:
+        """The LLM's log-probability of each of n positions where nothing else can guide it: a
+        user with no history and n alike options. Measured once per menu size."""
+        if n not in self._position_priors:
+            blank = render(self.domain, "menu", recent="(nothing yet)", top_values="-", request="")
+            messages = [ChatMessage(role="system", content=self.menu_system), ChatMessage(role="user", content=blank)]
+            alike = self.llm.score_options(messages, [CONTENT_FREE] * n, orderings=1, timeout=self.config.llm_timeout_s)
+            self._position_priors[n] = position_prior(alike)
+        return self._position_priors[n]
 
     @staticmethod
     def _choice(entries: list[MenuEntry], weights: list[float], code: Literal["uniform_weights"] | None, note: str) -> TraceEvent:

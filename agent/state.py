@@ -72,6 +72,11 @@ class AgentConfig(BaseModel):
         "the prior learned on validation users (RUN/intent_prior.json), no LLM call",
     )
     orderings: int = Field(2, ge=1, le=18, description="menu: orderings of the options averaged, so that position bias cancels")
+    debias_positions: bool = Field(
+        False,
+        description="menu: divide out the LLM's own preference for each position, measured once per menu size on a menu of alike "
+        "options (PriDe), so that one ordering (orderings = 1) can stand in for several",
+    )
 
 
 class PlannedCall(BaseModel):

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from agent.cli.runtime import build_llm, open_toolbox
+from agent.cli.runtime import DebiasOption, build_llm, open_toolbox
 from agent.llm.base import LLM, uses_llm
 from agent.nodes import Nodes
 from agent.prior import KINDS, PRIOR_FILE, IntentPrior, menus
@@ -32,13 +32,16 @@ from tools.toolbox import Toolbox
 N_BOOT = 2000
 
 
-def choice_signal(toolbox: Toolbox, users: list[str], llm: LLM | None = None, seed: int = 0, orderings: int = 2) -> dict[str, Any]:
+def choice_signal(
+    toolbox: Toolbox, users: list[str], llm: LLM | None = None, seed: int = 0, orderings: int = 2, debias_positions: bool = False
+) -> dict[str, Any]:
     """The hit shares of every way of choosing over the same users (see the module's doc); the
-    LLM scores each menu over `orderings` orderings."""
+    LLM scores each menu over `orderings` orderings (less its position prior if `debias_positions`)."""
     primary = toolbox.primary_attribute or ""
     run = toolbox.run_dir
     prior = IntentPrior.load(run) if run is not None and (run / PRIOR_FILE).is_file() else None
-    nodes = Nodes(llm, toolbox, AgentConfig(max_rounds=1, orderings=orderings)) if llm is not None and uses_llm(llm) else None
+    config = AgentConfig(max_rounds=1, orderings=orderings, debias_positions=debias_positions)
+    nodes = Nodes(llm, toolbox, config) if llm is not None and uses_llm(llm) else None
     scores: dict[str, list[float]] = {name: [] for name in ("random", "first", *KINDS, "oracle")}
     if prior is not None:
         scores["prior"] = []
@@ -93,6 +96,7 @@ def choice_signal(toolbox: Toolbox, users: list[str], llm: LLM | None = None, se
         report["llm"] = {
             "model": llm.name if llm is not None else None,
             "orderings": orderings,
+            "debias_positions": debias_positions,
             "seconds_p50": round(statistics.median(llm_seconds), 3) if llm_seconds else 0.0,
             "prompt_tokens_evaluated_per_call": round(statistics.mean(evaluated), 1) if evaluated else 0.0,
             "prompt_tokens_reused_per_call": round(statistics.mean(reused), 1) if reused else 0.0,
@@ -114,6 +118,7 @@ def intents_command(
     ] = "test",
     llm: Annotated[str, typer.Option(help="local | openai:MODEL | none (baselines only)")] = "none",
     orderings: Annotated[int, typer.Option(help="Orderings of each menu the LLM scores (2n: every option at every place)")] = 2,
+    debias_positions: DebiasOption = False,
     seed: int = 2023,
 ) -> None:
     """Which menu intents hold each user's held-out item, and how often each way of choosing
@@ -122,7 +127,7 @@ def intents_command(
         raise typer.BadParameter("test | valid", param_hint="--split")
     toolbox = open_toolbox(run, parse_variants(variant), split=split)  # type: ignore[arg-type]
     sample, left_out = sample_users(toolbox, users, seed)
-    report = choice_signal(toolbox, sample, build_llm(llm), seed=seed, orderings=orderings)
+    report = choice_signal(toolbox, sample, build_llm(llm), seed=seed, orderings=orderings, debias_positions=debias_positions)
     print(json.dumps({"run": str(run), "left_out_prior_fit_users": left_out, **report}, indent=2))
 
 

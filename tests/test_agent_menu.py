@@ -124,6 +124,24 @@ def test_a_scoring_failure_falls_back_to_uniform_weights_and_is_traced(toolbox: 
     assert len({i.probability for i in event.intents}) == 1
 
 
+def test_one_debiased_ordering_measures_the_position_prior_once_and_divides_it_out(toolbox: Toolbox) -> None:
+    n = len(menu_texts(toolbox))
+    # the model reads the same, position-only, preference into the user's menu and into the
+    # content-free one: less the prior, no intent is preferred
+    biased = [float(p + 1) for p in range(n)]
+    llm = ScriptedLLM([], preferences=[biased, biased, [1.0] * n])
+    agent = Agent(llm, toolbox, MENU.model_copy(update={"orderings": 1, "debias_positions": True}))
+    first = agent.recommend(RecommendRequest(user_id=USER))
+    assert [s.orderings for s in llm.scorings] == [1, 1] and llm.scorings[1].options == ["N/A"] * n
+    assert "(nothing yet)" in llm.scorings[1].messages[-1].content  # no user's history in the prior's menu
+    assert [i.probability for i in choice(first).intents] == pytest.approx([1 / n] * n, abs=1e-3)
+    assert "less the position prior" in (choice(first).observation or "")
+    second = agent.recommend(RecommendRequest(user_id=USER))
+    assert len(llm.scorings) == 3  # the prior is measured once per menu size
+    flat = [i.probability for i in choice(second).intents]
+    assert flat.index(max(flat)) == 0 and flat[0] > flat[-1]  # a flat reading favours what the prior disfavours
+
+
 def test_an_llm_that_cannot_score_gets_uniform_weights(toolbox: Toolbox) -> None:
     rec = recommend(USER, llm=NoLLM(), tools=toolbox, config=MENU)
     assert_valid(rec, toolbox)

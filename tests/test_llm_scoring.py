@@ -12,9 +12,11 @@ from agent.llm.scoring import (
     OrderingScore,
     by_option,
     combine,
+    debias,
     menu_messages,
     normalised_logprobs,
     option_orders,
+    position_prior,
 )
 from agent.llm.scripted import ScriptedLLM, ScriptExhausted
 
@@ -74,6 +76,21 @@ def test_a_content_preference_survives_reordering() -> None:
     scores = combine("m", "logprobs", OPTIONS, [first, second], 0.2)
     assert scores.best == 1
     assert scores.options[1].option == "Drama"
+
+
+def test_one_ordering_less_the_position_prior_keeps_only_the_content_preference() -> None:
+    # A model that wants position 3 twice as much as the others: measured on alike options...
+    prior = position_prior(combine("m", "logprobs", ["N/A"] * 3, [ordering([0, 1, 2], [0.25, 0.25, 0.5])], 0.1))
+    assert [math.exp(lp) for lp in prior] == pytest.approx([0.25, 0.25, 0.5])
+    # ...then shown the options reversed, it gives 0.3 to Comedy and Sci-Fi (positions 1 and 3)
+    # and 0.4 to Drama: less the prior, Sci-Fi had its 0.3 only for sitting at position 3
+    seen = combine("m", "logprobs", OPTIONS, [ordering([2, 1, 0], [0.3, 0.4, 0.3])], 0.1)
+    assert seen.probabilities()[0] == pytest.approx(seen.probabilities()[2])
+    fair = debias(seen, prior)
+    assert fair.probabilities() == pytest.approx([0.6 / 3.4, 1.6 / 3.4, 1.2 / 3.4])
+    assert fair.best == 1 and fair.tokens_evaluated == seen.tokens_evaluated
+    # a flat prior changes nothing
+    assert debias(seen, [math.log(1 / 3)] * 3).probabilities() == pytest.approx(seen.probabilities())
 
 
 def test_scripted_preferences_are_replayed_and_recorded() -> None:

@@ -19,12 +19,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
-from agent.cli.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
+from agent.cli.runtime import PROBE_BONUS, DebiasOption, OrderingsOption, agent_config, build_llm, open_toolbox, shared_agent_factory
 from agent.llm.base import LLMError
 from agent.llm.fetch import EMBEDDED_MODELS, FetchError, fetch_embedded_model
 from agent.nodes import RecommendError
 from agent.recommend import Agent, AgentFactory
-from agent.state import RecommendRequest, shown_arguments
+from agent.state import AgentConfig, RecommendRequest, shown_arguments
 from tools.cli import VariantOption, parse_variants
 from tools.settings import PathSettings
 from tools.toolbox import HistorySplit, Toolbox
@@ -52,12 +52,14 @@ def _agent(
     assembly: str = "fused",
     planner: str = "menu",
     split: HistorySplit = "full",
+    **overrides: Any,
 ) -> tuple[Toolbox, Agent]:
-    """The toolbox and the agent of one entry point, from its options; a bad option exits 1."""
+    """The toolbox and the agent of one entry point, from its options (`overrides`: further
+    AgentConfig settings); a bad option exits 1."""
     try:
         toolbox = open_toolbox(run, parse_variants(variant), split=split)
         model = build_llm(llm)
-        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner)  # type: ignore[arg-type]
+        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner, **overrides)  # type: ignore[arg-type]
         return toolbox, Agent(model, toolbox, config)
     except (FileNotFoundError, ValueError, LLMError) as exc:
         out.print(f"[red]error:[/] {escape(str(exc))}")
@@ -466,13 +468,18 @@ def bench_agent(
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
     planner: PlannerOption = "menu",
     variant: VariantOption = None,
+    orderings: OrderingsOption = AgentConfig.model_fields["orderings"].default,
+    debias_positions: DebiasOption = AgentConfig.model_fields["debias_positions"].default,
     seed: int = 2023,
 ) -> None:
     """Seconds, LLM calls and tokens per recommendation, valid-first-try, degenerate and repeated
     probe shares, distinct intents, prompt tokens evaluated per call (JSON)."""
     from agent.cli.bench import summarise
 
-    toolbox, agent = _agent(run, llm, 10, rounds, variant, console, probe_bonus=probe_bonus, planner=planner, split="test")
+    toolbox, agent = _agent(
+        run, llm, 10, rounds, variant, console, probe_bonus=probe_bonus, planner=planner, split="test",
+        orderings=orderings, debias_positions=debias_positions,
+    )  # fmt: skip
     sample = np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=min(users, len(toolbox.dataset.user_ids)), replace=False)
     started = time.perf_counter()
     results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
@@ -480,6 +487,8 @@ def bench_agent(
         "run": str(run),
         "llm": llm,
         "planner": agent.config.planner,
+        "orderings": agent.config.orderings,
+        "debias_positions": agent.config.debias_positions,
         "max_rounds": agent.config.max_rounds,
         **summarise(results),
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -13,7 +13,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
 from agent.llm.scoring import OptionScorer, OptionScores
@@ -71,6 +73,10 @@ def build_llm(spec: str, settings: AgentSettings | None = None) -> LLM:
     # only a model that can score options looks like one: the menu planner then weighs its
     # intents uniformly, without a failed call per user
     return LockedScorer(model) if isinstance(model, OptionScorer) else LockedLLM(model)
+
+
+OrderingsOption = Annotated[int, typer.Option(help="Menu: orderings of the options the LLM scores, averaged")]
+DebiasOption = Annotated[bool, typer.Option(help="Menu: divide out the LLM's position prior (with --orderings 1)")]
 
 
 def agent_config(

@@ -5,7 +5,9 @@ option 3 for 80 of 100 users whatever the options said). Here the model's log-pr
 each option number as the next token is read instead, once per ordering of the options, and
 averaged per option over orderings (given order, reversed, then rotations), so a preference
 for a position is spread evenly over the options and cancels. The result is a distribution
-over options, usable as a weight even when the model's preference is weak.
+over options, usable as a weight even when the model's preference is weak. Or one ordering is
+read and the model's prior for each position, measured once on a menu of alike options, is
+divided out (`debias`): half the menu's tokens evaluated per call.
 
 Prompt layout, for prefix reuse: the caller's messages come first unchanged (system prompt and
 any shared header, then the user-specific question), and the numbered menu is appended to the
@@ -172,6 +174,30 @@ def ordering_score(
         prompt_tokens=prompt_tokens, tokens_evaluated=prompt_tokens - tokens_reused,
         tokens_reused=tokens_reused, seconds=seconds,
     )  # fmt: skip
+
+
+def position_prior(scores: OptionScores) -> list[float]:
+    """The model's log-probability for each position, read from a menu whose options are all
+    alike (content-free: nothing to prefer but the position) in the given order."""
+    (ordering,) = scores.orderings
+    return [ordering.logprobs[index] for index in ordering.order]
+
+
+def debias(scores: OptionScores, prior: Sequence[float]) -> OptionScores:
+    """Option scores with the model's preference for positions divided out (PriDe, Zheng et
+    al. 2024: P(option) is proportional to P(its label) / P_prior(its position)), so that a
+    single ordering stands in for the average over many. `prior[p]`: log-probability of
+    position p (`position_prior`)."""
+    adjusted = []
+    for ordering in scores.orderings:
+        per_position = [ordering.logprobs[index] - prior[p] for p, index in enumerate(ordering.order)]
+        top = max(per_position)
+        log_total = top + math.log(sum(math.exp(lp - top) for lp in per_position))
+        logprobs = by_option(ordering.order, [lp - log_total for lp in per_position])
+        adjusted.append(ordering.model_copy(update={"logprobs": logprobs}))
+    options = [o.option for o in scores.options]
+    debiased = combine(scores.model, scores.method, options, adjusted, scores.seconds)
+    return debiased.model_copy(update={"cached": scores.cached})
 
 
 def combine(
