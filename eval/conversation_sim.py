@@ -22,6 +22,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -118,6 +119,7 @@ def simulate(
     if config.user_sim == "llm" and user_llm is None:
         raise ValueError("an LLM user needs an LLM (user_llm)")
     done = read_journal(journal, config) if journal is not None else {}
+    key = _settings_key(config)
     dialogues: list[SimDialogue] = []
     started = time.perf_counter()
     for n, user_id in enumerate(sample_users(toolbox, config.users, config.seed), start=1):
@@ -157,11 +159,11 @@ def simulate(
         )  # fmt: skip
         dialogues.append(dialogue)
         if journal is not None:
-            append_lines(journal, [JournalLine(settings=_settings_key(config), dialogue=dialogue).model_dump_json()])
+            append_lines(journal, [JournalLine(settings=key, dialogue=dialogue).model_dump_json()])
         if progress and (n % 10 == 0 or n == config.users):
             hits = sum(d.hit_turn is not None for d in dialogues)
             console.log(f"{n} users: {hits} hits ({hits / n:.1%}), {time.perf_counter() - started:.0f} s")
-    return report(dialogues, config, time.perf_counter() - started, toolbox)
+    return report(dialogues, config, time.perf_counter() - started, toolbox, resumed=set(done))
 
 
 class JournalLine(BaseModel):
@@ -174,7 +176,7 @@ def journal_of(out: Path) -> Path:
 
 
 def _settings_key(config: SimConfig) -> str:
-    # the users of a shorter run are the first ones of the same sample, so `users` may grow
+    # a dialogue depends on its user and these settings, not on how many users were asked for
     return config.model_dump_json(exclude={"users"})
 
 
@@ -197,7 +199,11 @@ def _estimate(values: np.ndarray, resamples: np.ndarray, digits: int = 4) -> dic
     return {"mean": round(float(values.mean()), digits), "ci95": [round(low, digits), round(high, digits)]}
 
 
-def report(dialogues: list[SimDialogue], config: SimConfig, seconds: float, toolbox: Toolbox) -> dict[str, Any]:
+def report(
+    dialogues: list[SimDialogue], config: SimConfig, seconds: float, toolbox: Toolbox, resumed: Collection[str] = ()
+) -> dict[str, Any]:
+    """The figures over `dialogues`; `seconds` is this run's wall time, spent on all but the
+    `resumed` users' dialogues (read back from a journal)."""
     n, turns = len(dialogues), config.turns
     if n == 0:
         raise ValueError("no dialogue finished: nothing to report")
@@ -208,6 +214,7 @@ def report(dialogues: list[SimDialogue], config: SimConfig, seconds: float, tool
     hit = _estimate(np.array([d.hit_turn is not None for d in dialogues], dtype=float), resamples)
     taken = _estimate(np.array([d.hit_turn or turns for d in dialogues], dtype=float), resamples, digits=3)
     all_turns = [t for d in dialogues for t in d.turns]
+    run_turns = sum(len(d.turns) for d in dialogues if d.user_id not in resumed)
     counts = [d.simulator for d in dialogues if d.simulator is not None]
     simulator = None
     if counts:
@@ -235,8 +242,9 @@ def report(dialogues: list[SimDialogue], config: SimConfig, seconds: float, tool
         "hit_by_turn": by_turn,
         f"backbone_hit@{depth}": round(sum(d.backbone_rank is not None for d in dialogues) / n, 4),
         "simulator": simulator,
+        "resumed_users": sum(d.user_id in resumed for d in dialogues),
         "seconds": round(seconds, 1),
-        "seconds_per_turn": round(seconds / max(1, len(all_turns)), 3),
+        "seconds_per_turn": round(seconds / max(1, run_turns), 3),
         "agent_seconds_per_turn": round(statistics.mean(t.seconds for t in all_turns), 3) if all_turns else None,
         "user_seconds_per_turn": round(statistics.mean(t.user_seconds for t in all_turns), 3) if all_turns else None,
         "dialogues": [d.model_dump() for d in dialogues],

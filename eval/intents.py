@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from agent.cli.runtime import DebiasOption, build_llm, open_toolbox
+from agent.cli.runtime import DebiasOption, OrderingsOption, build_llm, open_toolbox
 from agent.llm.base import LLM, uses_llm
 from agent.nodes import Nodes
 from agent.prior import KINDS, PRIOR_FILE, IntentPrior, menus
@@ -117,7 +117,7 @@ def intents_command(
         str, typer.Option(help="test (held-out test item) | valid (validation item; users the prior was fit on are left out)")
     ] = "test",
     llm: Annotated[str, typer.Option(help="local | openai:MODEL | none (baselines only)")] = "none",
-    orderings: Annotated[int, typer.Option(help="Orderings of each menu the LLM scores (2n: every option at every place)")] = 2,
+    orderings: OrderingsOption = 2,
     debias_positions: DebiasOption = False,
     seed: int = 2023,
 ) -> None:

@@ -84,6 +84,7 @@ def test_a_stopped_simulation_resumes_from_its_journal(toolbox: Toolbox, tmp_pat
         return [(d["user_id"], d["hit_turn"], [t["shown"] for t in d["turns"]]) for d in report["dialogues"]]
 
     assert lists(resumed) == lists(whole) and resumed["hit@2"] == whole["hit@2"]
+    assert resumed["resumed_users"] == 2 and whole["resumed_users"] == 0  # seconds per turn count only this run's turns
     assert len(journal.read_text().splitlines()) == 4  # the torn line was cut, the two new ones appended
 
 

@@ -190,11 +190,8 @@ def debias(scores: OptionScores, prior: Sequence[float]) -> OptionScores:
     position p (`position_prior`)."""
     adjusted = []
     for ordering in scores.orderings:
-        per_position = [ordering.logprobs[index] - prior[p] for p, index in enumerate(ordering.order)]
-        top = max(per_position)
-        log_total = top + math.log(sum(math.exp(lp - top) for lp in per_position))
-        logprobs = by_option(ordering.order, [lp - log_total for lp in per_position])
-        adjusted.append(ordering.model_copy(update={"logprobs": logprobs}))
+        per_position, _ = normalised_logprobs([ordering.logprobs[index] - prior[p] for p, index in enumerate(ordering.order)])
+        adjusted.append(ordering.model_copy(update={"logprobs": by_option(ordering.order, per_position)}))
     options = [o.option for o in scores.options]
     debiased = combine(scores.model, scores.method, options, adjusted, scores.seconds)
     return debiased.model_copy(update={"cached": scores.cached})
