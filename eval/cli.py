@@ -40,6 +40,7 @@ from eval.intents import intents_command
 from eval.metrics import KS
 from eval.report import REPORT_MD, plot_training_curves, write_report
 from eval.runner import RESULTS, RunLocked, run_eval
+from eval.step_bench import bench_steps_command
 from eval.training import METRICS, TrainSpec, train_run
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.schema import DataError
@@ -67,6 +68,7 @@ app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 bench_app.command("serve")(bench_serve_command)
 bench_app.command("chat")(bench_chat_command)
+bench_app.command("steps")(bench_steps_command)
 eval_app.command("chat-sim")(chat_sim_command)
 eval_app.command("intents")(intents_command)
 
@@ -94,8 +96,10 @@ def train(
     heads: int = _D["heads"],
     dropout: float = _D["dropout"],
     max_len: int = _D["max_len"],
-    loss: Annotated[str, typer.Option(help="ce (full softmax) | bce | bpr")] = _D["loss"],
+    loss: Annotated[str, typer.Option(help="ce (full softmax) | sce (softmax over --negatives shared samples) | bce | bpr")] = _D["loss"],
     negatives: int = _D["negatives"],
+    mask_prob: Annotated[float, typer.Option(help="BERT4Rec's cloze masking rate")] = _D["mask_prob"],
+    output_head: Annotated[str, typer.Option(help="BERT4Rec: tied | transform (dense+GELU+LayerNorm, item bias)")] = _D["output_head"],
     min_core: Annotated[int, typer.Option(help="k-core filter on users and items (0: none)")] = _D["min_core"],
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _D["device"],
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,

@@ -48,8 +48,10 @@ class TrainSpec(BaseModel):
     heads: int = 1
     dropout: float = 0.1
     max_len: int = 200
-    loss: Literal["ce", "bce", "bpr"] = "ce"
+    loss: Literal["ce", "sce", "bce", "bpr"] = "ce"
     negatives: int = 1
+    mask_prob: float = Field(0.2, gt=0.0, lt=1.0, description="BERT4Rec's cloze masking rate")
+    output_head: Literal["tied", "transform"] = Field("tied", description="BERT4Rec's output layer")
     # the optimisation
     epochs: int = 40
     patience: int = Field(5, description="Epochs without validation NDCG@10 gain before stopping")
@@ -110,6 +112,14 @@ def seconds_to(progress: TrainProgress, threshold: float) -> float | None:
     return next((h["seconds"] for h in progress.history if h.get(MONITOR, 0.0) >= threshold), None)
 
 
+def build_network(spec: TrainSpec, data: SequenceDataset) -> Recommender:
+    """The untrained backbone `spec` describes, seeded, on its device."""
+    network = spec.model_dump(include=set(ModelConfig.model_fields) - {"kind", "num_items", "attribute"})
+    config = new_config(spec.model, data, attribute=spec.attribute, **network)
+    seed_everything(spec.seed)  # initial weights too, not only the batch order
+    return build_model(config, data).to(_device(spec.device))
+
+
 def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset | None = None, threshold: float = 0.18) -> dict[str, Any]:
     """Train (or resume) the run `out` with `spec`, evaluate its best checkpoint on test, and
     write and return `metrics.json`. A run folder holding other settings is refused."""
@@ -118,10 +128,7 @@ def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset 
     if spec.threads:
         torch.set_num_threads(spec.threads)
     data = data or load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
-    network = spec.model_dump(include=set(ModelConfig.model_fields) - {"kind", "num_items", "attribute"})
-    config = new_config(spec.model, data, attribute=spec.attribute, **network)
-    seed_everything(spec.seed)  # initial weights too, not only the batch order
-    net = build_model(config, data).to(_device(spec.device))
+    net = build_network(spec, data)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SPEC, spec.model_dump(mode="json"))
 

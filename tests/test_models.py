@@ -40,9 +40,13 @@ def test_sasrec_learns_beyond_popularity(ml100k: SequenceDataset, tmp_path: Path
     assert progress.best["ndcg@10"] > 1.2 * baseline, (progress.history, baseline)
 
 
-@pytest.mark.parametrize(("kind", "attribute"), [("bert4rec", None), ("sasrec-attr", "genre"), ("sasrec-attr", "year")])
-def test_variants_train_and_score(ml100k: SequenceDataset, tmp_path: Path, kind: str, attribute: str | None) -> None:
-    model = fit(ml100k, tmp_path, kind, attribute=attribute)
+@pytest.mark.parametrize(
+    ("kind", "attribute", "head"),
+    [("bert4rec", None, "tied"), ("bert4rec", None, "transform"), ("sasrec-attr", "genre", "tied"), ("sasrec-attr", "year", "tied")],
+)
+def test_variants_train_and_score(ml100k: SequenceDataset, tmp_path: Path, kind: str, attribute: str | None, head: str) -> None:
+    model = fit(ml100k, tmp_path, kind, attribute=attribute, output_head=head)
+    assert load_model(tmp_path, ml100k).config.output_head == head  # the head's weights round-trip
     scores = score_histories(model, [ml100k.sequences[0][:-1], ml100k.sequences[1][:-1]])
     assert scores.shape == (2, ml100k.num_items + 1)
     assert np.isneginf(scores[:, 0]).all()
@@ -50,7 +54,7 @@ def test_variants_train_and_score(ml100k: SequenceDataset, tmp_path: Path, kind:
     assert np.isfinite(scores[0]).sum() == ml100k.num_items - len(set(ml100k.sequences[0][:-1]))
 
 
-@pytest.mark.parametrize("loss", ["bce", "bpr"])
+@pytest.mark.parametrize("loss", ["sce", "bce", "bpr"])
 def test_sampled_losses_decrease(ml100k: SequenceDataset, loss: str) -> None:
     torch.manual_seed(0)
     model = build_model(new_config("sasrec", ml100k, loss=loss, negatives=4, **SMALL), ml100k)
@@ -84,6 +88,11 @@ def test_dropout_keeps_the_expected_share_and_mean() -> None:
     assert abs((dropped == 0).float().mean().item() - 0.1) < 0.005
     assert abs(dropped.mean().item() - 1.0) < 0.01
     assert dropout(x, 0.0) is x
+
+
+def test_output_head_is_refused_for_sasrec(ml100k: SequenceDataset) -> None:
+    with pytest.raises(ValueError, match="BERT4Rec only"):
+        build_model(new_config("sasrec", ml100k, output_head="transform", **SMALL), ml100k)
 
 
 def test_checkpoint_round_trip(ml100k: SequenceDataset, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ missing run, reuses a matching one and refuses one trained otherwise."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from eval.config import EvalConfig
 from eval.runner import run_eval
 from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, train_run
 from tools.data.sequences import SequenceDataset
+from tools.models.base import shared_negatives_ce
 from tools.models.checkpoint import build_model, new_config
+from tools.models.heap import keep_heap
 from tools.models.softmax import full_softmax_ce
 from tools.models.train import TrainConfig, _batch_order
 
@@ -40,6 +43,26 @@ def test_chunked_cross_entropy_is_the_plain_one() -> None:
         assert abs(loss.item() - expected.item()) < tolerance * expected.item()
         for got, want in zip(grads, expected_grads, strict=True):
             assert (got - want).norm() <= tolerance * want.norm()
+
+
+def test_shared_negatives_cover_the_catalogue_as_the_full_softmax_and_fewer_score_less() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(500, 16, requires_grad=True)
+    vectors = torch.randn(301, 16, requires_grad=True)  # row 0 is padding, never a negative
+    targets = torch.randint(1, 301, (500,))
+    expected = torch.nn.functional.cross_entropy(hidden @ vectors[1:].T, targets - 1)
+    everything = shared_negatives_ce(hidden, vectors, targets, negatives=10_000)  # every item, its own target masked
+    assert abs(everything.item() - expected.item()) < 1e-5 * expected.item()
+    assert torch.autograd.grad(everything, vectors)[0][0].abs().max() == 0.0
+    # a sample's softmax is over fewer competitors, so its loss is lower on average
+    assert shared_negatives_ce(hidden, vectors, targets, negatives=50).item() < expected.item()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_heap_is_kept_for_training() -> None:
+    assert keep_heap()  # both mallopt calls accepted
+    buffer = torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # over glibc's mmap threshold, now from the heap
+    assert int(buffer.sum()) == 64 * 2**20
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
@@ -124,3 +147,13 @@ def test_eval_run_trains_a_missing_run_then_reuses_it(data_dir: Path, tmp_path: 
     result = CliRunner().invoke(app, ["bench", "curves", f"default={run}", "--out", str(png)])
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("loss", ["ce", "sce"])
+def test_bench_steps_times_real_training_steps(data_dir: Path, monkeypatch: pytest.MonkeyPatch, loss: str) -> None:
+    monkeypatch.setenv("TOOLREC_DATA_DIR", str(data_dir))
+    args = ["bench", "steps", "--dataset", "ml-100k", "--loss", loss, "--negatives", "64", "--steps", "2", "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["seconds_per_step"] > 0 and figures["steps"] == 2 and figures["settings"]["loss"] == loss

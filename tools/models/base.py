@@ -23,9 +23,14 @@ class ModelConfig(BaseModel):
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.2
-    loss: Literal["ce", "bce", "bpr"] = Field("ce", description="Full softmax cross-entropy, or sampled BCE/BPR")
-    negatives: int = Field(1, description="Sampled negatives per positive for bce/bpr")
+    loss: Literal["ce", "sce", "bce", "bpr"] = Field(
+        "ce", description="Full softmax cross-entropy, softmax over sampled negatives (sce), or sampled BCE/BPR"
+    )
+    negatives: int = Field(1, description="Sampled negatives: per positive for bce/bpr, shared by the batch for sce")
     mask_prob: float = Field(0.2, description="BERT4Rec cloze masking rate")
+    output_head: Literal["tied", "transform"] = Field(
+        "tied", description="BERT4Rec's output: the tied item vectors alone, or the original's dense+GELU+LayerNorm and an item bias first"
+    )
     attribute: str | None = Field(None, description="Attribute type fused into item vectors (sasrec-attr)")
     attribute_values: list[str] = Field(default_factory=list)
 
@@ -57,16 +62,32 @@ class Recommender(nn.Module):
 def sampled_loss(kind: str, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, negatives: int) -> torch.Tensor:
     """Loss of hidden states [T, d] against target ids [T] over item vectors [num_items + 1, d].
 
-    "ce" is the full softmax over every item (the strong setting); "bce" and "bpr" sample
-    uniform negatives, as the original SASRec and ToolRec's backbone did.
+    "ce" is the full softmax over every item (the strong setting); "sce" the softmax over each
+    target and one set of distinct uniform negatives shared by the batch (a fraction of the
+    catalogue scored: the CPU lever of issue 11); "bce" and "bpr" sample uniform negatives per
+    positive, as the original SASRec and ToolRec's backbone did.
     """
     if kind == "ce":
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
         return full_softmax_ce(hidden, vectors[1:], targets - 1, dtype)
+    if kind == "sce":
+        return shared_negatives_ce(hidden, vectors, targets, negatives)
     sampled = torch.randint(1, vectors.shape[0], (targets.shape[0], negatives), device=hidden.device)
     positive = (hidden * vectors[targets]).sum(-1, keepdim=True)
     negative = torch.einsum("td,tnd->tn", hidden, vectors[sampled])
     if kind == "bce":
         return -(nn.functional.logsigmoid(positive).mean() + nn.functional.logsigmoid(-negative).mean())
     return -nn.functional.logsigmoid(positive - negative).mean()
+
+
+def shared_negatives_ce(hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, negatives: int) -> torch.Tensor:
+    """Softmax cross-entropy of each target against `negatives` distinct items drawn uniformly
+    once for the batch (ids >= 1). A uniform proposal needs no log-q correction (it adds the
+    same constant to every logit); a negative that is the row's own target is masked out."""
+    count = min(negatives, vectors.shape[0] - 1)
+    sampled = torch.randperm(vectors.shape[0] - 1, device=hidden.device)[:count] + 1
+    positive = (hidden * vectors[targets]).sum(-1, keepdim=True)
+    negative = (hidden @ vectors[sampled].T).masked_fill(sampled[None, :] == targets[:, None], -torch.inf)
+    logits = torch.cat([positive, negative], dim=1).float()
+    return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device))

@@ -24,7 +24,9 @@ class _ChunkedCE(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         # d(sum CE)/d(logits) = softmax - one_hot(target), row by row
         dlogits = torch.empty((len(h), len(v)), dtype=dtype, device=h.device)
-        columns = v.T.contiguous()  # a contiguous right operand makes each chunk's matmul ~20% faster
+        # bf16 kernels run ~20% faster on a contiguous right operand; fp32 MKL (AVX2) ~1.8x
+        # faster on the transposed view (a chunk's matmul 44 -> 25 ms at ML-1M's size)
+        columns = v.T if dtype == torch.float32 else v.T.contiguous()
         for start in range(0, len(h), CHUNK):
             rows = targets[start : start + CHUNK, None]
             # softmax in `dtype` (its kernels accumulate in float32): converting the logits to

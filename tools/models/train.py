@@ -24,6 +24,7 @@ from tools.data.sequences import SequenceDataset
 from tools.io import atomic_dir, write_json
 from tools.models.base import Recommender
 from tools.models.checkpoint import save_model
+from tools.models.heap import keep_heap
 from tools.models.popularity import Popularity
 
 Validate = Callable[[Recommender], dict[str, float]]
@@ -79,6 +80,7 @@ def train(
         save_model(run_dir, model, dataset)
         return TrainProgress(best=validate(model), done=True)
 
+    keep_heap()  # a step's large buffers are reused rather than faulted in afresh
     state_dir = run_dir / "state"
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     progress = _resume(state_dir, model, optimiser, config)
