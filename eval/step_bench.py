@@ -17,7 +17,7 @@ import typer
 from eval.training import TrainSpec, build_network
 from tools.data.fetch import load_sequences
 from tools.models.heap import keep_heap
-from tools.models.train import use_bf16
+from tools.models.train import fit_step, use_bf16
 from tools.settings import PathSettings
 
 WARMUP = 3
@@ -39,11 +39,7 @@ def time_steps(spec: TrainSpec, steps: int, data_dir: Path, heap: bool) -> dict[
     for n, batch in enumerate(batches):
         if n == WARMUP:
             started = time.perf_counter()
-        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(batch)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        fit_step(model, optimiser, batch, bf16)
     seconds = (time.perf_counter() - started) / steps
     shown = {"dataset", "model", "loss", "negatives", "batch_size", "max_len", "dim", "blocks"}
     return {

@@ -61,8 +61,6 @@ def test_shared_negatives_cover_the_catalogue_as_the_full_softmax_and_fewer_scor
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_the_heap_is_kept_for_training() -> None:
     assert keep_heap()  # both mallopt calls accepted
-    buffer = torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # over glibc's mmap threshold, now from the heap
-    assert int(buffer.sum()) == 64 * 2**20
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])

@@ -25,7 +25,7 @@ class _ChunkedCE(torch.autograd.Function):
         # d(sum CE)/d(logits) = softmax - one_hot(target), row by row
         dlogits = torch.empty((len(h), len(v)), dtype=dtype, device=h.device)
         # bf16 kernels run ~20% faster on a contiguous right operand; fp32 MKL (AVX2) ~1.8x
-        # faster on the transposed view (a chunk's matmul 44 -> 25 ms at ML-1M's size)
+        # faster on the transposed view (the chunk matmuls of a 3,456-position batch 44 -> 25 ms)
         columns = v.T if dtype == torch.float32 else v.T.contiguous()
         for start in range(0, len(h), CHUNK):
             rows = targets[start : start + CHUNK, None]

@@ -88,7 +88,6 @@ def train(
     steps = math.ceil(len(sequences) / config.batch_size)
     lengths = np.array([min(len(s), model.config.max_len) for s in sequences])
     mean_batch_positions = lengths.sum() / steps
-    device = model.device.type
     bf16 = use_bf16(config.precision, model.device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_factor(config, steps), last_epoch=progress.epoch * steps - 1)
 
@@ -104,15 +103,10 @@ def train(
             batches = bars.add_task(f"epoch {progress.epoch + 1}", total=steps, info="")
             total = 0.0
             for step, rows in enumerate(order):
-                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                    # a batch's mean loss weighs by its share of the epoch's positions, so
-                    # that bucketing leaves every position's weight equal
-                    loss = model.loss([sequences[i] for i in rows]) * (lengths[rows].sum() / mean_batch_positions)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+                # a batch's mean loss weighs by its share of the epoch's positions, so that
+                # bucketing leaves every position's weight equal
+                total += fit_step(model, optimiser, [sequences[i] for i in rows], bf16, lengths[rows].sum() / mean_batch_positions)
                 schedule.step()
-                total += loss.item()
                 bars.update(batches, advance=1, info=f"loss {total / (step + 1):.4f}", refresh=step % REFRESH_STEPS == 0)
             bars.remove_task(batches)
 
@@ -131,6 +125,16 @@ def train(
             _save_state(state_dir, model, optimiser, progress, config)
             bars.update(epochs, completed=progress.epoch, info=_info(progress, total / steps, metrics), refresh=True)
     return progress
+
+
+def fit_step(model: Recommender, optimiser: torch.optim.Optimizer, batch: list[np.ndarray], bf16: bool, weight: float = 1.0) -> float:
+    """One optimiser step on `batch` (the loss under bf16 autocast where asked); its loss."""
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model.loss(batch) * weight
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return loss.item()
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
