@@ -1,0 +1,30 @@
+"""Keep freed memory in the process heap instead of handing it back to the OS.
+
+glibc serves every block over its mmap threshold (at most 32 MB) with a fresh mmap and unmaps
+it on free, so each training step first-touches its large buffers again (the softmax's
+[positions x items] logit gradient alone is about 50 MB on ML-1M): thousands of page faults a
+step. With mmap off and trimming off, the heap grows once to a step's peak and is reused.
+Measured on a 2-core AVX2 machine: one SASRec step 0.24 -> 0.195 s (README, issue 11).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+NEVER = 2**31 - 1  # mallopt takes an int
+
+
+def keep_heap() -> bool:
+    """Configure glibc's allocator for a long training loop; False where it is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER))
