@@ -96,6 +96,9 @@ def train(
     heads: int = _D["heads"],
     dropout: float = _D["dropout"],
     max_len: int = _D["max_len"],
+    position_std: Annotated[
+        float, typer.Option(help="Std of the initial position embeddings (1.0: torch's default, before issue 11)")
+    ] = _D["position_std"],
     loss: Annotated[str, typer.Option(help="ce (full softmax) | sce (softmax over --negatives shared samples) | bce | bpr")] = _D["loss"],
     negatives: int = _D["negatives"],
     mask_prob: Annotated[float, typer.Option(help="BERT4Rec's cloze masking rate")] = _D["mask_prob"],

@@ -18,7 +18,7 @@ from eval.backbone import evaluate_backbone
 from eval.cli import app
 from eval.config import EvalConfig
 from eval.runner import run_eval
-from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, train_run
+from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, check_reusable, read_spec, train_run
 from tools.data.sequences import SequenceDataset
 from tools.models.base import shared_negatives_ce
 from tools.models.checkpoint import build_model, new_config
@@ -110,6 +110,26 @@ def test_a_run_with_other_settings_is_refused(ml100k: SequenceDataset, data_dir:
         train_run(TrainSpec(**{**QUICK, "epochs": 1, "lr": 0.01}), tmp_path, data_dir, data=ml100k)
     # how fast it ran is not a setting of the weights
     assert not TrainSpec(**QUICK).differences(TrainSpec(**{**QUICK, "threads": 2, "device": "cpu"}))
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
+def test_position_embeddings_start_at_the_set_scale(ml100k: SequenceDataset, kind: str) -> None:
+    for std in (0.02, 1.0):
+        model = build_model(new_config(kind, ml100k, max_len=50, position_std=std), ml100k)
+        assert model.encoder.positions.weight.std().item() == pytest.approx(std, rel=0.1)
+    assert TrainSpec().position_std == 0.02
+
+
+def test_a_run_recorded_before_position_std_was_initialised_as_torch_does(data_dir: Path, tmp_path: Path) -> None:
+    """Runs written before the setting existed had torch's N(0, 1) positions: they are not
+    reused under today's defaults, and the refusal names the setting."""
+    recorded = TrainSpec(**QUICK).model_dump(mode="json")
+    del recorded["position_std"]
+    (tmp_path / SPEC).write_text(json.dumps(recorded))
+    assert read_spec(tmp_path) == TrainSpec(**QUICK, position_std=1.0)
+    with pytest.raises(SettingsMismatch, match=r"position_std: 0\.02 != 1\.0"):
+        check_reusable(tmp_path, TrainSpec(**QUICK))
+    check_reusable(tmp_path, TrainSpec(**QUICK, position_std=1.0))
 
 
 def test_eval_run_trains_a_missing_run_then_reuses_it(data_dir: Path, tmp_path: Path) -> None:

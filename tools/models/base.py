@@ -23,6 +23,7 @@ class ModelConfig(BaseModel):
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.2
+    position_std: float = Field(0.02, gt=0.0, description="Std of the initial position embeddings (torch's default was 1.0)")
     loss: Literal["ce", "sce", "bce", "bpr"] = Field(
         "ce", description="Full softmax cross-entropy, softmax over sampled negatives (sce), or sampled BCE/BPR"
     )
