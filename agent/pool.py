@@ -121,15 +121,18 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reas
         how = {"text": "similar content", "blend": "similar content and genres, watched by the same people"}.get(
             chosen.variant or "", "liked by the same people"
         )
-        text = f"more like {seeds} ({how})"
+        text = f"more like {seeds}: {how}"
     elif chosen.tool == "semantic_search":
         text = f'matches "{c.get("query", "")}"'
     elif c.get("query"):
         text = f'matches "{c["query"]}" and your history'
+    elif chosen.variant in (None, "plain"):
+        text = "what people with a history like yours watched next"
     else:
-        text = f"the {chosen.variant or 'sequence'} model's pick for your history"
+        text = f"what the {chosen.variant}-aware model ranks next for you"
+    # words only: the tool that found it is `Reason.tool`, shown by the trace, not the reason
     detail = constraint_text(c)
-    return Reason(text=f"{text}{f' [{detail}]' if detail else ''} - via {chosen.tool}", tool=chosen.tool)
+    return Reason(text=f"{text}{f' ({detail})' if detail else ''}", tool=chosen.tool)
 
 
 class Pool(BaseModel):

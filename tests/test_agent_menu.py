@@ -102,7 +102,7 @@ def test_reasons_name_the_most_wanted_intent_that_found_the_item(toolbox: Toolbo
             credited += 1
             assert item.reason == max(by_intent, key=lambda f: f.weight).intent and item.reason in texts
         else:
-            assert item.reason.endswith("- via retrieve")  # the backbone's seed alone
+            assert item.via == "retrieve" and item.reason.endswith(("watched next", "ranks next for you"))  # a seed alone
     assert credited >= 5
     shared = [i for i in pool.ids() if len({f.intent for f in pool[i].finds if f.intent}) > 1]
     assert shared, "some item is found by two intents"
@@ -210,7 +210,7 @@ def test_a_call_whose_items_are_all_in_the_pool_adds_nothing(toolbox: Toolbox) -
     (act,) = [e for e in rec.trace if e.kind == "tool" and e.node == "act"]
     assert act.code == "known_items" and "nothing new" in act.observation
     assert "nothing new" in llm.calls[1].messages[-1].content
-    assert all(item.reason.endswith("- via retrieve") and "pick for your history" in item.reason for item in rec.items)
+    assert all(item.via == "retrieve" and item.reason.endswith(("watched next", "ranks next for you")) for item in rec.items)
 
 
 def test_bench_agent_counts_what_the_planners_did(toolbox: Toolbox) -> None:
@@ -252,7 +252,7 @@ def test_an_empty_menu_leaves_the_backbones_list(toolbox: Toolbox) -> None:
     assert_valid(rec, toolbox)
     event = choice(rec)
     assert event.code == "uniform_weights" and event.intents == [] and not rec.llm_events
-    assert all(item.reason.endswith("- via retrieve") for item in rec.items)
+    assert all(item.via == "retrieve" and item.reason.endswith(("watched next", "ranks next for you")) for item in rec.items)
 
 
 def test_the_command_line_shows_each_intents_weight(toolbox: Toolbox, capsys: pytest.CaptureFixture[str]) -> None:
