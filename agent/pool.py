@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.retrieval import zscore
 from tools.schemas import Provenance, ScoredItem
+from tools.toolbox import PLAIN
 
 Role = Literal["seed", "probe", "asked"]
 # Which find a reason cites first: what the person asked for, then what the LLM probed, then
@@ -126,7 +127,7 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reas
         text = f'matches "{c.get("query", "")}"'
     elif c.get("query"):
         text = f'matches "{c["query"]}" and your history'
-    elif chosen.variant in (None, "plain"):
+    elif chosen.variant in (None, PLAIN):
         text = "what people with a history like yours watched next"
     else:
         text = f"what the {chosen.variant}-aware model ranks next for you"
