@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from agent.assembly import ASSEMBLY_FILE, LearnedAssembly, popularity_by_id
+from agent.assembly import ASSEMBLY_FILE, LearnedAssembly, item_signals
 from agent.intents import IntentWeight, MenuEntry, draft_menu
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMTimeout
 from agent.llm.parsing import StructuredResult, ask_structured
@@ -189,7 +189,6 @@ class Nodes:
         # loaded for any agent: a request may ask for it (RecommendRequest.menu_choice)
         self.prior = IntentPrior.load(run) if run and (run / PRIOR_FILE).is_file() else None
         self.learned: LearnedAssembly | None = None
-        self.popularity: dict[str, float] = {}
         if config.assembly == "learned":
             if run is None or not (run / ASSEMBLY_FILE).is_file():
                 raise ValueError(f"assembly 'learned' needs {ASSEMBLY_FILE} in the run folder: `toolrec intents fit-assembly`")
@@ -197,7 +196,6 @@ class Nodes:
             missing = set(self.learned.variants) - set(toolbox.variants)
             if missing:
                 raise ValueError(f"{ASSEMBLY_FILE} reads variants {sorted(missing)} that this toolbox lacks (--variant)")
-            self.popularity = popularity_by_id(toolbox)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -497,7 +495,9 @@ class Nodes:
             )
             return {"final": state["backbone"], "scores": {}, "trace": [*events, kept]}
         if self.learned is not None:
-            fused = self.learned.scores(pool, scores, self.popularity)
+            request = state["request"]
+            history = self.toolbox.history(request.user_id, request.history)
+            fused = self.learned.scores(pool, scores, item_signals(self.toolbox, pool.ids(), history))
         else:
             fused = pool.fuse(scores, bonus=self.config.probe_bonus if self.config.assembly == "fused" else 0.0)
         order = sorted(fused, key=lambda i: -fused[i])

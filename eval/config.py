@@ -46,6 +46,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.assembly import ASSEMBLY_FILE
+from agent.prior import PRIOR_FILE
 from agent.state import AgentConfig
 from eval.metrics import KS
 from eval.training import TrainSpec
@@ -56,6 +58,11 @@ class _Method(BaseModel):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
     label: str | None = Field(None, description="How the report names it (default: name)")
+    versus: list[str] = Field(
+        default_factory=list,
+        description="Other methods the report pairs it with, besides the backbone: e.g. the same agent without the LLM's "
+        "preference, whose difference is the LLM's own gain",
+    )
 
     @property
     def uses_llm(self) -> bool:
@@ -128,6 +135,13 @@ class AgentMethod(_Method):
         return {self.run, *self.variants.values()}
 
     @property
+    def fitted(self) -> list[Path]:
+        """The files fit on validation users that its figures depend on (refitting one starts the method afresh)."""
+        config = self.agent_config(10)
+        menu = config.max_rounds > 0 and config.planner == "menu" and config.menu_choice == "prior"
+        return [*([self.run / PRIOR_FILE] if menu else []), *([self.run / ASSEMBLY_FILE] if config.assembly == "learned" else [])]
+
+    @property
     def uses_llm(self) -> bool:
         config = self.agent_config(10)
         # the menu planner weighs its intents without an LLM call unless menu_choice is "llm"
@@ -181,11 +195,23 @@ class EvalConfig(BaseModel):
     concurrency: int = Field(4, ge=1, le=64, description="Parallel users for a remote LLM (the embedded model runs one at a time)")
     backbone: str | None = Field(None, description="Method the paired tests compare against (default: the first backbone method)")
     data_dir: Path | None = Field(None, description="Default: TOOLREC_DATA_DIR")
+    variants: dict[str, Path] = Field(
+        default_factory=dict, description="Backbone variants for every agent method that names none (name -> run folder)"
+    )
     methods: list[Method] = Field(min_length=1)
     runs: dict[Path, TrainSpec] = Field(
         default_factory=dict,
         description="How to train each run folder the methods name, if it is missing (any `toolrec train` setting; dataset: the config's)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _agents_share_variants(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("variants") and isinstance(data.get("methods"), list):
+            shared = data["variants"]
+            methods = [{"variants": shared, **m} if isinstance(m, dict) and m.get("kind") == "agent" else m for m in data["methods"]]
+            data = {**data, "methods": methods}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -216,6 +242,9 @@ class EvalConfig(BaseModel):
             self.backbone = next((m.name for m in self.methods if m.kind == "backbone"), None)
         elif self.backbone not in names:
             raise ValueError(f"backbone {self.backbone!r} is not one of the methods {names}")
+        strangers = sorted(f"{m.name} -> {other}" for m in self.methods for other in m.versus if other not in names)
+        if strangers:
+            raise ValueError(f"versus names no method of this config: {strangers}")
         return self
 
     @property
@@ -234,16 +263,21 @@ class EvalConfig(BaseModel):
         return {"dataset": self.dataset, "split": self.split, "k": self.k}
 
     def fingerprint(self, method: _Method) -> str:
-        payload: dict[str, Any] = {"protocol": self.protocol(), "method": method.model_dump(mode="json", exclude={"label"})}
+        payload: dict[str, Any] = {"protocol": self.protocol(), "method": method.model_dump(mode="json", exclude={"label", "versus"})}
         if isinstance(method, AgentMethod):
             # the resolved configuration: a changed default changes the fingerprint too
             payload["agent"] = method.agent_config(self.k, self.llm_timeout_s).model_dump(mode="json")
+            payload["fitted"] = {str(path): _file_hash(path) for path in method.fitted}
         if isinstance(method, LLMRerankMethod):
             payload["timeout"] = self.timeout(method)
         if method.uses_llm:
             payload["llm"] = self.llm
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _file_hash(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else None
 
 
 def load_config(path: Path, **overrides: Any) -> EvalConfig:

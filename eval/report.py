@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from agent.assembly import ASSEMBLY_FILE, LearnedAssembly  # noqa: E402
 from eval.methods import is_repeat  # noqa: E402
 from eval.metrics import MISSING, per_user  # noqa: E402
 from eval.runner import CONFIG, RESULTS, VERSIONS  # noqa: E402
@@ -168,6 +169,16 @@ def _view(
         for name in view:
             if name != backbone:
                 view[name]["paired"] = paired_test(values_of[name][PAIRED_METRIC], values_of[backbone][PAIRED_METRIC], rng, n_boot)
+    for name in view:
+        others = [other for other in results["methods"][name].get("versus", []) if other in view]
+        view[name]["versus"] = [
+            {
+                "method": other,
+                "label": view[other]["label"],
+                **paired_test(values_of[name][PAIRED_METRIC], values_of[other][PAIRED_METRIC], rng, n_boot),
+            }
+            for other in others
+        ]
     return view
 
 
@@ -265,11 +276,48 @@ def _paired_table(methods: dict[str, dict[str, Any]], backbone: str | None, metr
         "| Method | Δ NDCG@10 | 95% CI of Δ | p (paired bootstrap) | p (Wilcoxon) | better / worse / tied |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for v in paired.values():
-        t = v["paired"]
+    return lines + [_paired_row(v["label"], v["paired"]) for v in paired.values()]
+
+
+def _paired_row(label: str, t: dict[str, Any]) -> str:
+    return (
+        f"| {label} | {t['delta']:+.4f} | {t['delta_ci'][0]:+.4f} to {t['delta_ci'][1]:+.4f} | "
+        f"{_p(t['p_bootstrap'])} | {_p(t['p_wilcoxon'])} | {t['better']} / {t['worse']} / {t['tied']} |"
+    )
+
+
+def _versus_table(methods: dict[str, dict[str, Any]], metric: str) -> list[str]:
+    """Each method against the others its config pairs it with (`versus`): e.g. the LLM's own gain."""
+    pairs = {n: v for n, v in methods.items() if v.get("versus")}
+    if not pairs:
+        return []
+    lines = [
+        f"Δ is the method's mean {metric.upper()} minus the other's on the same users; with the other the same agent "
+        "without the LLM's preference, Δ is the LLM's own gain.",
+        "",
+        f"| Method | minus | Δ {_label(metric)} | 95% CI of Δ | p (paired bootstrap) | p (Wilcoxon) | better / worse / tied |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    return lines + [_paired_row(f"{v['label']} | {t['label']}", t) for v in pairs.values() for t in v["versus"]]
+
+
+def assembly_lines(config: dict[str, Any]) -> list[str]:
+    """What each learned assembly the methods use was fit on and what it weighs most (RUN/assembly.json)."""
+    runs = sorted({m["run"] for m in config.get("methods", []) if m.get("kind") == "agent" and m.get("assembly") == "learned"})
+    lines = []
+    for run in runs:
+        path = Path(run) / ASSEMBLY_FILE
+        if not path.is_file():
+            lines.append(f"- `{path}`: missing")
+            continue
+        fitted = LearnedAssembly.model_validate_json(path.read_text(encoding="utf-8"))
+        held = ", ".join(f"{k.removeprefix('held_out_')} {v:.4f}" for k, v in fitted.validation.items())
+        top = sorted(fitted.importance.items(), key=lambda kv: -kv[1])[:6]
         lines.append(
-            f"| {v['label']} | {t['delta']:+.4f} | {t['delta_ci'][0]:+.4f} to {t['delta_ci'][1]:+.4f} | "
-            f"{_p(t['p_bootstrap'])} | {_p(t['p_wilcoxon'])} | {t['better']} / {t['worse']} / {t['tied']} |"
+            f"- `{path}`: {fitted.learner} over {len(fitted.signals)} signals, fit on {fitted.users} validation users"
+            + (f"; held-out validation NDCG@10 {held}" if held else "")
+            + "; share of gain: "
+            + ", ".join(f"{name} {share:.0%}" for name, share in top)
         )
     return lines
 
@@ -338,6 +386,12 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
             "",
             *paired,
         ]
+    versus = _versus_table(methods, report["paired_metric"])
+    if versus:
+        lines += ["", "## Paired against another method", "", *versus]
+    assemblies = assembly_lines(config)
+    if assemblies:
+        lines += ["", "## Learned assemblies", "", *assemblies]
     if partial and partial["methods"]:
         lines += [
             "",

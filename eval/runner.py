@@ -33,6 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from agent.fit import fit_missing
 from agent.llm.base import LLM, NoLLM
 from agent.llm.cache import CachedLLM
 from agent.llm.factory import make_llm
@@ -205,6 +206,7 @@ def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[
     return {
         "kind": method.kind,
         "label": method.label or method.name,
+        "versus": method.versus,
         "fingerprint": fp,
         "complete": len(got) == len(users),
         "users": len(users),
@@ -393,6 +395,9 @@ def _run_eval(
     # only what the chosen methods read; before set_threads: training wants every core
     needed = set().union(*(m.reads for m in methods))
     prepare_runs({path: spec for path, spec in config.runs.items() if path in needed}, data_dir, console.print)
+    for method in methods:  # then what the agents' learned parts need, fit on validation users
+        if isinstance(method, AgentMethod):
+            fit_missing(method.run, method.variants, method.fitted, console.print, data_dir)
     set_threads()
     ctx = Context(config, data_dir=data_dir)
     store = ResultStore(run_dir)

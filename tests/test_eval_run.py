@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from agent.recommend import Agent
 from agent.state import Recommendation, RecommendedItem
 from eval.backbone import backbone_ranks
 from eval.cli import app
-from eval.config import EvalConfig, load_config
+from eval.config import AgentMethod, EvalConfig, load_config
 from eval.methods import Context
 from eval.metrics import MISSING, summarise
 from eval.report import write_report
@@ -76,6 +77,7 @@ def make_config(runs: dict[str, Path], data_dir: Path, users: int = 6, **extra: 
             "max_rounds": 2,
             "tools": ["retrieve"],
             "planner": "tools",  # the scripted replies are free tool calls
+            "versus": ["agent-no-llm"],  # the LLM's own gain
         },
         {"name": "agent-no-llm", "kind": "agent", "run": str(runs["plain"]), "max_rounds": 0, "tools": ["retrieve"]},
         {
@@ -322,6 +324,10 @@ def test_report_files_are_written_and_parse(reference: tuple[Path, dict[str, Any
     # the agent without its LLM is the backbone: no difference, p = 1
     same = parsed["methods"]["agent-no-llm"]["paired"]
     assert same["delta"] == 0.0 and same["tied"] == 6 and same["p_wilcoxon"] == 1.0
+    # the agent paired with itself less the LLM (versus), on the same users
+    (own,) = parsed["methods"]["agent"]["versus"]
+    assert own["method"] == "agent-no-llm" and own["users"] == 6 and own["better"] + own["worse"] + own["tied"] == 6
+    assert "## Paired against another method" in text and re.search(r"^\| agent \| agent-no-llm \| [+-]0\.\d{4} \|", text, re.M)
     for png in ("metrics.png", "cost_quality.png"):
         image = matplotlib.image.imread(run_dir / png)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
@@ -332,6 +338,15 @@ def test_configs_load_from_toml_and_yaml(tmp_path: Path) -> None:
     default = load_config(REPO / "eval" / "configs" / "ml1m-default.toml")
     assert (default.dataset, default.split, default.seed, default.users, default.ks) == ("ml-1m", "test", 2023, 200, [1, 5, 10, 20])
     kinds = {m.kind for m in default.methods}
+    agents = [m for m in default.methods if isinstance(m, AgentMethod)]
+    assert agents and all(sorted(m.variants) == ["bert4rec", "genre", "year"] for m in agents)  # the config's shared variants
+    own = EvalConfig.model_validate(
+        {
+            "variants": {"genre": "g"},
+            "methods": [{"name": "a", "kind": "agent", "run": "r", "variants": {}}, {"name": "b", "kind": "agent", "run": "r"}],
+        }
+    )
+    assert [m.variants for m in own.methods] == [{}, {"genre": Path("g")}]  # a method's own setting wins
     assert kinds == {"popularity", "backbone", "llm_rerank", "agent"} and default.backbone == "sasrec"
     assert load_config(REPO / "eval" / "configs" / "ml100k-smoke.toml").dataset == "ml-100k"
     yaml_path = tmp_path / "small.yaml"
@@ -349,6 +364,13 @@ def test_configs_load_from_toml_and_yaml(tmp_path: Path) -> None:
     a = config.fingerprint(config.methods[1])
     changed = config.model_copy(update={"methods": [config.methods[0], config.methods[1].model_copy(update={"max_rounds": 2})]})
     assert changed.fingerprint(changed.methods[1]) != a
+    # so does refitting a file fit on validation users that the method reads
+    learned = load_config(yaml_path, methods=[{"name": "agent", "kind": "agent", "run": str(tmp_path), "assembly": "learned"}])
+    before = learned.fingerprint(learned.methods[0])
+    (tmp_path / "assembly.json").write_text("{}")
+    assert learned.fingerprint(learned.methods[0]) != before
+    with pytest.raises(ValueError, match="versus"):
+        EvalConfig.model_validate({"methods": [{"name": "a", "kind": "popularity", "versus": ["b"]}]})
 
 
 def test_cli_run_and_report(tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
@@ -423,3 +445,21 @@ def test_the_report_says_which_code_computed_what() -> None:
     assert "a: M; b: N" in _code_note(apart) and "Warning" not in _code_note(apart)
     mixed = {"code_versions": ["a", "b"], "methods": {"m": {"label": "M", "code_versions": ["a", "b"]}}}
     assert "Warning: the users of M" in _code_note(mixed)
+
+
+def test_what_an_agent_method_needs_fitted_is_fit_first(
+    tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run without the prior or the assembly its agent method reads gets them, fit on
+    validation users, before any user is scored (as a missing run is trained first)."""
+    import agent.fit
+
+    monkeypatch.setattr(agent.fit, "PRIOR_USERS", 40)
+    monkeypatch.setattr(agent.fit, "ASSEMBLY_USERS", 40)
+    run = tmp_path / "run"
+    shutil.copytree(tool_runs["plain"], run)
+    method = {"name": "agent", "kind": "agent", "run": str(run), "max_rounds": 1, "menu_choice": "prior", "assembly": "learned"}
+    config = EvalConfig.model_validate({"dataset": "ml-100k", "users": 4, "data_dir": str(data_dir), "methods": [method]})
+    results = run_eval(config, tmp_path / "eval", llm=ScriptedLLM([]), progress=False)
+    assert (run / "intent_prior.json").is_file() and (run / "assembly.json").is_file()
+    assert results["methods"]["agent"]["scored"] == 4 and results["methods"]["agent"]["invalid"] == 0

@@ -18,11 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agent.assembly import ASSEMBLY_FILE
 from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
 from agent.cli.runtime import PROBE_BONUS, DebiasOption, OrderingsOption, agent_config, build_llm, open_toolbox, shared_agent_factory
+from agent.fit import ASSEMBLY_USERS, PRIOR_USERS, SEED, fit_assembly_file, fit_prior_file
 from agent.llm.base import LLMError
 from agent.llm.fetch import EMBEDDED_MODELS, FetchError, fetch_embedded_model
 from agent.nodes import RecommendError
+from agent.prior import PRIOR_FILE
 from agent.recommend import Agent, AgentFactory
 from agent.state import AgentConfig, RecommendRequest, shown_arguments
 from tools.cli import VariantOption, parse_variants
@@ -125,56 +128,42 @@ def intents() -> None:
 def fit_prior_command(
     run: RunOption,
     variant: VariantOption = None,
-    users: Annotated[int, typer.Option(help="How many sampled validation users")] = 500,
-    seed: int = 2023,
+    users: Annotated[int, typer.Option(help="How many sampled validation users")] = PRIOR_USERS,
+    seed: int = SEED,
 ) -> None:
     """Fit the prior over menu intents from profile features alone on validation users (histories
     stop before the validation item; the test item is never read); save RUN/intent_prior.json and
     print the validation hit rates of random, first, each fixed kind, the prior and the oracle (JSON)."""
-    from agent.prior import fit_prior
-
     try:
-        toolbox = open_toolbox(run, parse_variants(variant), split="valid")
+        report = fit_prior_file(run, parse_variants(variant), users, seed)
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
-    ids = toolbox.dataset.user_ids
-    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
-    report = fit_prior(toolbox, sample)
-    path = report.prior.save(run)
-    print(json.dumps({"saved": str(path), **report.model_dump(exclude={"prior"})}, indent=2))
+    print(json.dumps({"saved": str(run / PRIOR_FILE), **report.model_dump(exclude={"prior"})}, indent=2))
 
 
 @intents_app.command("fit-assembly")
 def fit_assembly_command(
     run: RunOption,
     variant: VariantOption = None,
-    users: Annotated[int, typer.Option(help="How many sampled validation users")] = 500,
+    users: Annotated[int, typer.Option(help="How many sampled validation users")] = ASSEMBLY_USERS,
     llm: Annotated[str, typer.Option(help="none: menu weights by --menu-choice | local | openai:MODEL (the LLM weighs the menu)")] = "none",
     menu_choice: Annotated[str, typer.Option(help="uniform | prior, where --llm is none")] = "uniform",
-    seed: int = 2023,
+    seed: int = SEED,
 ) -> None:
     """Fit the learned assembly on validation users (histories stop before the validation item;
-    the test item is never read); save RUN/assembly.json and print its coefficients and the
-    validation NDCG@10 of the fused and learned orders (JSON)."""
-    from agent.assembly import fit_assembly
-
+    the test item is never read); save RUN/assembly.json and print each signal's share of the
+    ranker's gain and the held-out validation NDCG@10 of the backbone, fused and learned orders (JSON)."""
     if menu_choice not in ("uniform", "prior"):
         raise typer.BadParameter("uniform | prior", param_hint="--menu-choice")
     try:
-        toolbox = open_toolbox(run, parse_variants(variant), split="valid")
         model = build_llm(llm)
         choice = "llm" if llm != "none" else menu_choice
-        config = agent_config(model, k=10, rounds=1, probe_bonus=PROBE_BONUS, menu_choice=choice)
+        report = fit_assembly_file(run, parse_variants(variant), users, seed, model, choice)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError, LLMError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
-    config = config.model_copy(update={"max_rounds": 1})  # the menu runs even without an LLM
-    ids = toolbox.dataset.user_ids
-    sample = [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
-    report = fit_assembly(toolbox, sample, config, model)
-    path = report.assembly.save(run)
-    print(json.dumps({"saved": str(path), **report.model_dump(exclude={"assembly"})}, indent=2))
+    print(json.dumps({"saved": str(run / ASSEMBLY_FILE), **report.model_dump(exclude={"assembly"})}, indent=2))
 
 
 # --- recommend -------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""Fitting the agent's learned parts on a run's validation users and saving them with the run,
+as `toolrec intents fit-prior` / `fit-assembly` and the evaluation (for a file it lacks) do.
+
+    fit_prior_file(run, variants, users=500)                          # RUN/intent_prior.json
+    fit_assembly_file(run, variants, users=6040, menu_choice="prior") # RUN/assembly.json
+    fit_missing(run, variants, [run / "assembly.json"], print)        # what an evaluation lacks
+
+Users are drawn from every user with `seed`; histories stop before the validation item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from agent.assembly import ASSEMBLY_FILE, AssemblyReport, fit_assembly
+from agent.llm.base import LLM, NoLLM
+from agent.prior import PRIOR_FILE, PriorReport, fit_prior
+from agent.state import AgentConfig
+from tools.toolbox import Toolbox
+
+PRIOR_USERS = 500
+ASSEMBLY_USERS = 6040  # every ML-1M user: the ranker has one relevant item per user to learn from
+SEED = 2023
+
+
+def validation_toolbox(run: Path, variants: dict[str, Path], data_dir: Path | None = None) -> Toolbox:
+    return Toolbox.open(run, data_dir, variants=variants, split="valid")
+
+
+def sample(toolbox: Toolbox, users: int, seed: int = SEED) -> list[str]:
+    ids = toolbox.dataset.user_ids
+    return [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
+
+
+def fit_prior_file(
+    run: Path, variants: dict[str, Path], users: int = PRIOR_USERS, seed: int = SEED, data_dir: Path | None = None
+) -> PriorReport:
+    toolbox = validation_toolbox(run, variants, data_dir)
+    report = fit_prior(toolbox, sample(toolbox, users, seed))
+    report.prior.save(run)
+    return report
+
+
+def fit_assembly_file(
+    run: Path,
+    variants: dict[str, Path],
+    users: int = ASSEMBLY_USERS,
+    seed: int = SEED,
+    llm: LLM | None = None,
+    menu_choice: Literal["llm", "uniform", "prior"] = "prior",
+    data_dir: Path | None = None,
+) -> AssemblyReport:
+    """The menu runs for every user (one round), weighted by `llm` or as `menu_choice` says."""
+    toolbox = validation_toolbox(run, variants, data_dir)
+    config = AgentConfig(k=10, max_rounds=1, menu_choice=menu_choice)
+    report = fit_assembly(toolbox, sample(toolbox, users, seed), config, llm or NoLLM())
+    report.assembly.save(run)
+    return report
+
+
+def fit_missing(
+    run: Path, variants: dict[str, Path], files: Sequence[Path], say: Callable[[str], None], data_dir: Path | None = None
+) -> None:
+    """Fit each of `files` (the run's prior, its assembly) that does not exist yet: the prior
+    first, since the assembly is fit on the menu as the prior weighs it."""
+    names = {f.name for f in files}
+    if not names <= {PRIOR_FILE, ASSEMBLY_FILE}:
+        raise ValueError(f"no way to fit {sorted(names - {PRIOR_FILE, ASSEMBLY_FILE})}")
+    if names and not (run / PRIOR_FILE).is_file():
+        say(f"fitting {run / PRIOR_FILE} on {PRIOR_USERS} validation users")
+        fit_prior_file(run, variants, PRIOR_USERS, data_dir=data_dir)
+    if ASSEMBLY_FILE in names and not (run / ASSEMBLY_FILE).is_file():
+        say(f"fitting {run / ASSEMBLY_FILE} on up to {ASSEMBLY_USERS} validation users (the menu weighed by the prior)")
+        report = fit_assembly_file(run, variants, ASSEMBLY_USERS, data_dir=data_dir)
+        say(f"fitted {run / ASSEMBLY_FILE}: held-out validation NDCG@10 {report.ndcg_at_10}")
