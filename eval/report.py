@@ -314,7 +314,8 @@ def assembly_lines(config: dict[str, Any]) -> list[str]:
         held = ", ".join(f"{k.removeprefix('held_out_')} {v:.4f}" for k, v in fitted.validation.items())
         top = sorted(fitted.importance.items(), key=lambda kv: -kv[1])[:6]
         lines.append(
-            f"- `{path}`: {fitted.learner} over {len(fitted.signals)} signals, fit on {fitted.users} validation users"
+            f"- `{path}`: {fitted.learner} over {len(fitted.signals)} signals, "
+            f"fit on the {fitted.users} validation users whose item was in the pool"
             + (f"; held-out validation NDCG@10 {held}" if held else "")
             + "; share of gain: "
             + ", ".join(f"{name} {share:.0%}" for name, share in top)

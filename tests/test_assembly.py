@@ -80,7 +80,7 @@ def test_the_assembly_is_fit_on_validation_targets_only(toolbox: Toolbox, tmp_pa
     assert LearnedAssembly.load(tmp_path).model_dump() == report.assembly.model_dump()
     # the evaluation report says what it was fit on and what it weighs most
     (line,) = assembly_lines({"methods": [{"name": "a", "kind": "agent", "run": str(tmp_path), "assembly": "learned"}]})
-    assert f"fit on {report.assembly.users} validation users" in line and "held-out validation NDCG@10 backbone" in line
+    assert f"fit on the {report.assembly.users} validation users" in line and "held-out validation NDCG@10 backbone" in line
 
     with pytest.raises(ValueError, match="split='valid'"):
         fit_assembly(toolbox, ["1"], CONFIG)
