@@ -151,7 +151,7 @@ class _Drafter:
 
     def variant(self) -> Intent | None:
         """What an attribute-aware backbone variant ranks within the user's favourite genre."""
-        others = [v for v in self.toolbox.variants if v != self.toolbox.default_variant]
+        others = [v for v in self.toolbox.attribute_variants if v != self.toolbox.default_variant]
         if self.favourite is None or not others:
             return None
         text, label = self._say("variant", genre=self.favourite, variant=others[0])

@@ -107,9 +107,10 @@ def _cited_first(find: Find) -> tuple[Any, ...]:
     return ROLE_ORDER[find.role], -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
 
 
-def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reason:
+def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, aware: Collection[str] | None = None) -> Reason:
     """Why an item is on a list, citing the find that explains it best (see `_cited_first`);
-    `title` turns an item id into words for "more like ..."."""
+    `title` turns an item id into words for "more like ..."; `aware` names the attribute-aware
+    variants (None: every variant but the plain one)."""
     if not finds:
         return Reason(text="completed from the backbone's ranking", tool="retrieve")
     cited = min(finds, key=_cited_first)
@@ -127,7 +128,8 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str) -> Reas
         text = f'matches "{c.get("query", "")}"'
     elif c.get("query"):
         text = f'matches "{c["query"]}" and your history'
-    elif chosen.variant in (None, PLAIN):
+    elif chosen.variant in (None, PLAIN) or (aware is not None and chosen.variant not in aware):
+        # a sequence model without attributes (SASRec, BERT4Rec) says what its history says
         text = "what people with a history like yours watched next"
     else:
         text = f"what the {chosen.variant}-aware model ranks next for you"
@@ -228,6 +230,6 @@ class Pool(BaseModel):
         total = match + taste_weight * liked
         return [ids[n] for n in np.argsort(-total, kind="stable")]
 
-    def explain(self, item_id: str, title: Callable[[str], str] = str) -> Reason:
+    def explain(self, item_id: str, title: Callable[[str], str] = str, aware: Collection[str] | None = None) -> Reason:
         """The one reason for one item (see `reason_for`)."""
-        return reason_for(self.items[item_id].finds, title)
+        return reason_for(self.items[item_id].finds, title, aware)

@@ -170,3 +170,4 @@ def test_assembly_fuses_every_backbone_variant(toolbox: Toolbox) -> None:
     ranked = [e.arguments["variant"] for e in rec.trace if e.node == "assemble" and e.tool == "rank"]
     seeded = [e.arguments["variant"] for e in rec.trace if e.node == "seed" and e.tool == "retrieve"]
     assert ranked == seeded == list(toolbox.variants) == ["plain", "genre"]
+    assert toolbox.attribute_variants == ["genre"]  # the variants whose reasons name their attribute

@@ -90,6 +90,9 @@ def test_seed_only_items_cite_the_variant_that_ranked_them_best() -> None:
     plain = Find(role="seed", provenance=Provenance(tool="retrieve", variant="plain"), position=5)
     genre = Find(role="seed", provenance=Provenance(tool="retrieve", variant="genre"), position=1)
     assert reason_for([plain, genre]).text == reason_for([genre, plain]).text == "what the genre-aware model ranks next for you"
+    # a variant without attributes (BERT4Rec) is a sequence model like the plain one
+    bert = Find(role="seed", provenance=Provenance(tool="retrieve", variant="bert4rec"), position=1)
+    assert reason_for([plain, bert], aware=["genre"]).text == "what people with a history like yours watched next"
 
 
 def test_a_probe_beats_a_seed_in_any_position() -> None:

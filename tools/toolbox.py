@@ -211,6 +211,12 @@ class Toolbox:
             )
         return match
 
+    @property
+    def attribute_variants(self) -> list[str]:
+        """The variants that rank by an attribute (genre, year); the others (plain SASRec, BERT4Rec)
+        are sequence models alone."""
+        return [name for name, model in self.variants.items() if model.config.attribute]
+
     def model(self, name: str | None) -> Recommender:
         return self.variants[self.variant(name)]
 
