@@ -7,6 +7,7 @@ or all-known probe is corrected or dropped, and counted (also by `toolrec bench 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -265,3 +266,23 @@ def test_the_command_line_shows_each_intents_weight(toolbox: Toolbox, capsys: py
     out = " ".join(capsys.readouterr().out.split())
     assert "choose LLM ok" in out and "reused" in out and "scripted over 1 ordering(s)" in out
     assert f"{4 / (len(texts) + 3):.2f} {' '.join(texts[0].split()[:3])}" in out  # the most wanted intent first, with its weight
+
+
+def test_the_command_line_runs_the_menu_without_an_llm(tool_runs: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`toolrec recommend --llm none --menu-choice uniform`: the menu runs (one round, no LLM
+    call) and the list's reasons name the intents that found the items."""
+    from typer.testing import CliRunner
+
+    from eval.cli import app
+
+    monkeypatch.setenv("TOOLREC_DATA_DIR", str(data_dir))
+    args = ["recommend", "--run", str(tool_runs["plain"]), "--user", USER, "--llm", "none", "--json"]
+    menu = CliRunner().invoke(app, [*args, "--menu-choice", "uniform"])
+    assert menu.exit_code == 0, menu.output
+    rec = Recommendation.model_validate_json(menu.output[menu.output.index("{") :])
+    assert any(e.node == "menu" for e in rec.trace) and not [e for e in rec.trace if e.kind == "llm"]
+    plain = Recommendation.model_validate_json((out := CliRunner().invoke(app, args).output)[out.index("{") :])
+    assert not [e for e in plain.trace if e.node == "menu"]  # without an LLM and a menu choice: no menu
+    assert {i.reason for i in rec.items} - {i.reason for i in plain.items}  # the intents' reasons
+    bad = CliRunner().invoke(app, [*args, "--menu-choice", "best"])
+    assert bad.exit_code != 0 and "llm | prior | uniform" in bad.output

@@ -209,6 +209,9 @@ def recommend_command(
     assembly: Annotated[str, typer.Option(help="fused | backbone | llm | learned (RUN/assembly.json)")] = "fused",
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
     planner: PlannerOption = "menu",
+    menu_choice: Annotated[
+        str, typer.Option(help="menu: llm (the LLM weighs the intents) | prior (RUN/intent_prior.json) | uniform; the last two call no LLM")
+    ] = "llm",
     ask: Annotated[str | None, typer.Option(help="What the person asks for, in words")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the Recommendation as JSON")] = False,
 ) -> None:
@@ -219,7 +222,11 @@ def recommend_command(
         raise typer.BadParameter("give --user or --item (not both)") from exc
     if assembly not in ("fused", "backbone", "llm", "learned"):
         raise typer.BadParameter("fused | backbone | llm | learned", param_hint="--assembly")
-    toolbox, agent = _agent(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly, planner=planner)
+    if menu_choice not in ("llm", "prior", "uniform"):
+        raise typer.BadParameter("llm | prior | uniform", param_hint="--menu-choice")
+    toolbox, agent = _agent(
+        run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly, planner=planner, menu_choice=menu_choice
+    )
     try:
         result = agent.recommend(request, on_step=None if json_output else _show_update)
     except RecommendError as exc:
