@@ -92,7 +92,7 @@ def item_signals(toolbox: Toolbox, ids: Sequence[str], history: np.ndarray | Non
     years = toolbox.years[dense].astype(float)
     seen = toolbox.years[history[-RECENT_YEARS:]]
     seen = seen[seen > 0]
-    offset = np.where((years > 0) & (len(seen) > 0), (years - (seen.mean() if len(seen) else 0.0)) / 10.0, 0.0)
+    offset = np.where(years > 0, (years - seen.mean()) / 10.0, 0.0) if len(seen) else np.zeros(len(dense))
     return np.column_stack([popularity, similarity, offset, np.abs(offset)]).reshape(len(dense), len(ITEM_SIGNALS))
 
 
@@ -180,8 +180,7 @@ def fit_assembly(toolbox: Toolbox, users: Sequence[str], config: AgentConfig, ll
     variants = list(toolbox.variants)
     blocks, labels, owners = [], [], []  # owners: each block's place in `users`
     for number, user in enumerate(users):
-        request = RecommendRequest(user_id=user)
-        state = agent.graph.invoke({"request": request})
+        state = agent.graph.invoke({"request": RecommendRequest(user_id=user)})
         target = toolbox.dataset.item(toolbox.dataset.target(user, "valid")).id
         pool = state["pool"]
         scores, _ = agent.nodes.variant_scores(state, variants)

@@ -27,20 +27,16 @@ ASSEMBLY_USERS = 6040  # every ML-1M user: the ranker has one relevant item per 
 SEED = 2023
 
 
-def validation_toolbox(run: Path, variants: dict[str, Path], data_dir: Path | None = None) -> Toolbox:
-    return Toolbox.open(run, data_dir, variants=variants, split="valid")
-
-
-def sample(toolbox: Toolbox, users: int, seed: int = SEED) -> list[str]:
-    ids = toolbox.dataset.user_ids
+def draw_users(ids: Sequence[str], users: int, seed: int = SEED) -> list[str]:
+    """`users` of `ids` (all of them if fewer), drawn without replacement with `seed`."""
     return [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)]
 
 
 def fit_prior_file(
     run: Path, variants: dict[str, Path], users: int = PRIOR_USERS, seed: int = SEED, data_dir: Path | None = None
 ) -> PriorReport:
-    toolbox = validation_toolbox(run, variants, data_dir)
-    report = fit_prior(toolbox, sample(toolbox, users, seed))
+    toolbox = Toolbox.open(run, data_dir, variants=variants, split="valid")
+    report = fit_prior(toolbox, draw_users(toolbox.dataset.user_ids, users, seed))
     report.prior.save(run)
     return report
 
@@ -55,9 +51,9 @@ def fit_assembly_file(
     data_dir: Path | None = None,
 ) -> AssemblyReport:
     """The menu runs for every user (one round), weighted by `llm` or as `menu_choice` says."""
-    toolbox = validation_toolbox(run, variants, data_dir)
+    toolbox = Toolbox.open(run, data_dir, variants=variants, split="valid")
     config = AgentConfig(k=10, max_rounds=1, menu_choice=menu_choice)
-    report = fit_assembly(toolbox, sample(toolbox, users, seed), config, llm or NoLLM())
+    report = fit_assembly(toolbox, draw_users(toolbox.dataset.user_ids, users, seed), config, llm or NoLLM())
     report.assembly.save(run)
     return report
 
@@ -68,12 +64,11 @@ def fit_missing(
     """Fit each of `files` (the run's prior, its assembly) that does not exist yet: the prior
     first, since the assembly is fit on the menu as the prior weighs it."""
     names = {f.name for f in files}
-    if not names <= {PRIOR_FILE, ASSEMBLY_FILE}:
-        raise ValueError(f"no way to fit {sorted(names - {PRIOR_FILE, ASSEMBLY_FILE})}")
-    if names and not (run / PRIOR_FILE).is_file():
+    assembly = ASSEMBLY_FILE in names and not (run / ASSEMBLY_FILE).is_file()
+    if (PRIOR_FILE in names or assembly) and not (run / PRIOR_FILE).is_file():
         say(f"fitting {run / PRIOR_FILE} on {PRIOR_USERS} validation users")
         fit_prior_file(run, variants, PRIOR_USERS, data_dir=data_dir)
-    if ASSEMBLY_FILE in names and not (run / ASSEMBLY_FILE).is_file():
+    if assembly:
         say(f"fitting {run / ASSEMBLY_FILE} on up to {ASSEMBLY_USERS} validation users (the menu weighed by the prior)")
         report = fit_assembly_file(run, variants, ASSEMBLY_USERS, data_dir=data_dir)
         say(f"fitted {run / ASSEMBLY_FILE}: held-out validation NDCG@10 {report.ndcg_at_10}")

@@ -21,6 +21,7 @@ import numpy as np
 import typer
 
 from agent.cli.runtime import DebiasOption, OrderingsOption, build_llm, open_toolbox
+from agent.fit import draw_users
 from agent.llm.base import LLM, uses_llm
 from agent.nodes import Nodes
 from agent.prior import KINDS, PRIOR_FILE, IntentPrior, menus
@@ -138,4 +139,4 @@ def sample_users(toolbox: Toolbox, users: int, seed: int) -> tuple[list[str], in
     fitted = run is not None and toolbox.split == "valid" and (run / PRIOR_FILE).is_file()
     fit = set(IntentPrior.load(run).fit_users) if fitted else set()  # type: ignore[arg-type]
     ids = [str(u) for u in toolbox.dataset.user_ids if str(u) not in fit]
-    return [str(u) for u in np.random.default_rng(seed).choice(ids, size=min(users, len(ids)), replace=False)], len(fit)
+    return draw_users(ids, users, seed), len(fit)

@@ -222,9 +222,11 @@ def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[
     }
 
 
-def build_results(config: EvalConfig, run_dir: Path, users: Sequence[str], store: ResultStore, methods: Sequence[Method]) -> dict[str, Any]:
-    done = {m.name: store.done(m.name, config.fingerprint(m)) for m in methods}
-    per_method = {m.name: method_summary(config, m, config.fingerprint(m), users, done[m.name]) for m in methods}
+def build_results(
+    config: EvalConfig, run_dir: Path, users: Sequence[str], store: ResultStore, methods: Sequence[Method], fingerprints: dict[str, str]
+) -> dict[str, Any]:
+    done = {m.name: store.done(m.name, fingerprints[m.name]) for m in methods}
+    per_method = {m.name: method_summary(config, m, fingerprints[m.name], users, done[m.name]) for m in methods}
     started = [d for d in done.values() if d]
     common = [u for u in users if started and all(u in d for d in started)]
     code = {line["session"]: line.get("code") for line in read_jsonl(run_dir / SESSIONS) if "start" in line}
@@ -404,9 +406,11 @@ def _run_eval(
     if store.torn:
         console.print(f"[yellow]{store.torn} torn line(s) in users.jsonl dropped; those users run again[/]")
 
+    # once per run: a fingerprint hashes the fitted files its method reads
+    fingerprints = {m.name: config.fingerprint(m) for m in config.methods}
     pending: dict[str, list[str]] = {}
     for method in methods:
-        fp = config.fingerprint(method)
+        fp = fingerprints[method.name]
         done = store.done(method.name, fp)
         if retry_errors:
             failed = [u for u, r in done.items() if r.error and not r.error.startswith("invalid list")]
@@ -437,7 +441,7 @@ def _run_eval(
         for begin in range(0, len(ctx.users), wave):
             members = set(ctx.users[begin : begin + wave])
             for method in methods:
-                fp = config.fingerprint(method)
+                fp = fingerprints[method.name]
                 todo = [u for u in pending[method.name] if u in members]
                 tracker.start(method.name, len(ctx.users), store.done(method.name, fp).values())
                 if not todo:
@@ -462,10 +466,10 @@ def _run_eval(
                             futures = [pool.submit(runner, user) for user in todo]
                             for future in as_completed(futures):
                                 save([future.result()])
-                write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods))
+                write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods, fingerprints))
 
     _append_line(run_dir / SESSIONS, {"session": session, "end": time.time()})
-    results = build_results(config, run_dir, ctx.users, store, config.methods)
+    results = build_results(config, run_dir, ctx.users, store, config.methods, fingerprints)
     write_json(run_dir / RESULTS, results)
     return results
 

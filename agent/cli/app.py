@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -21,7 +20,7 @@ from rich.table import Table
 from agent.assembly import ASSEMBLY_FILE
 from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
 from agent.cli.runtime import PROBE_BONUS, DebiasOption, OrderingsOption, agent_config, build_llm, open_toolbox, shared_agent_factory
-from agent.fit import ASSEMBLY_USERS, PRIOR_USERS, SEED, fit_assembly_file, fit_prior_file
+from agent.fit import ASSEMBLY_USERS, PRIOR_USERS, SEED, draw_users, fit_assembly_file, fit_prior_file
 from agent.llm.base import LLMError
 from agent.llm.fetch import EMBEDDED_MODELS, FetchError, fetch_embedded_model
 from agent.nodes import RecommendError
@@ -476,7 +475,7 @@ def bench_agent(
         run, llm, 10, rounds, variant, console, probe_bonus=probe_bonus, planner=planner, split="test",
         orderings=orderings, debias_positions=debias_positions,
     )  # fmt: skip
-    sample = np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=min(users, len(toolbox.dataset.user_ids)), replace=False)
+    sample = draw_users(toolbox.dataset.user_ids, users, seed)
     started = time.perf_counter()
     results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
     figures = {
