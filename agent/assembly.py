@@ -6,7 +6,7 @@ item; here a ranker learns from data how the signals combine.
     report.assembly.save(run_dir)                          # RUN/assembly.json
     LearnedAssembly.load(run_dir).scores(pool, variant_scores, item_signals(toolbox, pool.ids(), history))
 
-Signals per pool item: each backbone variant's score (z-scored within the pool), the weight of
+Signals per pool item: each backbone variant's score (z-scored within the pool) and their sum, the weight of
 the most wanted intent or probe that found it, the weight per intent kind (which intent found
 it and how much it was wanted), whether a free probe or the person's own request found it, its
 best place in a seed ranking, its popularity, the similarity of its text to the recent history
@@ -67,6 +67,7 @@ HOLDOUT = 0.2  # share of the fit users held out for the report's out-of-sample 
 def signal_names(variants: Sequence[str]) -> list[str]:
     return [
         *(f"z:{v}" for v in variants),
+        "fused",
         "probe_weight",
         *(f"intent:{k}" for k in KINDS),
         "free_probe",
@@ -98,7 +99,10 @@ def item_signals(toolbox: Toolbox, ids: Sequence[str], history: np.ndarray | Non
 
 def signals(pool: Pool, scores: Mapping[str, Mapping[str, float]], items: np.ndarray) -> np.ndarray:
     """One row per pool item (pool order), one column per signal (see `signal_names`, with the
-    variants in `scores`' order); `items` are the item signals of the pool's ids."""
+    variants in `scores`' order); `items` are the item signals of the pool's ids. "fused" is the
+    fixed fusion's score (the variants' z-scores summed): small trees refine it more easily than
+    they rebuild a sum of five scores (with five variants, validation NDCG@10 0.2077 with it,
+    0.2053 without, fusion alone 0.2067)."""
     rows = []
     for item_id in pool.ids():
         finds = pool[item_id].finds
@@ -112,7 +116,8 @@ def signals(pool: Pool, scores: Mapping[str, Mapping[str, float]], items: np.nda
             1.0 / min(seed_places) if seed_places else 0.0,
         ])  # fmt: skip
     n = len(pool)
-    return np.column_stack([pool.zscores(scores).T.reshape(n, -1), np.array(rows).reshape(n, -1), items])
+    z = pool.zscores(scores).T.reshape(n, -1)
+    return np.column_stack([z, z.sum(axis=1), np.array(rows).reshape(n, -1), items])
 
 
 class LearnedAssembly(FittedFile):
@@ -203,7 +208,7 @@ def fit_assembly(toolbox: Toolbox, users: Sequence[str], config: AgentConfig, ll
     for n in kept_held:
         x, y = blocks[n], labels[n]
         figures["backbone"].append(_ndcg10(x[:, 0], y))
-        figures["fused"].append(_ndcg10(x[:, :zs].sum(axis=1), y))
+        figures["fused"].append(_ndcg10(x[:, zs], y))
         figures["learned"].append(_ndcg10(first.predict(x), y))
     n_held = len(held)
     gain = np.zeros(n_held)

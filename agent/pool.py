@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.retrieval import zscore
 from tools.schemas import Provenance, ScoredItem
-from tools.toolbox import PLAIN
+from tools.toolbox import PLAIN, variant_phrase
 
 Role = Literal["seed", "probe", "asked"]
 # Which find a reason cites first: what the person asked for, then what the LLM probed, then
@@ -107,10 +107,11 @@ def _cited_first(find: Find) -> tuple[Any, ...]:
     return ROLE_ORDER[find.role], -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
 
 
-def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, aware: Collection[str] | None = None) -> Reason:
+def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, phrases: Mapping[str, str] | None = None) -> Reason:
     """Why an item is on a list, citing the find that explains it best (see `_cited_first`);
-    `title` turns an item id into words for "more like ..."; `aware` names the attribute-aware
-    variants (None: every variant but the plain one)."""
+    `title` turns an item id into words for "more like ..."; `phrases` says in words what each
+    backbone variant ranks by (`Toolbox.variant_phrases`; without it, every variant but the
+    plain one reads as attribute-aware)."""
     if not finds:
         return Reason(text="completed from the backbone's ranking", tool="retrieve")
     cited = min(finds, key=_cited_first)
@@ -128,11 +129,9 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, aware: 
         text = f'matches "{c.get("query", "")}"'
     elif c.get("query"):
         text = f'matches "{c["query"]}" and your history'
-    elif chosen.variant in (None, PLAIN) or (aware is not None and chosen.variant not in aware):
-        # a sequence model without attributes (SASRec, BERT4Rec) says what its history says
-        text = "what people with a history like yours watched next"
     else:
-        text = f"what the {chosen.variant}-aware model ranks next for you"
+        variant = chosen.variant or PLAIN
+        text = (phrases or {}).get(variant) or variant_phrase(None if variant == PLAIN else variant)
     # words only: the tool that found it is `Reason.tool`, shown by the trace, not the reason
     detail = constraint_text(c)
     return Reason(text=f"{text}{f' ({detail})' if detail else ''}", tool=chosen.tool)
@@ -230,6 +229,6 @@ class Pool(BaseModel):
         total = match + taste_weight * liked
         return [ids[n] for n in np.argsort(-total, kind="stable")]
 
-    def explain(self, item_id: str, title: Callable[[str], str] = str, aware: Collection[str] | None = None) -> Reason:
+    def explain(self, item_id: str, title: Callable[[str], str] = str, phrases: Mapping[str, str] | None = None) -> Reason:
         """The one reason for one item (see `reason_for`)."""
-        return reason_for(self.items[item_id].finds, title, aware)
+        return reason_for(self.items[item_id].finds, title, phrases)

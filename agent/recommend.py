@@ -61,7 +61,7 @@ class Agent:
         items = []
         for item_id in state["final"]:
             item = pool[item_id].item
-            why = pool.explain(item_id, self.toolbox.spoken_title, self.toolbox.attribute_variants)
+            why = pool.explain(item_id, self.toolbox.spoken_title, self.toolbox.variant_phrases)
             items.append(RecommendedItem(
                 id=item.id, title=item.title, year=item.year, attributes=item.attributes,
                 score=round(scores.get(item_id, 0.0), 4), provenance=item.provenance, reason=why.text, via=why.tool,

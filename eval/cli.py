@@ -79,7 +79,7 @@ _D = {name: field.default for name, field in TrainSpec.model_fields.items()}
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="ml-100k, ml-1m, or a dataset folder")] = _D["dataset"],
-    model: Annotated[str, typer.Option(help="sasrec | sasrec-attr | bert4rec | popularity")] = _D["model"],
+    model: Annotated[str, typer.Option(help="sasrec | sasrec-attr | bert4rec | popularity | transitions")] = _D["model"],
     out: Annotated[Path, typer.Option(help="Run folder for the checkpoint and metrics")] = Path("runs/sasrec"),
     attribute: Annotated[str | None, typer.Option(help="Attribute type fused by sasrec-attr (genre, year, ...)")] = None,
     epochs: Annotated[int, typer.Option(help="Epoch budget (the cosine schedule reaches zero there)")] = _D["epochs"],

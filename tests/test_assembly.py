@@ -45,6 +45,7 @@ def test_the_signals_of_a_pool_item() -> None:
     assert x.shape == (3, len(names))
     column = {name: x[:, n] for n, name in enumerate(names)}
     assert column["z:plain"] == pytest.approx([1.2247, 0.0, -1.2247], abs=1e-4)
+    assert list(column["fused"]) == list(column["z:plain"])  # one variant: its z-score is the fusion
     assert list(column["probe_weight"]) == [0.0, 0.5, 0.5] and list(column["intent:more_like"]) == [0.0, 0.5, 0.5]
     assert all(list(column[f"intent:{k}"]) == [0.0] * 3 for k in KINDS if k != "more_like")
     assert list(column["seed_place"]) == [1.0, 0.5, 0.0]

@@ -95,6 +95,29 @@ def test_output_head_is_refused_for_sasrec(ml100k: SequenceDataset) -> None:
         build_model(new_config("sasrec", ml100k, output_head="transform", **SMALL), ml100k)
 
 
+def test_transitions_count_what_came_next(ml100k: SequenceDataset, tmp_path: Path) -> None:
+    """Counted, not trained: each row is P(next | item) over the training sequences only, a history
+    scores by its latest items, and the run saves and loads like any backbone."""
+    sequences = [np.array([1, 2, 3, 4, 5]), np.array([1, 2, 6, 3, 4])]
+    tiny = SequenceDataset(name="tiny", items=ml100k.items[:6], user_ids=["a", "b"], sequences=sequences)
+    model = build_model(new_config("transitions", tiny), tiny)
+    train(model, tiny, TrainConfig(), tmp_path, validator(tiny))
+    rows = model.next_given.numpy()  # type: ignore[union-attr]
+    np.testing.assert_allclose(rows[[1, 2]].sum(axis=1), 1.0, rtol=1e-6)  # the items followed by something in training
+    assert rows[[0, 3, 4, 5, 6]].sum() == 0
+    assert rows[1, 2] > rows[1, 6] > 0 and rows[1, 3] > 0  # one step after 1 counts more than two
+    assert rows[:, 4].sum() == rows[:, 5].sum() == 0  # the held-out validation and test items are never read
+    scores = score_histories(model, [np.array([1]), np.array([2, 1])])
+    assert scores[0].argmax() == 2 and np.isneginf(scores[1, [1, 2]]).all()  # what followed 1; history masked
+    assert scores[1, 3] > scores[1, 5] and np.isneginf(scores[:, 0]).all()
+    loaded = load_model(tmp_path, tiny)
+    np.testing.assert_allclose(score_histories(loaded, [np.array([2, 1])]), scores[1:], rtol=1e-6)
+    ml = build_model(new_config("transitions", ml100k), ml100k)
+    train(ml, ml100k, TrainConfig(), tmp_path / "ml", validator(ml100k))
+    popularity = build_model(new_config("popularity", ml100k), ml100k)
+    assert evaluate_backbone(ml, ml100k, "valid", ks=(10,))["ndcg@10"] > evaluate_backbone(popularity, ml100k, "valid", ks=(10,))["ndcg@10"]
+
+
 def test_checkpoint_round_trip(ml100k: SequenceDataset, tmp_path: Path) -> None:
     model = fit(ml100k, tmp_path, "sasrec-attr", attribute="genre")
     save_model(tmp_path, model, ml100k)

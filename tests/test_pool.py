@@ -12,6 +12,7 @@ import pytest
 from agent.pool import Find, Pool, Reason, reason_for
 from tools.retrieval import zscore
 from tools.schemas import Provenance, ScoredItem
+from tools.toolbox import variant_phrase
 
 
 def item(item_id: str, tool: str = "retrieve", variant: str | None = "plain", **constraints: object) -> ScoredItem:
@@ -92,7 +93,11 @@ def test_seed_only_items_cite_the_variant_that_ranked_them_best() -> None:
     assert reason_for([plain, genre]).text == reason_for([genre, plain]).text == "what the genre-aware model ranks next for you"
     # a variant without attributes (BERT4Rec) is a sequence model like the plain one
     bert = Find(role="seed", provenance=Provenance(tool="retrieve", variant="bert4rec"), position=1)
-    assert reason_for([plain, bert], aware=["genre"]).text == "what people with a history like yours watched next"
+    phrases = {"plain": variant_phrase(), "genre": variant_phrase("genre"), "bert4rec": variant_phrase()}
+    assert reason_for([plain, bert], phrases=phrases).text == "what people with a history like yours watched next"
+    after = Find(role="seed", provenance=Provenance(tool="retrieve", variant="transitions"), position=1)
+    phrases["transitions"] = variant_phrase(counted=True)
+    assert reason_for([plain, after], phrases=phrases).text == "what people watched right after your latest titles"
 
 
 def test_a_probe_beats_a_seed_in_any_position() -> None:

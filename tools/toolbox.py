@@ -36,6 +36,7 @@ from tools.models.attributes import YEAR, available_attributes, item_values
 from tools.models.base import Recommender
 from tools.models.checkpoint import CheckpointMeta, load_model, read_meta
 from tools.models.scoring import score_histories
+from tools.models.transitions import Transitions
 from tools.schemas import InvalidArguments, Provenance, ScoredItem, Unavailable, UnknownValue
 from tools.settings import PathSettings
 from tools.titles import natural_title, titled
@@ -59,6 +60,17 @@ def normalize(text: str) -> str:
 def variant_name(meta: CheckpointMeta) -> str:
     """An attribute-aware model is named by its attribute type ("genre"), any other "plain"."""
     return meta.model.attribute or PLAIN
+
+
+def variant_phrase(attribute: str | None = None, counted: bool = False) -> str:
+    """What a backbone variant's ranking means to a person: a counted transition model says what
+    came right after; a sequence model without attributes (SASRec, BERT4Rec) what histories like
+    theirs say; an attribute-aware one names its attribute."""
+    if counted:
+        return "what people watched right after your latest titles"
+    if attribute is None:
+        return "what people with a history like yours watched next"
+    return f"what the {attribute}-aware model ranks next for you"
 
 
 def _title_keys(item: Item) -> list[str]:
@@ -216,6 +228,11 @@ class Toolbox:
         """The variants that rank by an attribute (genre, year); the others (plain SASRec, BERT4Rec)
         are sequence models alone."""
         return [name for name, model in self.variants.items() if model.config.attribute]
+
+    @property
+    def variant_phrases(self) -> dict[str, str]:
+        """Each variant's ranking in words, for the reasons a list gives."""
+        return {name: variant_phrase(model.config.attribute, isinstance(model, Transitions)) for name, model in self.variants.items()}
 
     def model(self, name: str | None) -> Recommender:
         return self.variants[self.variant(name)]

@@ -10,9 +10,10 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from tools.data.sequences import SequenceDataset
 from tools.models.softmax import full_softmax_ce
 
-ModelKind = Literal["sasrec", "sasrec-attr", "bert4rec", "popularity"]
+ModelKind = Literal["sasrec", "sasrec-attr", "bert4rec", "popularity", "transitions"]
 
 
 class ModelConfig(BaseModel):
@@ -58,6 +59,13 @@ class Recommender(nn.Module):
     def item_vectors(self) -> np.ndarray | None:
         """[num_items + 1, dim] output item embeddings for the vector index, if the model has them."""
         return None
+
+
+class Counted(Recommender):
+    """A model counted from the training sequences in one pass, not trained by gradient."""
+
+    def fit(self, dataset: SequenceDataset) -> None:
+        raise NotImplementedError
 
 
 def sampled_loss(kind: str, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, negatives: int) -> torch.Tensor:

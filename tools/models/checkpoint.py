@@ -22,6 +22,7 @@ from tools.models.base import ModelConfig, ModelKind, Recommender
 from tools.models.bert4rec import BERT4Rec
 from tools.models.popularity import Popularity
 from tools.models.sasrec import SASRec
+from tools.models.transitions import Transitions
 
 WEIGHTS, CONFIG, ID_MAPS = "model.safetensors", "config.json", "id_maps.json"
 
@@ -54,6 +55,8 @@ def build_model(config: ModelConfig, dataset: SequenceDataset) -> Recommender:
         return SASRec(config, table)
     if config.kind == "bert4rec":
         return BERT4Rec(config, table)
+    if config.kind == "transitions":
+        return Transitions(config)
     return Popularity(config, dataset.popularity())
 
 

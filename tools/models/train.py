@@ -22,10 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from tools.data.sequences import SequenceDataset
 from tools.io import atomic_dir, write_json
-from tools.models.base import Recommender
+from tools.models.base import Counted, Recommender
 from tools.models.checkpoint import save_model
 from tools.models.heap import keep_heap
-from tools.models.popularity import Popularity
 
 Validate = Callable[[Recommender], dict[str, float]]
 MONITOR = "ndcg@10"
@@ -75,10 +74,11 @@ def train(
     validate: Validate,
 ) -> TrainProgress:
     seed_everything(config.seed)
-    if isinstance(model, Popularity):
-        model.fit(dataset.popularity())
+    if isinstance(model, Counted):
+        started = time.perf_counter()
+        model.fit(dataset)
         save_model(run_dir, model, dataset)
-        return TrainProgress(best=validate(model), done=True)
+        return TrainProgress(best=validate(model), done=True, train_seconds=time.perf_counter() - started)
 
     keep_heap()  # a step's large buffers are reused rather than faulted in afresh
     state_dir = run_dir / "state"
