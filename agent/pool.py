@@ -34,6 +34,7 @@ ROLE_ORDER: dict[str, int] = {"asked": 0, "probe": 1, "seed": 2}
 # Within a role, the most specific tool first: a similarity search, a text search, then retrieve.
 TOOL_ORDER: dict[str, int] = {"similar_items": 0, "semantic_search": 1, "retrieve": 2}
 # The constraints a reason names (the others, such as the subject or exclusions, are bookkeeping).
+MIN_WEIGHT = 1e-3  # an intent wanted not at all still places its items, far behind the others
 NARROWING = ("genres", "exclude_genres", "year_from", "year_to", "attributes", "exclude_attributes")
 
 
@@ -97,14 +98,17 @@ def call_of(provenance: Provenance) -> str:
 
 
 def _cited_first(find: Find) -> tuple[Any, ...]:
-    """Sort key of the find a reason cites: role, then the most wanted (the intent the LLM
-    preferred), then the most specific tool (a retrieve with a text query counts as a text
-    search), then more narrowing constraints, then the best place in its result; the tool,
-    variant and intent only break exact ties."""
+    """Sort key of the find a reason cites: role; among menu intents, the one that placed the item
+    highest for how much it was wanted (place / weight), so that a broad intent wanted most does
+    not claim every item it also returned lower down (with the prior's weights, all ten reasons
+    of a list named "recent genres"); then the most wanted, the most specific tool (a retrieve
+    with a text query counts as a text search), more narrowing constraints, the best place in
+    its result; the tool, variant and intent only break exact ties."""
     p = find.provenance
     tool = TOOL_ORDER.get(p.tool, 3) - 2 * (p.tool == "retrieve" and bool(p.constraints.get("query")))
     narrowing = sum(1 for key in NARROWING if p.constraints.get(key) not in (None, [], {}))
-    return ROLE_ORDER[find.role], -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
+    wanted_place = find.position / max(find.weight, MIN_WEIGHT) if find.intent is not None else 0.0
+    return ROLE_ORDER[find.role], wanted_place, -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
 
 
 def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, phrases: Mapping[str, str] | None = None) -> Reason:

@@ -17,6 +17,7 @@ from agent.intents import Intent, draft_menu
 from agent.llm.base import LLMError, LLMTimeout, NoLLM
 from agent.llm.scoring import OptionScorer
 from agent.llm.scripted import ScriptedLLM
+from agent.pool import Find
 from agent.recommend import Agent, recommend
 from agent.state import AGENT_TOOLS, AgentConfig, Recommendation, RecommendRequest, TraceEvent
 from tools.profile import UserProfileOutput
@@ -87,7 +88,12 @@ def test_one_scoring_call_weighs_every_intent_and_the_preferred_ones_items_rise(
     assert min(rises) >= 0 and sum(rises) > 0, rises
 
 
-def test_reasons_name_the_most_wanted_intent_that_found_the_item(toolbox: Toolbox) -> None:
+def cited(finds: list[Find]) -> Find:
+    """The intent a reason names: the highest place for how much it was wanted, then the most wanted."""
+    return min(finds, key=lambda f: (f.position / f.weight, -f.weight))
+
+
+def test_reasons_name_the_intent_that_placed_the_item_highest_for_its_weight(toolbox: Toolbox) -> None:
     texts = menu_texts(toolbox)
     weights = [float(n + 1) for n in range(len(texts))]  # the later an intent, the more it is wanted
     agent = Agent(ScriptedLLM([], preferences=[weights]), toolbox, MENU)
@@ -101,15 +107,14 @@ def test_reasons_name_the_most_wanted_intent_that_found_the_item(toolbox: Toolbo
         by_intent = [f for f in pool[item.id].finds if f.intent is not None]
         if by_intent:
             credited += 1
-            assert item.reason == max(by_intent, key=lambda f: f.weight).intent and item.reason in texts
+            assert item.reason == cited(by_intent).intent and item.reason in texts
         else:
             assert item.via == "retrieve" and item.reason.endswith(("watched next", "ranks next for you"))  # a seed alone
     assert credited >= 5
     shared = [i for i in pool.ids() if len({f.intent for f in pool[i].finds if f.intent}) > 1]
     assert shared, "some item is found by two intents"
     for item_id in shared:
-        best = max((f for f in pool[item_id].finds if f.intent), key=lambda f: f.weight)
-        assert pool.explain(item_id).text == best.intent
+        assert pool.explain(item_id).text == cited([f for f in pool[item_id].finds if f.intent]).intent
 
 
 @pytest.mark.parametrize(

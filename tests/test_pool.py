@@ -87,6 +87,18 @@ def test_the_reason_does_not_depend_on_the_order_of_the_finds(role: str) -> None
         assert why.tool == "similar_items"
 
 
+def test_a_broad_intent_wanted_most_does_not_claim_every_item() -> None:
+    """An item the most wanted intent returned low down but a narrower one placed first names
+    the narrower one; an item only the broad intent found names it."""
+    broad = [item(i) for i in "abcdefgh"]
+    pool = (
+        Pool()
+        .add(broad, "probe", intent="more Comedy, like your recent titles", kind="recent_genres", weight=1.0)
+        .add([item("h")], "probe", intent="more like Fletch", kind="more_like", weight=0.4)
+    )
+    assert pool.explain("h").text == "more like Fletch" and pool.explain("a").text == "more Comedy, like your recent titles"
+
+
 def test_seed_only_items_cite_the_variant_that_ranked_them_best() -> None:
     plain = Find(role="seed", provenance=Provenance(tool="retrieve", variant="plain"), position=5)
     genre = Find(role="seed", provenance=Provenance(tool="retrieve", variant="genre"), position=1)
