@@ -46,6 +46,9 @@ def test_the_signals_of_a_pool_item() -> None:
     column = {name: x[:, n] for n, name in enumerate(names)}
     assert column["z:plain"] == pytest.approx([1.2247, 0.0, -1.2247], abs=1e-4)
     assert list(column["fused"]) == list(column["z:plain"])  # one variant: its z-score is the fusion
+    two = signals(pool, {"plain": {"a": 3.0, "b": 2.0, "c": 1.0}, "genre": {"a": 1.0, "b": 3.0, "c": 2.0}}, items)
+    named = signal_names(["plain", "genre"])
+    assert two[:, named.index("fused")] == pytest.approx(two[:, 0] + two[:, 1])  # the fixed fusion's score
     assert list(column["probe_weight"]) == [0.0, 0.5, 0.5] and list(column["intent:more_like"]) == [0.0, 0.5, 0.5]
     assert all(list(column[f"intent:{k}"]) == [0.0] * 3 for k in KINDS if k != "more_like")
     assert list(column["seed_place"]) == [1.0, 0.5, 0.0]

@@ -339,7 +339,7 @@ def test_configs_load_from_toml_and_yaml(tmp_path: Path) -> None:
     assert (default.dataset, default.split, default.seed, default.users, default.ks) == ("ml-1m", "test", 2023, 200, [1, 5, 10, 20])
     kinds = {m.kind for m in default.methods}
     agents = [m for m in default.methods if isinstance(m, AgentMethod)]
-    assert agents and all(sorted(m.variants) == ["bert4rec", "genre", "year"] for m in agents)  # the config's shared variants
+    assert agents and all(sorted(m.variants) == ["bert4rec", "genre", "transitions", "year"] for m in agents)  # the shared variants
     own = EvalConfig.model_validate(
         {
             "variants": {"genre": "g"},
