@@ -18,6 +18,7 @@ from tools.models.checkpoint import build_model, load_model, new_config, save_mo
 from tools.models.layers import Layout, dropout
 from tools.models.scoring import score_histories
 from tools.models.train import TrainConfig, seed_everything, train
+from tools.models.transitions import Transitions
 
 SMALL = {"max_len": 50, "dim": 32}
 
@@ -102,7 +103,8 @@ def test_transitions_count_what_came_next(ml100k: SequenceDataset, tmp_path: Pat
     tiny = SequenceDataset(name="tiny", items=ml100k.items[:6], user_ids=["a", "b"], sequences=sequences)
     model = build_model(new_config("transitions", tiny), tiny)
     train(model, tiny, TrainConfig(), tmp_path, validator(tiny))
-    rows = model.next_given.numpy()  # type: ignore[union-attr]
+    assert isinstance(model, Transitions)
+    rows = model.next_given.numpy()
     np.testing.assert_allclose(rows[[1, 2]].sum(axis=1), 1.0, rtol=1e-6)  # the items followed by something in training
     assert rows[[0, 3, 4, 5, 6]].sum() == 0
     assert rows[1, 2] > rows[1, 6] > 0 and rows[1, 3] > 0  # one step after 1 counts more than two

@@ -10,6 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from tools.models.base import Counted
+from tools.models.checkpoint import build_model, new_config
 from tools.registry import TOOLS, ToolResult, call_tool, input_schema, openai_tools
 from tools.schemas import ItemsOutput
 from tools.toolbox import Toolbox
@@ -245,3 +247,23 @@ def test_odd_arguments_never_raise(toolbox: Toolbox, name: str) -> None:
                 assert result.error is not None and result.error.message
             elif isinstance(result.output, ItemsOutput):
                 assert result.output.items, (field, value)  # never a silent empty list
+
+
+def test_a_counted_variant_ranks_but_has_no_vector_space(toolbox: Toolbox) -> None:
+    """The transition model is a variant like the others: `retrieve` ranks with it and the schema
+    offers it; it has no item vectors, so `similar_items` is not offered its space and a call
+    naming it gets a clear error; its seeds read as what came right after."""
+    counted = build_model(new_config("transitions", toolbox.dataset), toolbox.dataset)
+    assert isinstance(counted, Counted)
+    counted.fit(toolbox.dataset)
+    models = {**toolbox.variants, "transitions": counted}
+    both = Toolbox(toolbox.dataset, models, run_dir=toolbox.run_dir, indexes=toolbox.indexes)
+    specs = {s["function"]["name"]: s["function"]["parameters"] for s in openai_tools(both)}
+    assert "transitions" in specs["retrieve"]["properties"]["variant"]["enum"]
+    assert "transitions" not in specs["similar_items"]["properties"]["space"]["enum"]
+    ranked = call_tool(both, "retrieve", {"user_id": "196", "variant": "transitions", "k": 5})
+    assert isinstance(ranked.output, ItemsOutput) and len(ranked.output.items) == 5
+    refused = call_tool(both, "similar_items", {"items": [ranked.output.items[0].id], "space": "transitions"})
+    assert refused.error is not None and refused.error.field == "space"
+    assert both.variant_phrases["transitions"] == "what people watched right after your latest titles"
+    assert both.variant_phrases["genre"].startswith("what the genre-aware model")

@@ -26,6 +26,7 @@ import annotated_types
 from pydantic import BaseModel, SerializeAsAny, ValidationError
 
 from tools.lookup import ItemInfoInput, ItemInfoOutput, LookupInput, LookupOutput, item_info, lookup
+from tools.models.base import Counted
 from tools.profile import UserProfileInput, UserProfileOutput, user_profile
 from tools.ranking import RankInput, rank
 from tools.retrieval import (
@@ -274,7 +275,9 @@ def _describe_values(schema: dict[str, Any], toolbox: Toolbox) -> None:
     if "variant" in properties:
         properties["variant"]["enum"] = list(toolbox.variants)
     if "space" in properties:
-        properties["space"]["enum"] = [TEXT_SPACE, "model", BLEND_SPACE, *[v for v in toolbox.variants if v not in (TEXT_SPACE, "model")]]
+        # a counted model (transitions) has no item vectors to search
+        spaces = [v for v, model in toolbox.variants.items() if v not in (TEXT_SPACE, "model") and not isinstance(model, Counted)]
+        properties["space"]["enum"] = [TEXT_SPACE, "model", BLEND_SPACE, *spaces]
 
 
 def openai_tools(toolbox: Toolbox | None = None, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
