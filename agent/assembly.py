@@ -8,17 +8,18 @@ item; here a ranker learns from data how the signals combine.
 
 Signals per pool item: each backbone variant's score (z-scored within the pool) and their sum,
 the weight of the most wanted intent or probe that found it, the weight per intent kind (which
-intent found it and how much it was wanted), whether a free probe or the person's own request found it, its
-best place in a seed ranking, its popularity, the similarity of its text to the recent history
-in the text index, and how much newer or older it is than what the person watched lately.
+intent found it and how much it was wanted), whether a free probe or the person's own request
+found it, its best place in a seed ranking, its popularity, the similarity of its text to the
+recent history in the text index, and how much newer or older it is than what the person
+watched lately.
 
 The learner is LightGBM's lambdarank (one query per user, the validation item the one relevant
 item), small trees with a slow learning rate: on 6,040 ML-1M validation users (five folds) it
 beat the plain fusion of four variants by +0.0037 NDCG@10 and the logistic regression it
 replaced by +0.0027; with the fifth variant (transitions) and the fusion's score among its
 signals, the fusion by +0.0010, and by +0.0025 on all 6,040 test users (README, issue 10).
-What is saved is the booster as text inside the JSON.
-Fitting reads validation targets only; the test item is never read.
+What is saved is the booster as text inside the JSON. Fitting reads validation targets only;
+the test item is never read.
 """
 
 from __future__ import annotations
