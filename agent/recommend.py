@@ -58,10 +58,10 @@ class Agent:
 
     def result(self, request: RecommendRequest, state: AgentState, seconds: float) -> Recommendation:
         pool, scores = state["pool"], state.get("scores", {})
-        items = []
+        items, phrases = [], self.toolbox.variant_phrases
         for item_id in state["final"]:
             item = pool[item_id].item
-            why = pool.explain(item_id, self.toolbox.spoken_title, self.toolbox.variant_phrases)
+            why = pool.explain(item_id, self.toolbox.spoken_title, phrases)
             items.append(RecommendedItem(
                 id=item.id, title=item.title, year=item.year, attributes=item.attributes,
                 score=round(scores.get(item_id, 0.0), 4), provenance=item.provenance, reason=why.text, via=why.tool,

@@ -90,14 +90,17 @@ def agent_config(
     settings: AgentSettings | None = None,
     **overrides: Any,
 ) -> AgentConfig:
-    """The agent's configuration for a command-line entry point, every setting explicit: no plan
-    rounds without an LLM, else `rounds` (default: TOOLREC_MAX_ROUNDS), one for a menu weighed
-    by the prior or equally; the LLM time limit from
-    the settings; the probe bonus, the assembly and the planner as given."""
+    """The agent's configuration for a command-line entry point, every setting explicit: one
+    round for a menu weighed by the prior or equally (no LLM call), no plan rounds without an
+    LLM, else `rounds` (default: TOOLREC_MAX_ROUNDS); the LLM time limit from the settings; the
+    probe bonus, the assembly and the planner as given."""
     settings = settings or AgentSettings()
-    # a menu weighed by the prior or equally runs without an LLM call: one round, always
-    weighed_without_llm = planner == "menu" and overrides.get("menu_choice") in ("prior", "uniform")
-    max_rounds = 1 if weighed_without_llm else 0 if not uses_llm(llm) else rounds if rounds is not None else settings.max_rounds
+    if planner == "menu" and overrides.get("menu_choice") in ("prior", "uniform"):
+        max_rounds = 1
+    elif not uses_llm(llm):
+        max_rounds = 0
+    else:
+        max_rounds = rounds if rounds is not None else settings.max_rounds
     return AgentConfig(
         k=k, max_rounds=max_rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner,
         llm_timeout_s=settings.llm_timeout_s, **overrides,
