@@ -232,7 +232,9 @@ def run_command(
         eval_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err
     eval_console.print(_table(results))
-    eval_console.print(f"wall time {results['wall_seconds'] / 60:.1f} min; results: {run_dir / RESULTS}")
+    sessions = results["session_seconds"]
+    latest = f" (this session {sessions[max(sessions, key=int)] / 60:.1f} min)" if len(sessions) > 1 else ""
+    eval_console.print(f"wall time {results['wall_seconds'] / 60:.1f} min{latest}; results: {run_dir / RESULTS}")
     if report and results["complete"]:
         write_report(run_dir)
         eval_console.print(f"report: {run_dir / REPORT_MD}")

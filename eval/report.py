@@ -221,6 +221,7 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         "backbone": results.get("backbone"),
         "complete": results["complete"],
         "wall_seconds": results["wall_seconds"],
+        "session_seconds": results.get("session_seconds", {}),
         "code_versions": results.get("code_versions", []),
         "metrics": table_metrics(results["ks"]),
         "paired_metric": PAIRED_METRIC,
@@ -343,6 +344,16 @@ def _code_note(report: dict[str, Any]) -> str:
     )
 
 
+def _sessions_note(report: dict[str, Any]) -> str:
+    """How the wall time splits when the run took more than one session (resumed, or extended
+    with more methods later): their count and the latest one's own time."""
+    sessions = report.get("session_seconds", {})
+    if len(sessions) < 2:
+        return ""
+    latest = sessions[max(sessions, key=int)]
+    return f" over {len(sessions)} sessions (the latest {latest / 60:.1f} min)"
+
+
 def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str, Any]) -> str:
     methods = report["methods"]
     names = report["metrics"]
@@ -364,7 +375,7 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         "",
         f"{report['dataset']}, {report['split']} split (leave-one-out), full ranking over the catalogue; "
         f"{report['users']} test users (seed {report['seed']}); LLM: `{versions.get('llm') or report['llm']}`. "
-        f"Wall time {wall / 60:.1f} min on {versions.get('cpus', '?')} CPUs. "
+        f"Wall time {wall / 60:.1f} min on {versions.get('cpus', '?')} CPUs{_sessions_note(report)}. "
         + status
         + "An invalid or failed output scores zero for that user and is counted under *invalid*; no user is dropped."
         + _code_note(report),

@@ -150,9 +150,10 @@ def _append_line(path: Path, data: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def wall_seconds(run_dir: Path, records: Iterable[UserResult]) -> float:
-    """Wall time over every session of the run: from each start to its clean end, or, for a
-    killed session, to its last written line."""
+def session_seconds(run_dir: Path, records: Iterable[UserResult]) -> dict[int, float]:
+    """Wall time of each session of the run: from its start to its clean end, or, for a killed
+    session, to its last written line. A folder reused across code versions sums them all, so
+    the latest session's own figure is kept beside the total."""
     starts: dict[int, float] = {}
     ends: dict[int, float] = {}
     for line in read_jsonl(run_dir / SESSIONS):
@@ -163,7 +164,7 @@ def wall_seconds(run_dir: Path, records: Iterable[UserResult]) -> float:
     last: dict[int, float] = {}
     for record in records:
         last[record.session] = max(last.get(record.session, 0.0), record.t)
-    return round(sum(max(ends.get(s, last.get(s, start)), start) - start for s, start in starts.items()), 1)
+    return {s: round(max(ends.get(s, last.get(s, start)), start) - start, 1) for s, start in sorted(starts.items())}
 
 
 # --- summaries ---------------------------------------------------------------------------
@@ -230,6 +231,7 @@ def build_results(
     started = [d for d in done.values() if d]
     common = [u for u in users if started and all(u in d for d in started)]
     code = {line["session"]: line.get("code") for line in read_jsonl(run_dir / SESSIONS) if "start" in line}
+    sessions = session_seconds(run_dir, store.records)
     used = sorted({str(code.get(r.session)) for d in done.values() for r in d.values()})
     for m in methods:
         per_method[m.name]["code_versions"] = sorted({str(code.get(r.session)) for r in done[m.name].values()})
@@ -243,7 +245,8 @@ def build_results(
         "llm": config.llm,
         "backbone": config.backbone,
         "complete": all(s["complete"] for s in per_method.values()),
-        "wall_seconds": wall_seconds(run_dir, store.records),
+        "wall_seconds": round(sum(sessions.values()), 1),
+        "session_seconds": {str(k): v for k, v in sessions.items()},
         "user_ids": list(users),
         "common_users": len(common),
         "code_versions": used,

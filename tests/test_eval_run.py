@@ -237,6 +237,11 @@ def test_kill_and_resume_gives_the_uninterrupted_result(
     assert second.calls == 3 * 2 + 3 * 2 + 3
     sessions = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert [s["session"] for s in sessions if "start" in s] == [1, 2]
+    # the wall time is both sessions', and the report says how it splits
+    assert list(results["session_seconds"]) == ["1", "2"]
+    assert results["wall_seconds"] == pytest.approx(sum(results["session_seconds"].values()), abs=0.11)
+    write_report(tmp_path, n_boot=100)
+    assert "over 2 sessions (the latest" in (tmp_path / "report.md").read_text()
 
 
 def test_a_finished_or_cached_rerun_makes_no_llm_call(
