@@ -39,7 +39,7 @@ from eval.conversation_sim import chat_sim_command
 from eval.intents import intents_command
 from eval.metrics import KS
 from eval.report import REPORT_MD, plot_training_curves, write_report
-from eval.runner import RESULTS, RunLocked, run_eval
+from eval.runner import RESULTS, RunLocked, latest_session_seconds, run_eval
 from eval.step_bench import bench_steps_command
 from eval.training import METRICS, TrainSpec, train_run
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
@@ -232,9 +232,9 @@ def run_command(
         eval_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err
     eval_console.print(_table(results))
-    sessions = results["session_seconds"]
-    latest = f" (this session {sessions[max(sessions, key=int)] / 60:.1f} min)" if len(sessions) > 1 else ""
-    eval_console.print(f"wall time {results['wall_seconds'] / 60:.1f} min{latest}; results: {run_dir / RESULTS}")
+    latest = latest_session_seconds(results)
+    session = "" if latest is None else f" (this session {latest / 60:.1f} min)"
+    eval_console.print(f"wall time {results['wall_seconds'] / 60:.1f} min{session}; results: {run_dir / RESULTS}")
     if report and results["complete"]:
         write_report(run_dir)
         eval_console.print(f"report: {run_dir / REPORT_MD}")

@@ -31,7 +31,7 @@ from scipy import stats  # noqa: E402
 from agent.assembly import ASSEMBLY_FILE, LearnedAssembly  # noqa: E402
 from eval.methods import is_repeat  # noqa: E402
 from eval.metrics import MISSING, per_user  # noqa: E402
-from eval.runner import CONFIG, RESULTS, VERSIONS  # noqa: E402
+from eval.runner import CONFIG, RESULTS, VERSIONS, latest_session_seconds  # noqa: E402
 from eval.store import USERS_FILE, UserResult  # noqa: E402
 from tools.io import write_json, write_text  # noqa: E402
 
@@ -347,11 +347,8 @@ def _code_note(report: dict[str, Any]) -> str:
 def _sessions_note(report: dict[str, Any]) -> str:
     """How the wall time splits when the run took more than one session (resumed, or extended
     with more methods later): their count and the latest one's own time."""
-    sessions = report.get("session_seconds", {})
-    if len(sessions) < 2:
-        return ""
-    latest = sessions[max(sessions, key=int)]
-    return f" over {len(sessions)} sessions (the latest {latest / 60:.1f} min)"
+    latest = latest_session_seconds(report)
+    return "" if latest is None else f" over {len(report['session_seconds'])} sessions (the latest {latest / 60:.1f} min)"
 
 
 def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str, Any]) -> str:

@@ -167,6 +167,12 @@ def session_seconds(run_dir: Path, records: Iterable[UserResult]) -> dict[int, f
     return {s: round(max(ends.get(s, last.get(s, start)), start) - start, 1) for s, start in sorted(starts.items())}
 
 
+def latest_session_seconds(results: dict[str, Any]) -> float | None:
+    """The latest session's own wall time, where the run took more than one."""
+    sessions = results.get("session_seconds", {})
+    return sessions[max(sessions, key=int)] if len(sessions) > 1 else None
+
+
 # --- summaries ---------------------------------------------------------------------------
 
 
