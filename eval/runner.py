@@ -150,13 +150,13 @@ def _append_line(path: Path, data: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def session_seconds(run_dir: Path, records: Iterable[UserResult]) -> dict[int, float]:
-    """Wall time of each session of the run: from its start to its clean end, or, for a killed
-    session, to its last written line. A folder reused across code versions sums them all, so
-    the latest session's own figure is kept beside the total."""
+def session_seconds(session_lines: Iterable[dict[str, Any]], records: Iterable[UserResult]) -> dict[int, float]:
+    """Wall time of each session of the run (the lines of sessions.jsonl): from its start to its
+    clean end, or, for a killed session, to its last written line. A folder reused across code
+    versions sums them all, so the latest session's own figure is kept beside the total."""
     starts: dict[int, float] = {}
     ends: dict[int, float] = {}
-    for line in read_jsonl(run_dir / SESSIONS):
+    for line in session_lines:
         if "start" in line:
             starts[line["session"]] = line["start"]
         if "end" in line:
@@ -236,8 +236,9 @@ def build_results(
     per_method = {m.name: method_summary(config, m, fingerprints[m.name], users, done[m.name]) for m in methods}
     started = [d for d in done.values() if d]
     common = [u for u in users if started and all(u in d for d in started)]
-    code = {line["session"]: line.get("code") for line in read_jsonl(run_dir / SESSIONS) if "start" in line}
-    sessions = session_seconds(run_dir, store.records)
+    session_lines = read_jsonl(run_dir / SESSIONS)
+    code = {line["session"]: line.get("code") for line in session_lines if "start" in line}
+    sessions = session_seconds(session_lines, store.records)
     used = sorted({str(code.get(r.session)) for d in done.values() for r in d.values()})
     for m in methods:
         per_method[m.name]["code_versions"] = sorted({str(code.get(r.session)) for r in done[m.name].values()})
