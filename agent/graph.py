@@ -1,5 +1,5 @@
-"""The LangGraph wiring: typed state, small nodes, named edges. The planner setting picks one
-of two middles:
+"""The LangGraph wiring: typed state, small nodes, named edges. The planner (`agent.planners`)
+gives one of two middles:
 
     tools: profile -> seed -> plan -> act -> plan ... (until finish or max_rounds) -> assemble -> validate
     menu:  profile -> seed -> menu -> choose -> gather -> assemble -> validate
@@ -15,7 +15,7 @@ from typing import Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from agent.nodes import Nodes
+from agent.planners import MenuPlanner, Planner, ToolPlanner
 from agent.state import AgentState
 
 
@@ -34,25 +34,26 @@ def menu_or_assemble(state: AgentState) -> Literal["menu", "assemble"]:
     return "assemble" if state["finished"] else "menu"
 
 
-def build_graph(nodes: Nodes) -> CompiledStateGraph:
+def build_graph(planner: Planner) -> CompiledStateGraph:
     graph = StateGraph(AgentState)
-    graph.add_node("profile", nodes.profile)
-    graph.add_node("seed", nodes.seed)
-    graph.add_node("assemble", nodes.assemble)
-    graph.add_node("validate", nodes.validate)
+    graph.add_node("profile", planner.profile)
+    graph.add_node("seed", planner.seed)
+    graph.add_node("assemble", planner.assemble)
+    graph.add_node("validate", planner.validate)
     graph.add_edge(START, "profile")
     graph.add_edge("profile", "seed")
-    if nodes.config.planner == "menu":
-        graph.add_node("menu", nodes.menu)
-        graph.add_node("choose", nodes.choose)
-        graph.add_node("gather", nodes.gather)
+    if isinstance(planner, MenuPlanner):
+        graph.add_node("menu", planner.menu)
+        graph.add_node("choose", planner.choose)
+        graph.add_node("gather", planner.gather)
         graph.add_conditional_edges("seed", menu_or_assemble)
         graph.add_edge("menu", "choose")
         graph.add_edge("choose", "gather")
         graph.add_edge("gather", "assemble")
     else:
-        graph.add_node("plan", nodes.plan)
-        graph.add_node("act", nodes.act)
+        assert isinstance(planner, ToolPlanner)
+        graph.add_node("plan", planner.plan)
+        graph.add_node("act", planner.act)
         graph.add_conditional_edges("seed", plan_or_assemble)
         graph.add_conditional_edges("plan", act_or_assemble)
         graph.add_conditional_edges("act", plan_or_assemble)

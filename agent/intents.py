@@ -7,7 +7,7 @@ catalogue, each a ready tool call with values and a description in words.
     menu[0].tool, menu[0].arguments   # "retrieve", {"genres": ["Sci-Fi", "Action"]}
 
 Why a menu: small models choose among short numbered options far better than they compose
-tool calls (issue 10: 63% of the 0.5B model's plan steps were valid, and the first asked for
+tool calls (docs/planners.md: 63% of the 0.5B model's plan steps were valid, and the first asked for
 nine genres). Every entry is valid by construction (values come from the catalogue), none
 admits most of the catalogue (at most two genre values, see agent.probes.too_broad) and no two
 are the same call. The description (phrased by `prompts/<domain>/intents.txt`) is also the
@@ -92,15 +92,21 @@ class _Drafter:
         favourites = profile.attributes.get(self.primary, [])
         self.favourite = favourites[0].value if favourites else None
 
-    def _say(self, name: str, titles: Sequence[str] = (), like: str = "like", **values: object) -> tuple[str, str]:
+    def _say(self, name: str, titles: Sequence[str] = (), like: str = "like", **values: str) -> tuple[str, str]:
         """The intent's text (with its example titles, if any) and its menu label (without)."""
         examples = phrase(self.domain, like, titles=_and(titles)) if titles else ""
         return phrase(self.domain, name, like=examples, **values), phrase(self.domain, name, like="", **values)
 
     def all(self) -> list[Intent | None]:
         return [
-            self.recent_genres(), self.decade(), self.more_like(), self.rediscover(), self.variant(), self.theme(), self.favourite_genre(),
-        ]  # fmt: skip
+            self.recent_genres(),
+            self.decade(),
+            self.more_like(),
+            self.rediscover(),
+            self.variant(),
+            self.theme(),
+            self.favourite_genre(),
+        ]
 
     def recent_genres(self) -> Intent | None:
         recent = self.profile.recent_items[:RECENT]
@@ -159,9 +165,10 @@ class _Drafter:
 
     def theme(self) -> Intent | None:
         """A free-text theme from the user's best-rated (else latest) item: its genres and title."""
-        best = (self.profile.top_rated or self.profile.recent_items or [None])[0]
-        if best is None:
+        items = self.profile.top_rated or self.profile.recent_items
+        if not items:
             return None
+        best = items[0]
         genres = _genres(best, self.primary)[:2]
         query = f"{' '.join(genres)} like {_title(best)}" if genres else _title(best)
         text, label = self._say("theme", query=query)

@@ -169,10 +169,12 @@ class Pool(BaseModel):
             if known is None:
                 items[item.id] = PoolItem(item=item, finds=finds)
                 continue
-            merged = known.item.model_copy(update={
-                "scores": {**known.item.scores, **item.scores},
-                "provenance": [*known.item.provenance, *item.provenance],
-            })  # fmt: skip
+            merged = known.item.model_copy(
+                update={
+                    "scores": {**known.item.scores, **item.scores},
+                    "provenance": [*known.item.provenance, *item.provenance],
+                }
+            )
             items[item.id] = PoolItem(item=merged, finds=[*known.finds, *finds])
         return Pool(items=items)
 

@@ -1,7 +1,7 @@
 """The Python entry point: `recommend(user_or_history, k, llm=..., tools=...)`.
 
 toolbox = Toolbox.open(Path("runs/ml1m-sasrec"))
-rec = recommend("1m_42", k=10, llm=make_llm("local"), tools=toolbox)
+rec = recommend("1m_42", llm=make_llm("local"), tools=toolbox)   # k: config.k (10) unless given
 rec.items[0].title, rec.items[0].reason, rec.trace
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from agent.graph import build_graph
 from agent.llm.base import LLM
-from agent.nodes import Nodes
-from agent.state import AgentConfig, AgentState, Recommendation, RecommendedItem, RecommendRequest
+from agent.planners import Planner, make_planner
+from agent.request import RecommendRequest
+from agent.state import AgentConfig, AgentState, Recommendation, RecommendedItem
 from tools.toolbox import Toolbox
 
 
@@ -23,16 +24,16 @@ class Agent:
 
     def __init__(self, llm: LLM, toolbox: Toolbox, config: AgentConfig | None = None) -> None:
         self.config = config or AgentConfig()
-        self.nodes = Nodes(llm, toolbox, self.config)
-        self.graph = build_graph(self.nodes)
+        self.planner: Planner = make_planner(llm, toolbox, self.config)
+        self.graph = build_graph(self.planner)
 
     @property
     def llm(self) -> LLM:
-        return self.nodes.llm
+        return self.planner.llm
 
     @property
     def toolbox(self) -> Toolbox:
-        return self.nodes.toolbox
+        return self.planner.toolbox
 
     def with_k(self, k: int | None) -> Agent:
         """This agent, or one like it that lists `k` items (None: as configured)."""
@@ -45,16 +46,20 @@ class Agent:
         (the command line shows them), the state itself is LangGraph's, reducers applied."""
         started = time.perf_counter()
         if on_step is None:
-            state = self.graph.invoke(AgentState(request=request))
+            state = self.run(request)
         else:
             state = AgentState()
             for mode, chunk in self.graph.stream(AgentState(request=request), stream_mode=["updates", "values"]):
                 if mode == "values":
-                    state = chunk
+                    state = cast(AgentState, chunk)
                 else:
-                    for node, update in chunk.items():
+                    for node, update in cast(dict[str, dict[str, Any]], chunk).items():
                         on_step(node, update)
         return self.result(request, state, time.perf_counter() - started)
+
+    def run(self, request: RecommendRequest) -> AgentState:
+        """The graph's final state for one request (the pool, the trace, the list)."""
+        return cast(AgentState, self.graph.invoke(AgentState(request=request)))
 
     def result(self, request: RecommendRequest, state: AgentState, seconds: float) -> Recommendation:
         pool, scores = state["pool"], state.get("scores", {})
@@ -62,14 +67,27 @@ class Agent:
         for item_id in state["final"]:
             item = pool[item_id].item
             why = pool.explain(item_id, self.toolbox.spoken_title, phrases)
-            items.append(RecommendedItem(
-                id=item.id, title=item.title, year=item.year, attributes=item.attributes,
-                score=round(scores.get(item_id, 0.0), 4), provenance=item.provenance, reason=why.text, via=why.tool,
-            ))  # fmt: skip
+            items.append(
+                RecommendedItem(
+                    id=item.id,
+                    title=item.title,
+                    year=item.year,
+                    attributes=item.attributes,
+                    score=round(scores.get(item_id, 0.0), 4),
+                    provenance=item.provenance,
+                    reason=why.text,
+                    via=why.tool,
+                )
+            )
         return Recommendation(
-            user_id=request.user_id, k=self.config.k, items=items, backfilled=state.get("backfilled", 0),
-            rounds=state.get("round", 0), trace=state["trace"], seconds=round(seconds, 3),
-        )  # fmt: skip
+            user_id=request.user_id,
+            k=self.config.k,
+            items=items,
+            backfilled=state.get("backfilled", 0),
+            rounds=state.get("round", 0),
+            trace=state["trace"],
+            seconds=round(seconds, 3),
+        )
 
 
 # Called once per turn or request by the conversation, the server and MCP: a test hands each
@@ -87,12 +105,15 @@ def as_request(user_or_history: str | Sequence[str] | RecommendRequest) -> Recom
 
 def recommend(
     user_or_history: str | Sequence[str] | RecommendRequest,
-    k: int = 10,
+    k: int | None = None,
     *,
     llm: LLM,
     tools: Toolbox,
     config: AgentConfig | None = None,
 ) -> Recommendation:
-    """A top-k list for a user id or a raw history (item ids or titles, oldest first)."""
-    config = (config or AgentConfig()).model_copy(update={"k": k})
+    """A top-k list for a user id or a raw history (item ids or titles, oldest first); k is
+    `config.k` unless given."""
+    config = config or AgentConfig()
+    if k is not None:
+        config = config.model_copy(update={"k": k})
     return Agent(llm, tools, config).recommend(as_request(user_or_history))

@@ -8,14 +8,17 @@ candidate pool is `agent.pool.Pool`.
 from __future__ import annotations
 
 import operator
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
+from agent.assembly import ASSEMBLY_FILE
 from agent.intents import IntentWeight, MenuEntry
 from agent.llm.base import ChatMessage
 from agent.pool import Pool
-from tools.constraints import Filters
+from agent.prior import PRIOR_FILE
+from agent.request import MenuChoice, PlannedCall, RecommendRequest
 from tools.profile import UserProfileOutput
 from tools.schemas import Provenance
 
@@ -25,15 +28,6 @@ Assembly = Literal["fused", "backbone", "llm", "learned"]
 # tools: the LLM calls tools freely, round by round (for strong remote models).
 Planner = Literal["menu", "tools"]
 AGENT_TOOLS = ("retrieve", "semantic_search", "similar_items")
-# Arguments that name whose history is read: the agent sets them, never the LLM.
-AGENT_OWNED = ("user_id", "history")
-# Arguments that are bookkeeping rather than choices, left out wherever a call is shown.
-UNSHOWN = (*AGENT_OWNED, "exclude_ids")
-
-
-def shown_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A tool call's arguments as shown to a person (the subject and exclusions left out)."""
-    return {k: v for k, v in arguments.items() if k not in UNSHOWN}
 
 
 class AgentConfig(BaseModel):
@@ -66,7 +60,7 @@ class AgentConfig(BaseModel):
     llm_timeout_s: float | None = 60.0
     retries: int = Field(1, ge=0, le=3, description="Corrective retries after an unusable reply")
     planner: Planner = Field("menu", description="menu: intents weighted by one option-scoring call; tools: free tool calls")
-    menu_choice: Literal["llm", "uniform", "prior"] = Field(
+    menu_choice: MenuChoice = Field(
         "llm",
         description="menu: the LLM's probabilities weight the intents; uniform: equal weights, no LLM call (the ablation); prior: "
         "the prior learned on validation users (RUN/intent_prior.json), no LLM call",
@@ -78,46 +72,17 @@ class AgentConfig(BaseModel):
         "options (PriDe), so that one ordering (orderings = 1) can stand in for several",
     )
 
+    @property
+    def calls_llm(self) -> bool:
+        """Whether a recommendation made so calls an LLM: the tools planner's plan steps, a menu
+        weighed by the LLM, or the LLM's reranking (a menu weighed by the prior or equally does not)."""
+        plans = self.max_rounds > 0 and (self.planner == "tools" or self.menu_choice == "llm")
+        return plans or self.assembly == "llm"
 
-class PlannedCall(BaseModel):
-    """A tool call the caller (not the LLM) asks the agent to make up front, e.g. a conversation's
-    "more like the second one" -> similar_items. It runs like an LLM-chosen probe: with the
-    request's subject, exclusions and constraints imposed, and only if the tool is allowed."""
-
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
-class RecommendRequest(BaseModel):
-    """Who the list is for: a known user, or a raw history (ids or titles, oldest first)."""
-
-    user_id: str | None = None
-    history: list[str] | None = None
-    request: str | None = Field(None, description="What the person asked for, in words (conversation)")
-    exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend (already shown, rejected)")
-    constraints: Filters | None = Field(
-        None,
-        description="Hard constraints imposed on every retrieval tool call the agent makes (they narrow the LLM's arguments, never "
-        "widen them)",
-    )
-    probes: list[PlannedCall] = Field(
-        default_factory=list,
-        description="Tool calls made up front for what the person asked by name; what they find leads the list (AgentConfig.lead_taste)",
-    )
-
-    menu_choice: Literal["llm", "uniform", "prior"] | None = Field(
-        None, description="How this request's intent menu is weighed (AgentConfig.menu_choice); None: as the agent is configured"
-    )
-
-    @model_validator(mode="after")
-    def _one_subject(self) -> RecommendRequest:
-        if (self.user_id is None) == (self.history is None):
-            raise ValueError("give exactly one of user_id and history")
-        return self
-
-    def subject(self) -> dict[str, Any]:
-        """The arguments that name the user in a tool call; the agent sets them, never the LLM."""
-        return {"user_id": self.user_id} if self.user_id is not None else {"history": self.history}
+    def fitted_files(self, run: Path) -> list[Path]:
+        """The files fit on validation users (kept in the run folder) that this configuration reads."""
+        prior = self.max_rounds > 0 and self.planner == "menu" and self.menu_choice == "prior"
+        return [*([run / PRIOR_FILE] if prior else []), *([run / ASSEMBLY_FILE] if self.assembly == "learned" else [])]
 
 
 TraceCode = Literal[

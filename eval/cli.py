@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from pydantic import ValidationError
@@ -97,7 +97,7 @@ def train(
     dropout: float = _D["dropout"],
     max_len: int = _D["max_len"],
     position_std: Annotated[
-        float, typer.Option(help="Std of the initial position embeddings (1.0: torch's default, before issue 11)")
+        float, typer.Option(help="Std of the initial position embeddings (1.0: torch's default, as runs before the position fix)")
     ] = _D["position_std"],
     loss: Annotated[str, typer.Option(help="ce (full softmax) | sce (softmax over --negatives shared samples) | bce | bpr")] = _D["loss"],
     negatives: int = _D["negatives"],
@@ -164,7 +164,7 @@ def evaluate(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
     started = time.perf_counter()
-    metrics = evaluate_backbone(model, data, split)
+    metrics = evaluate_backbone(model, data, cast(Literal["valid", "test"], split))  # checked above
     seconds = time.perf_counter() - started
     table = Table(title=f"{run} on {data.name} ({split}, {len(data.user_ids):,} users, full ranking)")
     table.add_column("k", justify="right")
@@ -225,9 +225,16 @@ def run_command(
     )
     try:
         results = run_eval(
-            config, run_dir, concurrency=concurrency, only=method, restart=restart, retry_errors=retry_errors,
-            progress=progress, console=eval_console, config_text=(config_path.suffix, config_path.read_text(encoding="utf-8")),
-        )  # fmt: skip
+            config,
+            run_dir,
+            concurrency=concurrency,
+            only=method,
+            restart=restart,
+            retry_errors=retry_errors,
+            progress=progress,
+            console=eval_console,
+            config_text=(config_path.suffix, config_path.read_text(encoding="utf-8")),
+        )
     except (DataError, FileNotFoundError, ValueError, LLMError, RunLocked) as err:
         eval_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err

@@ -46,9 +46,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.assembly import ASSEMBLY_FILE
-from agent.prior import PRIOR_FILE
-from agent.state import AgentConfig
+from agent.api import AgentConfig
 from eval.metrics import KS
 from eval.training import TrainSpec
 
@@ -137,16 +135,11 @@ class AgentMethod(_Method):
     @property
     def fitted(self) -> list[Path]:
         """The files fit on validation users that its figures depend on (refitting one starts the method afresh)."""
-        config = self.agent_config(10)
-        menu = config.max_rounds > 0 and config.planner == "menu" and config.menu_choice == "prior"
-        return [*([self.run / PRIOR_FILE] if menu else []), *([self.run / ASSEMBLY_FILE] if config.assembly == "learned" else [])]
+        return self.agent_config(10).fitted_files(self.run)
 
     @property
     def uses_llm(self) -> bool:
-        config = self.agent_config(10)
-        # the menu planner weighs its intents without an LLM call unless menu_choice is "llm"
-        plans_with_llm = config.max_rounds > 0 and (config.planner == "tools" or config.menu_choice == "llm")
-        return plans_with_llm or config.assembly == "llm"
+        return self.agent_config(10).calls_llm
 
     def agent_config(self, k: int, llm_timeout_s: float | None = None) -> AgentConfig:
         overrides = self.overrides

@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.chat import Conversation, ConversationConfig, ShownItem
-from agent.cli.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
 from agent.llm.base import LLM, LLMError
+from agent.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
 from eval.report import bootstrap_ci
 from eval.sim_users import LLMUser, RuleUser, SimUserCounts
 from eval.store import append_lines, complete_lines
@@ -143,20 +143,29 @@ def simulate(
             result = conversation.turn(session, message, user_id=user_id)
             shown = result.items
             hit = any(i.id == target.id for i in shown)
-            turns.append(SimTurn(
-                message=message, shown=[i.id for i in shown], hit=hit,
-                seconds=round(time.perf_counter() - t1, 3), user_seconds=round(t1 - t0, 3),
-            ))  # fmt: skip
+            turns.append(
+                SimTurn(
+                    message=message,
+                    shown=[i.id for i in shown],
+                    hit=hit,
+                    seconds=round(time.perf_counter() - t1, 3),
+                    user_seconds=round(t1 - t0, 3),
+                )
+            )
             if hit:
                 hit_turn = turn
                 break
         conversation.reset(session)
         depth = config.turns * config.k
         dialogue = SimDialogue(
-            user_id=user_id, target=target.id, target_title=target.title, hit_turn=hit_turn,
-            backbone_rank=backbone_rank(toolbox, user_id, target.id, depth), turns=turns,
+            user_id=user_id,
+            target=target.id,
+            target_title=target.title,
+            hit_turn=hit_turn,
+            backbone_rank=backbone_rank(toolbox, user_id, target.id, depth),
+            turns=turns,
             simulator=simulated.counts if isinstance(simulated, LLMUser) else None,
-        )  # fmt: skip
+        )
         dialogues.append(dialogue)
         if journal is not None:
             append_lines(journal, [JournalLine(settings=key, dialogue=dialogue).model_dump_json()])
@@ -183,7 +192,7 @@ def _settings_key(config: SimConfig) -> str:
 def read_journal(journal: Path, config: SimConfig) -> dict[str, SimDialogue]:
     """user -> the dialogue the journal holds for it under these settings (lines under other
     settings, and a line cut short by a kill, are left out)."""
-    key, done = _settings_key(config), {}
+    key, done = _settings_key(config), dict[str, SimDialogue]()
     for line in complete_lines(journal)[0]:
         try:
             record = JournalLine.model_validate_json(line)
@@ -291,9 +300,12 @@ def chat_sim_command(
     for column in (hit, "avg_turns", "avg_turns_hits", backbone, "seconds_per_turn"):
         table.add_column(column, justify="right")
     table.add_row(
-        f"{summary[hit]} {summary[hit + '_ci95']}", f"{summary['avg_turns']} {summary['avg_turns_ci95']}",
-        str(summary["avg_turns_hits"]), str(summary[backbone]), str(summary["seconds_per_turn"]),
-    )  # fmt: skip
+        f"{summary[hit]} {summary[hit + '_ci95']}",
+        f"{summary['avg_turns']} {summary['avg_turns_ci95']}",
+        str(summary["avg_turns_hits"]),
+        str(summary[backbone]),
+        str(summary["seconds_per_turn"]),
+    )
     console.print(table)
     print(json.dumps(summary, indent=2))
     if out is not None:

@@ -1,4 +1,4 @@
-"""Do the surrogate user's choices carry signal? `toolrec eval intents` (issue 10).
+"""Do the surrogate user's choices carry signal? `toolrec eval intents`.
 
 For each sampled user the intent menu is drafted and run exactly as the agent does, and an
 intent counts as a hit when its items hold the user's held-out item (computed after the fact).
@@ -20,12 +20,13 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from agent.cli.runtime import DebiasOption, OrderingsOption, build_llm, open_toolbox
-from agent.fit import draw_users
+from agent.api import PRIOR_FILE, AgentConfig, IntentPrior, MenuPlanner, RecommendRequest
+from agent.fitting.files import draw_users
+from agent.fitting.prior import menus
 from agent.llm.base import LLM, uses_llm
-from agent.nodes import Nodes
-from agent.prior import KINDS, PRIOR_FILE, IntentPrior, menus
-from agent.state import AgentConfig, RecommendRequest
+from agent.prior import KINDS
+from agent.runtime import DebiasOption, OrderingsOption, build_llm, open_toolbox
+from agent.state import AgentState
 from eval.report import bootstrap_ci, paired_test
 from tools.cli import VariantOption, parse_variants
 from tools.toolbox import Toolbox
@@ -42,14 +43,14 @@ def choice_signal(
     run = toolbox.run_dir
     prior = IntentPrior.load(run) if run is not None and (run / PRIOR_FILE).is_file() else None
     config = AgentConfig(max_rounds=1, orderings=orderings, debias_positions=debias_positions)
-    nodes = Nodes(llm, toolbox, config) if llm is not None and uses_llm(llm) else None
+    planner = MenuPlanner(llm, toolbox, config) if llm is not None and uses_llm(llm) else None
     scores: dict[str, list[float]] = {name: [] for name in ("random", "first", *KINDS, "oracle")}
     if prior is not None:
         scores["prior"] = []
     llm_seconds: list[float] = []
     evaluated: list[int] = []
     reused: list[int] = []
-    if nodes is not None:
+    if planner is not None:
         scores["llm_top"], scores["llm_expected"] = [], []
     top_kinds: dict[str, int] = {}
     sizes = []
@@ -63,9 +64,8 @@ def choice_signal(
             scores[kind].append(max((h for e, h in zip(entries, hits, strict=True) if e.intent.kind == kind), default=0.0))
         if prior is not None:
             scores["prior"].append(hits[int(np.argmax(prior.probabilities(profile, entries, primary)))] if entries else 0.0)
-        if nodes is not None:
-            state = {"request": RecommendRequest(user_id=profile.user_id), "profile": profile, "menu": entries}
-            update = nodes.choose(state)  # type: ignore[arg-type]
+        if planner is not None:
+            update = planner.choose(AgentState(request=RecommendRequest(user_id=profile.user_id), profile=profile, menu=entries))
             weights = update["weights"]
             for event in update["trace"]:
                 if event.kind == "llm":
@@ -93,7 +93,7 @@ def choice_signal(
         "best_fixed_kind": best_kind,
         "shares": shares,
     }
-    if nodes is not None:
+    if planner is not None:
         report["llm"] = {
             "model": llm.name if llm is not None else None,
             "orderings": orderings,

@@ -20,12 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from agent.api import Agent, RecommendError, RecommendRequest, RerankReply, TraceCode, TraceEvent, picked
 from agent.llm.base import LLM, ChatMessage, LLMError
 from agent.llm.parsing import Attempt, ask_structured
-from agent.nodes import RecommendError, RerankReply
 from agent.prompts import domain_of, render
-from agent.recommend import Agent
-from agent.state import RecommendRequest, TraceCode, TraceEvent
 from eval.config import AgentMethod, BackboneMethod, EvalConfig, LLMRerankMethod, PopularityMethod
 from eval.metrics import MISSING, list_ranks, target_ranks
 from eval.store import UserResult
@@ -235,11 +233,13 @@ class LLMRerank:
     def prompt(self, user: str, shown: list[int]) -> str:
         recent = [int(d) for d in self.ctx.histories[user][::-1][: self.method.history]]
         return render(
-            self.domain, self.method.prompt,
+            self.domain,
+            self.method.prompt,
             history="\n".join(f"- {self.line(d)}" for d in recent),
             candidates="\n".join(f"{n}. {self.line(d)}" for n, d in enumerate(shown, start=1)),
-            n=len(shown), k=min(self.ctx.config.k, len(shown)),
-        )  # fmt: skip
+            n=len(shown),
+            k=min(self.ctx.config.k, len(shown)),
+        )
 
     def __call__(self, user: str) -> UserResult:
         m, k = self.method, self.ctx.config.k
@@ -248,36 +248,39 @@ class LLMRerank:
             backbone = self.ctx.backbone_top(self.toolbox, user, max(m.top_n, k))
             shown = backbone[: m.top_n]
             result = ask_structured(
-                self.llm, [ChatMessage(role="user", content=self.prompt(user, shown))], RerankReply,
-                retries=m.retries, max_tokens=m.max_tokens, temperature=m.temperature, seed=m.seed, timeout=self.timeout,
-            )  # fmt: skip
+                self.llm,
+                [ChatMessage(role="user", content=self.prompt(user, shown))],
+                RerankReply,
+                retries=m.retries,
+                max_tokens=m.max_tokens,
+                temperature=m.temperature,
+                seed=m.seed,
+                timeout=self.timeout,
+            )
         except USER_ERRORS as err:
             return _failed(m.name, self.fp, user, err, time.perf_counter() - began)
-        picked: list[int] = []
-        if result.ok:
-            by_id = {self.ctx.item_id(d): d for d in shown}
-            for p in result.value.items:
-                if isinstance(p, int) and 1 <= p <= len(shown):
-                    dense = shown[p - 1]
-                elif isinstance(p, str) and p.strip().isdigit() and 1 <= int(p) <= len(shown):
-                    dense = shown[int(p) - 1]
-                else:
-                    dense = by_id.get(str(p), -1)
-                if dense > 0 and dense not in picked:
-                    picked.append(dense)
-        order = picked + [d for d in backbone if d not in picked]
-        items = [self.ctx.item_id(d) for d in order[:k]]
+        shown_ids = [self.ctx.item_id(d) for d in shown]
+        chosen = picked(result.value, shown_ids) if result.value is not None else []
+        first = set(chosen)
+        items = [*chosen, *(i for i in (self.ctx.item_id(d) for d in backbone) if i not in first)][:k]
         fields = _llm_fields(_attempt_events(result.attempts, self.timeout), time.perf_counter() - began)
         diagnostics = {
-            "picked": len(picked),
-            "identity": bool(picked) and picked == shown[: len(picked)],
+            "picked": len(chosen),
+            "identity": bool(chosen) and chosen == shown_ids[: len(chosen)],
             "first_valid": result.first_valid,
             "errors": [a.error for a in result.attempts if a.error][:2],
         }
         return _scored(
-            self.ctx, m.name, self.fp, user, items, fallback=not result.ok,
-            backfilled=max(0, min(k, len(shown)) - len(picked)), diagnostics=diagnostics, **fields,
-        )  # fmt: skip
+            self.ctx,
+            m.name,
+            self.fp,
+            user,
+            items,
+            fallback=not result.ok,
+            backfilled=max(0, min(k, len(shown)) - len(chosen)),
+            diagnostics=diagnostics,
+            **fields,
+        )
 
 
 class AgentRunner:
@@ -317,10 +320,16 @@ class AgentRunner:
             "new_in_top10": len(set(items[:10]) - backbone10),
         }
         return _scored(
-            self.ctx, self.method.name, self.fp, user, items, fallback=bool(unusable),
-            backfilled=rec.backfilled, diagnostics=diagnostics,
+            self.ctx,
+            self.method.name,
+            self.fp,
+            user,
+            items,
+            fallback=bool(unusable),
+            backfilled=rec.backfilled,
+            diagnostics=diagnostics,
             **_llm_fields(_trace_events(rec.trace, self.agent.config.llm_timeout_s), wall),
-        )  # fmt: skip
+        )
 
 
 def is_repeat(fallback: str) -> bool:

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from agent.assembly import ASSEMBLY_FILE, LearnedAssembly  # noqa: E402
+from agent.api import ASSEMBLY_FILE, LearnedAssembly  # noqa: E402
 from eval.methods import is_repeat  # noqa: E402
 from eval.metrics import MISSING, per_user  # noqa: E402
 from eval.runner import CONFIG, RESULTS, VERSIONS, latest_session_seconds  # noqa: E402
@@ -112,18 +112,22 @@ def _diagnostics(records: Sequence[UserResult]) -> dict[str, Any] | None:
         for d in diags:
             for name in d.get("tools", []):
                 names[name] = names.get(name, 0) + 1
-        out.update({
-            "tool_calls_per_user": tool_calls / n,
-            "tool_error_share": sum(d.get("tool_errors", 0) for d in diags) / max(tool_calls, 1),
-            "plan_valid_first_share": sum(d.get("plans_valid_first", 0) for d in diags) / plans if plans else None,
-            "new_in_top10_per_user": sum(d.get("new_in_top10", 0) for d in diags) / n,
-            "tools": names,
-        })  # fmt: skip
+        out.update(
+            {
+                "tool_calls_per_user": tool_calls / n,
+                "tool_error_share": sum(d.get("tool_errors", 0) for d in diags) / max(tool_calls, 1),
+                "plan_valid_first_share": sum(d.get("plans_valid_first", 0) for d in diags) / plans if plans else None,
+                "new_in_top10_per_user": sum(d.get("new_in_top10", 0) for d in diags) / n,
+                "tools": names,
+            }
+        )
     if diags and "picked" in diags[0]:
-        out.update({
-            "picked_per_user": sum(d.get("picked", 0) for d in diags) / n,
-            "identity_share": sum(bool(d.get("identity")) for d in diags) / n,
-        })  # fmt: skip
+        out.update(
+            {
+                "picked_per_user": sum(d.get("picked", 0) for d in diags) / n,
+                "identity_share": sum(bool(d.get("identity")) for d in diags) / n,
+            }
+        )
     return out
 
 
@@ -527,9 +531,16 @@ def plot_cost(report: dict[str, Any], path: Path) -> None:
         mean = v["means"].get("ndcg@10", 0.0)
         lo, hi = v["ci"].get("ndcg@10", (mean, mean))
         ax.errorbar(
-            seconds, mean, yerr=[[mean - lo], [hi - mean]], fmt=markers[n % len(markers)], color=plt.cm.tab20(n % 20),
-            capsize=3, markersize=7, alpha=0.9, label=f"{v['label']} ({v['cost']['llm_calls_per_user']:.1f} LLM calls/user)",
-        )  # fmt: skip
+            seconds,
+            mean,
+            yerr=[[mean - lo], [hi - mean]],
+            fmt=markers[n % len(markers)],
+            color=plt.cm.tab20(n % 20),
+            capsize=3,
+            markersize=7,
+            alpha=0.9,
+            label=f"{v['label']} ({v['cost']['llm_calls_per_user']:.1f} LLM calls/user)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("seconds per user (log scale)")
     ax.set_ylabel("NDCG@10 (95% bootstrap interval)")

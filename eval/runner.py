@@ -16,7 +16,9 @@ RUN_DIR holds:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +36,15 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agent.fit import fit_missing
+import agent
+import prompts
+import tools
+from agent.fitting.files import fit_missing
 from agent.llm.base import LLM, NoLLM
 from agent.llm.cache import CachedLLM
-from agent.llm.factory import make_llm
+from agent.runtime import make_llm
 from agent.settings import AgentSettings
-from eval.config import AgentMethod, EvalConfig, LLMRerankMethod, Method
+from eval.config import AgentMethod, BackboneMethod, EvalConfig, LLMRerankMethod, Method, PopularityMethod
 from eval.methods import AgentRunner, Context, LLMRerank, is_repeat, rank_method, set_threads
 from eval.metrics import MISSING, summarise
 from eval.store import ResultStore, UserResult, read_jsonl
@@ -109,12 +115,6 @@ OUTCOME_EVAL_FILES = ("config.py", "methods.py", "metrics.py", "store.py")
 def source_hash() -> str:
     """A hash of the code and prompts a per-user result depends on, so that results computed
     by different code under one fingerprint can be told apart (the report warns)."""
-    import hashlib
-
-    import agent
-    import prompts
-    import tools
-
     eval_root = Path(__file__).resolve().parent
     files = [eval_root / name for name in OUTCOME_EVAL_FILES]
     for package in (agent, tools, prompts):
@@ -142,8 +142,6 @@ def versions(llm_name: str | None = None) -> dict[str, Any]:
 
 
 def _append_line(path: Path, data: dict[str, Any]) -> None:
-    import json
-
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(data) + "\n")
         f.flush()
@@ -303,7 +301,7 @@ class Tracker:
             self._count(state, record)
         if self.live:
             state["task"] = self.progress.add_task(
-                "", total=total, completed=state["n"], method=method, ndcg=self._ndcg(state), invalid=state["invalid"]
+                "", total=total, completed=int(state["n"]), method=method, ndcg=self._ndcg(state), invalid=state["invalid"]
             )
         elif self.enabled:
             self.console.print(f"{method}: {total} users, {state['n']} already done")
@@ -353,6 +351,81 @@ def run_eval(config: EvalConfig, run_dir: Path, **options: Any) -> dict[str, Any
         return _run_eval(config, run_dir, **options)
 
 
+class _Session:
+    """One `eval run` start in a run folder: its number in sessions.jsonl, and where each new
+    per-user line goes (the store, the progress bars, `on_user`)."""
+
+    def __init__(self, run_dir: Path, store: ResultStore, on_user: Callable[[UserResult], None] | None) -> None:
+        self.run_dir, self.store, self.on_user = run_dir, store, on_user
+        self.number = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
+        started = {"start": time.time(), "pid": os.getpid(), "argv": sys.argv, "code": source_hash()}
+        _append_line(run_dir / SESSIONS, {"session": self.number, **started, "git": git_commit(Path(__file__).resolve().parent)})
+
+    def save(self, tracker: Tracker, method: str, records: Sequence[UserResult]) -> None:
+        stamped = [r.model_copy(update={"session": self.number, "t": time.time()}) for r in records]
+        self.store.append(stamped)
+        tracker.advance(method, stamped)
+        if self.on_user is not None:
+            for record in stamped:
+                self.on_user(record)
+
+    def end(self) -> None:
+        _append_line(self.run_dir / SESSIONS, {"session": self.number, "end": time.time()})
+
+
+def _open_folder(run_dir: Path, config: EvalConfig, restart: bool, config_text: tuple[str, str] | None) -> None:
+    """The run folder with the configuration written (its results dropped first on `restart`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if restart:
+        for name in ("users.jsonl", RESULTS, SESSIONS):
+            (run_dir / name).unlink(missing_ok=True)
+    if config_text is not None:
+        suffix, text = config_text
+        (run_dir / f"config{suffix}").write_text(text, encoding="utf-8")
+    write_json(run_dir / CONFIG, config.model_dump(mode="json"))
+
+
+def _chosen(config: EvalConfig, only: Sequence[str] | None) -> list[Method]:
+    unknown = sorted(set(only or ()) - {m.name for m in config.methods})
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; the config has {[m.name for m in config.methods]}")
+    return [m for m in config.methods if only is None or m.name in only]
+
+
+def _prepare(config: EvalConfig, methods: Sequence[Method], data_dir: Path, say: Callable[[str], None]) -> None:
+    """What the chosen methods read: their runs trained, then the agents' learned parts fit on
+    validation users (before set_threads: training wants every core)."""
+    needed = set().union(*(m.reads for m in methods))
+    prepare_runs({path: spec for path, spec in config.runs.items() if path in needed}, data_dir, say)
+    for method in methods:
+        if isinstance(method, AgentMethod):
+            fit_missing(method.run, method.variants, method.fitted, say, data_dir)
+
+
+def _pending(
+    methods: Sequence[Method], store: ResultStore, fingerprints: dict[str, str], users: Sequence[str], retry_errors: bool
+) -> dict[str, list[str]]:
+    """Each method's users without a line under its fingerprint (with `retry_errors`, also those
+    whose call failed)."""
+    pending: dict[str, list[str]] = {}
+    for method in methods:
+        fp = fingerprints[method.name]
+        done = store.done(method.name, fp)
+        failed = [u for u, r in done.items() if r.error and not r.error.startswith("invalid list")] if retry_errors else []
+        if failed:
+            store.drop(method.name, fp, failed)
+            done = store.done(method.name, fp)
+        pending[method.name] = [u for u in users if u not in done]
+    return pending
+
+
+def _list_runner(ctx: Context, method: Method, fp: str, llm: LLM) -> Callable[[str], UserResult]:
+    if isinstance(method, LLMRerankMethod):
+        return LLMRerank(ctx, method, fp, llm)
+    assert isinstance(method, AgentMethod)
+    return AgentRunner(ctx, method, fp, llm)
+
+
 def _run_eval(
     config: EvalConfig,
     run_dir: Path,
@@ -377,73 +450,26 @@ def _run_eval(
     restarted run costs no LLM call); `retry_errors` recomputes users whose call failed.
     `on_user` sees every new line (tests use it to stop a run midway)."""
     console = console or Console(stderr=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if restart:
-        for name in ("users.jsonl", RESULTS, SESSIONS):
-            (run_dir / name).unlink(missing_ok=True)
-    if config_text is not None:
-        suffix, text = config_text
-        (run_dir / f"config{suffix}").write_text(text, encoding="utf-8")
-    write_json(run_dir / CONFIG, config.model_dump(mode="json"))
-
-    methods = [m for m in config.methods if only is None or m.name in only]
-    unknown = sorted(set(only or ()) - {m.name for m in config.methods})
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; the config has {[m.name for m in config.methods]}")
-
-    session = 1 + sum(1 for line in read_jsonl(run_dir / SESSIONS) if "start" in line)
-    _append_line(
-        run_dir / SESSIONS,
-        {
-            "session": session,
-            "start": time.time(),
-            "pid": os.getpid(),
-            "argv": sys.argv,
-            "code": source_hash(),
-            "git": git_commit(Path(__file__).resolve().parent),
-        },
-    )
+    _open_folder(run_dir, config, restart, config_text)
+    methods = _chosen(config, only)
+    store = ResultStore(run_dir)
+    session = _Session(run_dir, store, on_user)
     data_dir = data_dir or config.data_dir or PathSettings().data_dir
-    # only what the chosen methods read; before set_threads: training wants every core
-    needed = set().union(*(m.reads for m in methods))
-    prepare_runs({path: spec for path, spec in config.runs.items() if path in needed}, data_dir, console.print)
-    for method in methods:  # then what the agents' learned parts need, fit on validation users
-        if isinstance(method, AgentMethod):
-            fit_missing(method.run, method.variants, method.fitted, console.print, data_dir)
+    _prepare(config, methods, data_dir, console.print)
     set_threads()
     ctx = Context(config, data_dir=data_dir)
-    store = ResultStore(run_dir)
     if store.torn:
         console.print(f"[yellow]{store.torn} torn line(s) in users.jsonl dropped; those users run again[/]")
 
     # once per run: a fingerprint hashes the fitted files its method reads
     fingerprints = {m.name: config.fingerprint(m) for m in config.methods}
-    pending: dict[str, list[str]] = {}
-    for method in methods:
-        fp = fingerprints[method.name]
-        done = store.done(method.name, fp)
-        if retry_errors:
-            failed = [u for u, r in done.items() if r.error and not r.error.startswith("invalid list")]
-            if failed:
-                store.drop(method.name, fp, failed)
-                done = store.done(method.name, fp)
-        pending[method.name] = [u for u in ctx.users if u not in done]
-
-    needs_llm = any(pending[m.name] and m.uses_llm for m in methods)
+    pending = _pending(methods, store, fingerprints, ctx.users, retry_errors)
     cached: CachedLLM | None = None
-    if needs_llm:
+    if any(pending[m.name] and m.uses_llm for m in methods):
         inner = llm if llm is not None else make_llm(config.llm, AgentSettings().model_copy(update={"llm_cache_dir": None}))
         cached = CachedLLM(inner, run_dir / CACHE_DIR)
     workers = concurrency if concurrency is not None else (config.concurrency if llm is None and _remote(config.llm) else 1)
     write_json(run_dir / VERSIONS, versions(cached.name if cached else None))
-
-    def save(records: Sequence[UserResult]) -> None:
-        stamped = [r.model_copy(update={"session": session, "t": time.time()}) for r in records]
-        store.append(stamped)
-        tracker.advance(method.name, stamped)
-        if on_user is not None:
-            for record in stamped:
-                on_user(record)
 
     wave = config.wave or max(len(ctx.users), 1)
     runners: dict[str, Callable[[str], UserResult]] = {}
@@ -456,32 +482,32 @@ def _run_eval(
                 tracker.start(method.name, len(ctx.users), store.done(method.name, fp).values())
                 if not todo:
                     continue
-                if method.kind in ("popularity", "backbone"):
+                if isinstance(method, PopularityMethod | BackboneMethod):
                     for start in range(0, len(todo), 256):
-                        save(rank_method(ctx, method, fp, todo[start : start + 256]))  # type: ignore[arg-type]
-                else:
-                    if method.name not in runners:
-                        model: LLM = cached if cached is not None else NoLLM()
-                        if isinstance(method, LLMRerankMethod):
-                            runners[method.name] = LLMRerank(ctx, method, fp, model)
-                        else:
-                            assert isinstance(method, AgentMethod)
-                            runners[method.name] = AgentRunner(ctx, method, fp, model)
-                    runner = runners[method.name]
-                    if workers <= 1:
-                        for user in todo:
-                            save([runner(user)])
-                    else:
-                        with ThreadPoolExecutor(max_workers=workers) as pool:
-                            futures = [pool.submit(runner, user) for user in todo]
-                            for future in as_completed(futures):
-                                save([future.result()])
+                        session.save(tracker, method.name, rank_method(ctx, method, fp, todo[start : start + 256]))
+                    continue
+                if method.name not in runners:
+                    runners[method.name] = _list_runner(ctx, method, fp, cached if cached is not None else NoLLM())
+                _run_users(runners[method.name], todo, workers, partial(session.save, tracker, method.name))
                 write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods, fingerprints))
 
-    _append_line(run_dir / SESSIONS, {"session": session, "end": time.time()})
+    session.end()
     results = build_results(config, run_dir, ctx.users, store, config.methods, fingerprints)
     write_json(run_dir / RESULTS, results)
     return results
+
+
+def _run_users(
+    runner: Callable[[str], UserResult], users: Sequence[str], workers: int, save: Callable[[Sequence[UserResult]], None]
+) -> None:
+    """Each user through `runner`, `workers` at a time, every result saved as it finishes."""
+    if workers <= 1:
+        for user in users:
+            save([runner(user)])
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(runner, user) for user in users]):
+            save([future.result()])
 
 
 def clear_run(run_dir: Path, keep_cache: bool = True) -> None:

@@ -208,9 +208,13 @@ class LLMUser:
         for attempt in range(self.retries + 1):
             task = self._say("first") if turn == 1 else self._say("later")
             prompt = render(
-                self.domain, "sim_user", secret=self._say("secret", title=title) if knows else "", clues="; ".join(told),
-                shown=shown_text, task=task + (" " + self._say("retry") if attempt else ""),
-            )  # fmt: skip
+                self.domain,
+                "sim_user",
+                secret=self._say("secret", title=title) if knows else "",
+                clues="; ".join(told),
+                shown=shown_text,
+                task=task + (" " + self._say("retry") if attempt else ""),
+            )
             seed = zlib.crc32(f"{self.user_id}/{turn}/{attempt}".encode())
             try:
                 reply = self.llm.chat([*head, ChatMessage(role="user", content=prompt)], max_tokens=48, temperature=0.7, seed=seed)

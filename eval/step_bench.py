@@ -63,5 +63,5 @@ def bench_steps_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
     """Seconds per training step on real histories (a warm-up first), as JSON."""
-    spec = TrainSpec(dataset=dataset, model=model, loss=loss, negatives=negatives, batch_size=batch_size, threads=threads)  # type: ignore[arg-type]
+    spec = TrainSpec(dataset=dataset, model=model, loss=loss, negatives=negatives, batch_size=batch_size, threads=threads)
     print(json.dumps(time_steps(spec, steps, PathSettings().data_dir, heap)))

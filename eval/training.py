@@ -37,7 +37,7 @@ LEGACY_POSITION_STD = 1.0
 
 class TrainSpec(BaseModel):
     """Everything a run's weights depend on. The defaults reach the README's ML-1M quality on a
-    2-core CPU within minutes (see the README's training benchmark)."""
+    2-core CPU within minutes (docs/benchmarks.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,13 +59,13 @@ class TrainSpec(BaseModel):
     output_head: Literal["tied", "transform"] = Field("tied", description="BERT4Rec's output layer")
     # the optimisation
     # with positions at 0.02 validation passes 0.18 by epoch 11; a 25-epoch cosine ends within
-    # 0.0011 NDCG@10 of a 40-epoch one in 58% of the time (README, issue 11)
+    # 0.0011 NDCG@10 of a 40-epoch one in 58% of the time (docs/benchmarks.md)
     epochs: int = 25
     patience: int = Field(5, description="Epochs without validation NDCG@10 gain before stopping")
     max_seconds: float | None = Field(None, description="Stop training after this many seconds")
     seed: int = 42
     # a CPU epoch costs the same at batch 32, 64 or 128 (the work is per position), so the
-    # smaller batch's twice as many updates an epoch come free (README, issue 11)
+    # smaller batch's twice as many updates an epoch come free (docs/benchmarks.md)
     batch_size: int = 32
     lr: float = 2e-3
     schedule: Literal["constant", "cosine"] = "cosine"
@@ -80,7 +80,7 @@ class TrainSpec(BaseModel):
 
     def differences(self, other: TrainSpec) -> list[str]:
         """`name: ours != theirs` for every setting that changes the weights."""
-        ours, theirs = self.model_dump(exclude=RUNTIME_ONLY), other.model_dump(exclude=RUNTIME_ONLY)
+        ours, theirs = self.model_dump(exclude=set(RUNTIME_ONLY)), other.model_dump(exclude=set(RUNTIME_ONLY))
         return [f"{key}: {ours[key]!r} != {theirs[key]!r}" for key in ours if ours[key] != theirs[key]]
 
 

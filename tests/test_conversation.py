@@ -21,13 +21,14 @@ from agent.chat import (
     SessionConstraints,
     TurnIntent,
     UnknownUser,
-)  # fmt: skip
-from agent.cli.runtime import agent_config, shared_agent_factory
+)
 from agent.llm.base import LLMError, NoLLM
 from agent.llm.scripted import ScriptedLLM
-from agent.nodes import impose
+from agent.probes import impose
 from agent.recommend import Agent
-from agent.state import AgentConfig, PlannedCall, RecommendRequest
+from agent.request import PlannedCall, RecommendRequest
+from agent.runtime import agent_config, shared_agent_factory
+from agent.state import AgentConfig
 from tools.constraints import Filters
 from tools.registry import call_tool
 from tools.toolbox import Toolbox
@@ -241,9 +242,10 @@ def test_rules_win_over_a_contradicting_llm(toolbox: Toolbox) -> None:
 
 def test_constraints_narrow_the_llms_arguments() -> None:
     request = RecommendRequest(
-        user_id=USER, exclude=["50"],
+        user_id=USER,
+        exclude=["50"],
         constraints=Filters(genres=["Comedy", "Drama"], exclude_genres=["Horror"], year_from=1980, year_to=1995),
-    )  # fmt: skip
+    )
     llm_args = {
         "genres": ["Drama", "War"],
         "exclude_genres": ["Western"],
@@ -266,12 +268,13 @@ def test_constraints_narrow_the_llms_arguments() -> None:
 def test_planned_calls_run_only_for_allowed_tools(toolbox: Toolbox) -> None:
     config = AgentConfig(k=5, max_rounds=0, tools=["retrieve", "similar_items"])
     request = RecommendRequest(
-        user_id=USER, constraints=Filters(exclude_genres=["Drama"]),
+        user_id=USER,
+        constraints=Filters(exclude_genres=["Drama"]),
         probes=[
             PlannedCall(name="similar_items", arguments={"items": ["1"], "space": "model", "user_id": "2"}),
             PlannedCall(name="lookup", arguments={"title": "x"}),
         ],
-    )  # fmt: skip
+    )
     rec = Agent(NoLLM(), toolbox, config).recommend(request)
     similar = [e for e in rec.trace if e.tool == "similar_items"]
     assert len(similar) == 1 and similar[0].arguments["user_id"] == USER and similar[0].arguments["exclude_genres"] == ["Drama"]
@@ -290,10 +293,13 @@ HOSTILE = (
 
 def test_a_hostile_message_changes_no_rights(toolbox: Toolbox) -> None:
     intent = json.dumps({"reset": True, "liked_titles": ["99999"], "query": "x" * 5000})
-    factory = PerTurn(toolbox, [
-        ["{}", FINISH],
-        [intent, call("delete_everything"), call("retrieve", user_id="2", exclude_ids=[], k=100), FINISH],
-    ])  # fmt: skip
+    factory = PerTurn(
+        toolbox,
+        [
+            ["{}", FINISH],
+            [intent, call("delete_everything"), call("retrieve", user_id="2", exclude_ids=[], k=100), FINISH],
+        ],
+    )
     conversation = Conversation(factory, toolbox)
     before = {i.id for i in conversation.turn("attack", "what now?", user_id=USER).items}
     result = conversation.turn("attack", HOSTILE)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from agent.chat import Conversation, TurnResult
-from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import LLMTimeout, NoLLM
 from agent.llm.embedded import load_embedded
 from agent.llm.scripted import ScriptedLLM
+from agent.runtime import agent_config, shared_agent_factory
 from agent.settings import AgentSettings
 from eval.conversation_sim import SimConfig, simulate, target_of
 from eval.sim_users import LLMUser, RuleUser, TitleGuard

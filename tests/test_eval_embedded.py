@@ -33,14 +33,21 @@ def embedded() -> LLM:
 
 
 def test_embedded_model_small_run(embedded: LLM, tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
-    config = EvalConfig.model_validate({
-        "name": "embedded", "dataset": "ml-100k", "users": 2, "seed": 2023, "data_dir": str(data_dir), "backbone": "sasrec",
-        "methods": [
-            {"name": "sasrec", "kind": "backbone", "run": str(tool_runs["plain"])},
-            {"name": "agent", "kind": "agent", "run": str(tool_runs["plain"]), "max_rounds": 1, "tools": ["retrieve"]},
-            {"name": "llm-rerank", "kind": "llm_rerank", "run": str(tool_runs["plain"]), "top_n": 5, "history": 3, "max_tokens": 48},
-        ],
-    })  # fmt: skip
+    config = EvalConfig.model_validate(
+        {
+            "name": "embedded",
+            "dataset": "ml-100k",
+            "users": 2,
+            "seed": 2023,
+            "data_dir": str(data_dir),
+            "backbone": "sasrec",
+            "methods": [
+                {"name": "sasrec", "kind": "backbone", "run": str(tool_runs["plain"])},
+                {"name": "agent", "kind": "agent", "run": str(tool_runs["plain"]), "max_rounds": 1, "tools": ["retrieve"]},
+                {"name": "llm-rerank", "kind": "llm_rerank", "run": str(tool_runs["plain"]), "top_n": 5, "history": 3, "max_tokens": 48},
+            ],
+        }
+    )
     first = CountingLLM(embedded)
     results = run_eval(config, tmp_path, llm=first, progress=False)
     assert results["complete"] and first.calls >= 4

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from test_prior import view
 
+from agent.fitting.prior import fit_prior, menus
 from agent.llm.base import LLMError
 from agent.llm.scripted import ScriptedLLM
-from agent.prior import KINDS, fit_prior, menus
+from agent.prior import KINDS
 from eval.intents import choice_signal, sample_users
 from tools.toolbox import Toolbox
 

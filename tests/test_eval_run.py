@@ -88,7 +88,7 @@ def make_config(runs: dict[str, Path], data_dir: Path, users: int = 6, **extra: 
             "tools": ["retrieve"],
             "assembly": "llm",
             "planner": "tools",
-        },  # fmt: skip
+        },
         {"name": "llm-rerank", "kind": "llm_rerank", "run": str(runs["plain"]), "top_n": 10},
     ]
     return EvalConfig.model_validate(
@@ -180,11 +180,17 @@ def test_scripted_llm_small_run(tool_runs: dict[str, Path], data_dir: Path, tmp_
     """The scripted model through the real graph: the replies land where the script says."""
     config = make_config(tool_runs, data_dir, users=2).model_copy()
     config.methods = [m for m in config.methods if m.name in ("sasrec", "agent-llm-order", "llm-rerank")]
-    script = ScriptedLLM([
-        '{"name": "retrieve", "arguments": {"genres": ["Comedy"]}}', '{"items": [3, 1, 2]}',   # user 1, agent
-        FINISH, "I cannot decide", "still nothing",                                            # user 2, agent
-        '{"items": [2, 1]}', '{"items": [10, 9, 8]}',                                          # rerank users 1, 2
-    ])  # fmt: skip
+    script = ScriptedLLM(
+        [
+            '{"name": "retrieve", "arguments": {"genres": ["Comedy"]}}',
+            '{"items": [3, 1, 2]}',  # user 1, agent
+            FINISH,
+            "I cannot decide",
+            "still nothing",  # user 2, agent
+            '{"items": [2, 1]}',
+            '{"items": [10, 9, 8]}',  # rerank users 1, 2
+        ]
+    )
     results = run_eval(config, tmp_path, llm=script, progress=False)
     assert script.remaining == 0
     lines = per_user(tmp_path)
@@ -457,10 +463,10 @@ def test_what_an_agent_method_needs_fitted_is_fit_first(
 ) -> None:
     """A run without the prior or the assembly its agent method reads gets them, fit on
     validation users, before any user is scored (as a missing run is trained first)."""
-    import agent.fit
+    import agent.fitting.files
 
-    monkeypatch.setattr(agent.fit, "PRIOR_USERS", 40)
-    monkeypatch.setattr(agent.fit, "ASSEMBLY_USERS", 40)
+    monkeypatch.setattr(agent.fitting.files, "PRIOR_USERS", 40)
+    monkeypatch.setattr(agent.fitting.files, "ASSEMBLY_USERS", 40)
     run = tmp_path / "run"
     shutil.copytree(tool_runs["plain"], run)
     method = {"name": "agent", "kind": "agent", "run": str(run), "max_rounds": 1, "menu_choice": "prior", "assembly": "learned"}

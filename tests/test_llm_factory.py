@@ -7,9 +7,9 @@ import pytest
 from agent.llm.base import LLMError
 from agent.llm.cache import CachedLLM
 from agent.llm.embedded import resolve_runtime
-from agent.llm.factory import UnknownLLMSpec, make_llm
 from agent.llm.fetch import QWEN_05B_Q4KM
 from agent.llm.openai_compat import OpenAICompatLLM
+from agent.runtime import UnknownLLMSpec, make_llm
 from agent.settings import AgentSettings
 from tools.settings import PathSettings
 

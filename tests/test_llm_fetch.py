@@ -128,9 +128,8 @@ def test_real_source_describes_six_parts() -> None:
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [({}, False), ({"TOOLREC_OFFLINE": "1"}, True), ({"HF_HUB_OFFLINE": "1"}, True),
-     ({"HF_HUB_OFFLINE": "0"}, False)],
-)  # fmt: skip
+    [({}, False), ({"TOOLREC_OFFLINE": "1"}, True), ({"HF_HUB_OFFLINE": "1"}, True), ({"HF_HUB_OFFLINE": "0"}, False)],
+)
 def test_offline_flags(monkeypatch: pytest.MonkeyPatch, env: dict, expected: bool) -> None:
     monkeypatch.delenv("TOOLREC_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

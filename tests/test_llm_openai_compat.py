@@ -208,9 +208,12 @@ def test_connection_refused_is_retried_then_reported() -> None:
         port = s.getsockname()[1]
     sleeps: list[float] = []
     llm = OpenAICompatLLM(
-        "m", base_url=f"http://127.0.0.1:{port}/v1", backoff_s=0.01, max_retries=2,
+        "m",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        backoff_s=0.01,
+        max_retries=2,
         sleep=sleeps.append,
-    )  # fmt: skip
+    )
     with pytest.raises(LLMError, match="failed after 3 attempts"):
         llm.chat(MESSAGES)
     assert len(sleeps) == 2

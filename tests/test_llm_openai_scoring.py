@@ -20,13 +20,13 @@ def with_logprobs(top: dict[str, float]) -> dict[str, Any]:
     body["choices"][0]["logprobs"] = {
         "content": [
             {
-                "token": first, "logprob": top[first], "bytes": None,
-                "top_logprobs": [
-                    {"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()
-                ],
+                "token": first,
+                "logprob": top[first],
+                "bytes": None,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()],
             }
         ]
-    }  # fmt: skip
+    }
     return body
 
 

@@ -53,9 +53,14 @@ def test_missing_labels_share_the_leftover_mass() -> None:
 def ordering(order: list[int], per_position: list[float]) -> OrderingScore:
     logprobs, mass = normalised_logprobs([math.log(p) for p in per_position])
     return OrderingScore(
-        order=order, logprobs=by_option(order, logprobs), label_mass=mass,
-        prompt_tokens=10, tokens_evaluated=4, tokens_reused=6, seconds=0.1,
-    )  # fmt: skip
+        order=order,
+        logprobs=by_option(order, logprobs),
+        label_mass=mass,
+        prompt_tokens=10,
+        tokens_evaluated=4,
+        tokens_reused=6,
+        seconds=0.1,
+    )
 
 
 def test_a_pure_position_preference_cancels_over_given_and_reversed_orders() -> None:

@@ -45,11 +45,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("llama-cpp-python's server extra is not installed")
     port = free_port()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", "qwen",
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(path),
+        "--model_alias",
+        "qwen",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
         # One thread: the suite shares a 2-core machine.
-        "--n_threads", "1", "--n_threads_batch", "1",
-    ]  # fmt: skip
+        "--n_threads",
+        "1",
+        "--n_threads_batch",
+        "1",
+    ]
     # The log goes to a file: the server writes more than a pipe holds, and would block on it.
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     log = log_path.open("w")

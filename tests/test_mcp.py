@@ -13,8 +13,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import NoLLM
+from agent.runtime import agent_config, shared_agent_factory
 from agent.serve.mcp import build_mcp_server
 from tools.registry import TOOLS, openai_tools
 from tools.toolbox import Toolbox

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import only_validation_reads
 
+from agent.fitting.prior import fit_prior
 from agent.llm.scripted import ScriptedLLM
-from agent.prior import PRIOR_FILE, IntentPrior, fit_prior
+from agent.prior import PRIOR_FILE, IntentPrior
 from agent.recommend import recommend
 from agent.state import AgentConfig
 from tools.toolbox import Toolbox

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agent.chat import SessionConstraints
-from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import NoLLM
+from agent.runtime import agent_config, shared_agent_factory
 from agent.serve.app import ServerSettings, create_app
 from agent.serve.preferences import NotAPreference, Removal, chips, removed
 from agent.serve.progress import STEP_WORDS

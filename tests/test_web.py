@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from agent.chat import Conversation, ConversationConfig
-from agent.cli.runtime import agent_config, shared_agent_factory
 from agent.llm.base import ChatMessage, LLMReply
 from agent.llm.scoring import OptionScores
 from agent.llm.scripted import ScriptedLLM
+from agent.runtime import agent_config, shared_agent_factory
 from agent.serve.app import ServerSettings, create_app, running
 from agent.serve.progress import STEP_WORDS
 from tools.toolbox import Toolbox
@@ -35,8 +35,16 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--disable-dev-shm-usage", "--window-size=1200,900")  # fmt: skip
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1200,900",
+)
 HOSTILE_TITLE = "<img src=x onerror=\"document.body.dataset.pwned='title'\">Evil Title"
 PAUSE_S = 0.6  # how long the stand-in LLM takes to weigh the menu
 HOSTILE_MESSAGE = "<img src=x onerror=\"document.body.dataset.pwned='message'\"> no comedy"
@@ -82,8 +90,13 @@ def _send(driver, text: str) -> list:
     box.send_keys(Keys.ENTER)
     wait = WebDriverWait(driver, 60, poll_frequency=0.05)
     # while the agent works, its steps show in the new answer: the reply streams
-    wait.until(lambda d: len(_answers(d)) == before + 1 and STEP_WORDS["menu"] in _answers(d)[-1].find_element(By.CLASS_NAME, "steps").text
-               and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "waiting")  # fmt: skip
+    wait.until(
+        lambda d: (
+            len(_answers(d)) == before + 1
+            and STEP_WORDS["menu"] in _answers(d)[-1].find_element(By.CLASS_NAME, "steps").text
+            and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "waiting"
+        )
+    )
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "idle")
     return _answers(driver)[-1].find_elements(By.CSS_SELECTOR, ".items li")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import torch
 import typer
@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tools.bench import bench_tools
-from tools.data.fetch import KNOWN_DATASETS, fetch_dataset, read_manifest
+from tools.data.fetch import KNOWN_DATASETS, DatasetName, fetch_dataset, read_manifest
 from tools.data.schema import DataError
+from tools.data.sequences import HistorySplit
 from tools.index.item_index import ItemIndexes
 from tools.index.vector_index import IndexConfig
 from tools.io import write_text
@@ -42,7 +43,7 @@ def get(
     try:
         # fetch_dataset rejects unknown names with the list of known ones; without --offline,
         # TOOLREC_OFFLINE decides
-        path = fetch_dataset(name, data_dir, offline=True if offline else None)  # type: ignore[arg-type]
+        path = fetch_dataset(cast(DatasetName, name), data_dir, offline=True if offline else None)
     except DataError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=1) from err
@@ -88,7 +89,8 @@ def _open_toolbox(run: Path, variants: list[str] | None, data_dir: Path | None, 
     if split not in ("test", "valid", "full"):
         raise typer.BadParameter("split is test, valid or full", param_hint="--split")
     try:
-        return Toolbox.open(run, data_dir, parse_variants(variants), split=split, threads=threads)  # type: ignore[arg-type]
+        # `split` was checked above
+        return Toolbox.open(run, data_dir, parse_variants(variants), split=cast(HistorySplit, split), threads=threads)
     except (DataError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
@@ -120,7 +122,7 @@ def index_build(
     except (DataError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
-    config = IndexConfig(kind=kind, nlist=max(1, min(IndexConfig().nlist, dataset.num_items // 39)))  # type: ignore[arg-type]
+    config = IndexConfig(kind=kind, nlist=max(1, min(IndexConfig().nlist, dataset.num_items // 39)))
     indexes = ItemIndexes.build(dataset, encoder, item_embeddings=model.item_vectors(), config=config, cache_dir=embedding_cache)
     indexes.save(run / INDEX_DIR)
     stats = {k: round(v, 3) for k, v in indexes.build_stats.items()}

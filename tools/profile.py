@@ -63,7 +63,8 @@ def _value_counts(toolbox: Toolbox, history: np.ndarray, limit: int, by_recency:
             for value in item_values(toolbox.dataset.item(int(dense)), attribute):
                 counts[value] = counts.get(value, 0) + 1
                 last.setdefault(value, position)
-        key = (lambda v: (last[v], -counts[v])) if by_recency else (lambda v: (-counts[v], last[v]))  # noqa: B023 (used at once, in this iteration)
+        # the key is used at once, in this iteration, so binding the loop's dicts late is safe
+        key = (lambda v: (last[v], -counts[v])) if by_recency else (lambda v: (-counts[v], last[v]))  # noqa: B023
         values = sorted(counts, key=key)[:limit]
         if values:
             out[attribute] = [ValueCount(value=v, count=counts[v], share=round(counts[v] / length, 4), last_seen=last[v]) for v in values]

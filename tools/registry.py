@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
 import annotated_types
 from pydantic import BaseModel, SerializeAsAny, ValidationError
@@ -166,18 +166,23 @@ def call_tool(toolbox: Toolbox, name: str, arguments: Mapping[str, Any] | str | 
 _RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than", "too_long", "too_short"}
 
 
+def _number(bound: object) -> float:
+    # annotated_types types a bound as merely comparable; the tools' bounds are all numbers
+    return float(cast(SupportsFloat, bound))
+
+
 def _bounds(model: type[BaseModel], field: str) -> tuple[float | None, float | None]:
     info = model.model_fields.get(field)
     low = high = None
     for item in info.metadata if info else ():
         if isinstance(item, annotated_types.Ge):
-            low = float(item.ge)  # type: ignore[arg-type]
+            low = _number(item.ge)
         elif isinstance(item, annotated_types.Gt):
-            low = float(item.gt)  # type: ignore[arg-type]
+            low = _number(item.gt)
         elif isinstance(item, annotated_types.Le):
-            high = float(item.le)  # type: ignore[arg-type]
+            high = _number(item.le)
         elif isinstance(item, annotated_types.Lt):
-            high = float(item.lt)  # type: ignore[arg-type]
+            high = _number(item.lt)
         elif isinstance(item, annotated_types.MinLen):
             low = float(item.min_length)
         elif isinstance(item, annotated_types.MaxLen):

@@ -10,12 +10,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from agent.pool import constraint_text
+from agent.request import MenuChoice
 from tools.constraints import Filters
 
 __all__ = [
-    "ConversationConfig", "ConversationError", "ConversationState", "MessageReading", "RuleReading", "SessionConflict",
-    "SessionConstraints", "ShownItem", "Turn", "TurnIntent", "TurnResult", "UnknownUser",
-]  # fmt: skip
+    "ConversationConfig",
+    "ConversationError",
+    "ConversationState",
+    "MessageReading",
+    "RuleReading",
+    "SessionConflict",
+    "SessionConstraints",
+    "ShownItem",
+    "Turn",
+    "TurnIntent",
+    "TurnResult",
+    "UnknownUser",
+]
 
 MAX_MESSAGE_CHARS = 4000
 KEPT_TURNS = 100  # the turn log kept per session (constraints, shown and rejected are kept whole)
@@ -39,9 +50,11 @@ class SessionConstraints(BaseModel):
         if not (self.genres or self.exclude_genres or self.year_from is not None or self.year_to is not None):
             return None
         return Filters(
-            genres=self.genres or None, exclude_genres=self.exclude_genres or None,
-            year_from=self.year_from, year_to=self.year_to,
-        )  # fmt: skip
+            genres=self.genres or None,
+            exclude_genres=self.exclude_genres or None,
+            year_from=self.year_from,
+            year_to=self.year_to,
+        )
 
     def describe(self, title: Callable[[str], str] | None = None) -> str:
         narrowing = constraint_text(self.model_dump(include={"genres", "exclude_genres", "year_from", "year_to"}))
@@ -178,9 +191,9 @@ class ConversationConfig(BaseModel):
     )
     intent_max_tokens: int = Field(64, description="The LLM's reading: a short JSON object")
     intent_timeout_s: float = Field(15.0, description="The LLM's reading; past it the rules' reading stands")
-    # the LLM's menu weighing added nothing measurable on ML-1M (README, issue 10), so a turn's
+    # the LLM's menu weighing added nothing measurable on ML-1M (docs/planners.md), so a turn's
     # one LLM call is the message reading
-    menu_choice: Literal["llm", "uniform", "prior"] | None = Field(
+    menu_choice: MenuChoice | None = Field(
         "prior",
         description="How the agent weighs its intent menu in a turn: prior (the learned prior, no LLM call; uniform without one), "
         "uniform, llm (a second LLM call a turn); None: as the agent is configured",

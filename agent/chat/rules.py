@@ -187,11 +187,11 @@ class RuleReader:
         canonical = {normalize(v): v for v in self.genres}
         table = synonyms()
         for name, words in table.items():
-            value = canonical.get(normalize(name))
-            if value is None:
+            genre = canonical.get(normalize(name))
+            if genre is None:
                 continue
             for word in words:
-                keys.setdefault(normalize(word), value)
+                keys.setdefault(normalize(word), genre)
         self.genre_keys = keys
         self.max_words = max((len(w.split()) for ws in table.values() for w in ws), default=1)
 

@@ -51,10 +51,10 @@ from agent.chat.records import (
 )
 from agent.chat.rules import RuleReader, clean
 from agent.chat.steering import Steering
-from agent.nodes import RecommendError
 from agent.prompts import domain_of, phrase
 from agent.recommend import Agent, AgentFactory
-from agent.state import Recommendation, RecommendedItem, shown_arguments
+from agent.request import RecommendError, shown_arguments
+from agent.state import Recommendation, RecommendedItem
 from tools.titles import item_line, natural_title
 from tools.toolbox import Toolbox
 
@@ -98,7 +98,7 @@ class Conversation:
         config: ConversationConfig | None = None,
     ) -> None:
         self.agent_factory = agent_factory
-        self.toolbox = toolbox if toolbox is not None else agent_factory().nodes.toolbox
+        self.toolbox = toolbox if toolbox is not None else agent_factory().toolbox
         self.config = config or ConversationConfig()
         self.rules = RuleReader(self.toolbox, self.config.title_match)
         self.domain = domain_of(self.toolbox.dataset.name)
@@ -233,8 +233,13 @@ class Conversation:
         intent, parsed_by, reading = self.steering.read(state["message"], session, agent_of(config))
         notes = self.steering.apply(session, intent)
         return {
-            "session": session, "before": before, "intent": intent, "parsed_by": parsed_by, "notes": notes, "set_aside": reading.set_aside,
-        }  # fmt: skip
+            "session": session,
+            "before": before,
+            "intent": intent,
+            "parsed_by": parsed_by,
+            "notes": notes,
+            "set_aside": reading.set_aside,
+        }
 
     def _respond(self, state: TurnState, config: RunnableConfig) -> dict[str, Any]:
         session_id = config["configurable"]["thread_id"]
@@ -242,9 +247,12 @@ class Conversation:
         intent = state["intent"]
         notes = list(state.get("notes", []))
         turn = Turn(
-            message=state["message"], intent=intent, parsed_by=state.get("parsed_by", "rules"), notes=notes,
+            message=state["message"],
+            intent=intent,
+            parsed_by=state.get("parsed_by", "rules"),
+            notes=notes,
             set_aside=state.get("set_aside", []),
-        )  # fmt: skip
+        )
         agent = agent_of(config)
         self._keep(session_id, None)
         if session.user_id is None and not session.liked:
@@ -279,9 +287,15 @@ class Conversation:
         session.turns = [*session.turns, turn][-KEPT_TURNS:]
         session.turn_count += 1
         result = TurnResult(
-            session_id=session_id, reply=turn.reply, items=turn.items, constraints=session.constraints,
-            notes=notes, parsed_by=turn.parsed_by, error=turn.error, turn=session.turn_count,
-        )  # fmt: skip
+            session_id=session_id,
+            reply=turn.reply,
+            items=turn.items,
+            constraints=session.constraints,
+            notes=notes,
+            parsed_by=turn.parsed_by,
+            error=turn.error,
+            turn=session.turn_count,
+        )
         return {"session": session, "result": result}
 
     # --- output ----------------------------------------------------------------------------

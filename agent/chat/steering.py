@@ -13,7 +13,7 @@ from agent.llm.base import ChatMessage, LLMError, uses_llm
 from agent.llm.parsing import ask_structured
 from agent.prompts import intent_examples, render
 from agent.recommend import Agent
-from agent.state import PlannedCall, RecommendRequest
+from agent.request import PlannedCall, RecommendRequest
 from tools.toolbox import Toolbox, normalize
 
 
@@ -66,13 +66,19 @@ class Steering:
         text = " ".join(reading.kept.split())
         if not text:
             return None
-        prompt = render(agent.nodes.domain, "intent", message=text)
-        messages = [*self.preamble(agent.nodes.domain), ChatMessage(role="user", content=prompt)]
+        prompt = render(agent.planner.domain, "intent", message=text)
+        messages = [*self.preamble(agent.planner.domain), ChatMessage(role="user", content=prompt)]
         try:
             asked = ask_structured(
-                agent.llm, messages, MessageReading, retries=0, max_tokens=self.config.intent_max_tokens, temperature=0.0,
-                timeout=self.config.intent_timeout_s, json_schema=self.schema(),
-            )  # fmt: skip
+                agent.llm,
+                messages,
+                MessageReading,
+                retries=0,
+                max_tokens=self.config.intent_max_tokens,
+                temperature=0.0,
+                timeout=self.config.intent_timeout_s,
+                json_schema=self.schema(),
+            )
         except LLMError:
             return None
         if asked.value is None:

@@ -1,6 +1,6 @@
 """The agent's command line, mounted by the top-level `toolrec` app (eval/cli.py):
 `toolrec models get`, `recommend`, `chat`, `serve`, `mcp`, `bench agent`, `bench serve` and `bench chat`.
-Each builds its toolbox, LLM and agent through `agent.cli.runtime`."""
+Each builds its toolbox, LLM and agent through `agent.runtime`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,14 +20,14 @@ from rich.table import Table
 
 from agent.assembly import ASSEMBLY_FILE
 from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
-from agent.cli.runtime import PROBE_BONUS, DebiasOption, OrderingsOption, agent_config, build_llm, open_toolbox, shared_agent_factory
-from agent.fit import ASSEMBLY_USERS, PRIOR_USERS, SEED, draw_users, fit_assembly_file, fit_prior_file
+from agent.fitting.files import ASSEMBLY_USERS, PRIOR_USERS, SEED, draw_users, fit_assembly_file, fit_prior_file
 from agent.llm.base import LLMError
 from agent.llm.fetch import EMBEDDED_MODELS, FetchError, fetch_embedded_model
-from agent.nodes import RecommendError
 from agent.prior import PRIOR_FILE
 from agent.recommend import Agent, AgentFactory
-from agent.state import AgentConfig, RecommendRequest, shown_arguments
+from agent.request import RecommendError, RecommendRequest, shown_arguments
+from agent.runtime import PROBE_BONUS, DebiasOption, OrderingsOption, agent_config, build_llm, open_toolbox, shared_agent_factory
+from agent.state import AgentConfig
 from tools.cli import VariantOption, parse_variants
 from tools.settings import PathSettings
 from tools.toolbox import HistorySplit, Toolbox
@@ -97,7 +98,7 @@ def models_get(
     target_dir = models_dir or PathSettings().models_dir
     if model not in EMBEDDED_MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(EMBEDDED_MODELS)}", param_hint="--model")
-    source = EMBEDDED_MODELS[model]  # type: ignore[index]
+    source = EMBEDDED_MODELS[model]
     console.print(f"[bold]{source.filename}[/] ({source.size:,} bytes) -> {target_dir}")
     try:
         with console.status("fetching") as status:
@@ -311,7 +312,7 @@ def chat_command(
         raise typer.BadParameter("auto | rules | llm | both", param_hint="--intent")
     toolbox, factory = _factory(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus)
     db = db or default_sessions_db()
-    conversation = Conversation.open(factory, db=db, toolbox=toolbox, config=ConversationConfig(intent=intent))  # type: ignore[arg-type]
+    conversation = Conversation.open(factory, db=db, toolbox=toolbox, config=ConversationConfig(intent=intent))
     session_id = session or (f"chat-{user}" if user else "chat-new")
     state = conversation.state(session_id)
     if user is not None and user not in toolbox.dataset.user_index:
@@ -472,9 +473,18 @@ def bench_agent(
     from agent.cli.bench import summarise
 
     toolbox, agent = _agent(
-        run, llm, 10, rounds, variant, console, probe_bonus=probe_bonus, planner=planner, split="test",
-        orderings=orderings, debias_positions=debias_positions,
-    )  # fmt: skip
+        run,
+        llm,
+        10,
+        rounds,
+        variant,
+        console,
+        probe_bonus=probe_bonus,
+        planner=planner,
+        split="test",
+        orderings=orderings,
+        debias_positions=debias_positions,
+    )
     sample = draw_users(toolbox.dataset.user_ids, users, seed)
     started = time.perf_counter()
     results = [agent.recommend(RecommendRequest(user_id=str(user))) for user in sample]
@@ -506,9 +516,7 @@ def bench_chat_command(
     """Conversations over fixed "like X" requests, each with a sampled user: seconds per turn (p50,
     p95), LLM calls per turn, and how much the "like X" lists share genres with X and resemble it
     in the text index, beside the backbone's own list under the same constraints (JSON)."""
-    import tomllib
-
-    from agent.cli.bench import ChatRequests, chat_bench
+    from agent.cli.bench import ChatRequests, chat_bench  # the server and its page load for the benchmarks only
 
     try:
         toolbox = Toolbox.open(run, split="full", index_dir=index_dir)

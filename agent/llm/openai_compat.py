@@ -152,9 +152,11 @@ class OpenAICompatLLM:
         # Local servers need no key, but the SDK insists on one.
         # The SDK's own retries are off: ours share the caller's deadline across attempts.
         self._client = OpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            max_retries=0,
             timeout=request_timeout,
-        )  # fmt: skip
+        )
 
     def chat(
         self,
@@ -271,13 +273,16 @@ class OpenAICompatLLM:
                 method = "constrained_reply"
                 completion = self._create_constrained({**request, "max_tokens": 16}, _option_schema(len(options)), deadline)
                 found = self._voted_label(completion, len(options))
+            assert completion is not None  # found came from one of the two completions
             scored.append(
                 ordering_score(
-                    order, found,
+                    order,
+                    found,
                     prompt_tokens=completion.usage.prompt_tokens if completion.usage else 0,
-                    tokens_reused=_cached_tokens(completion), seconds=time.monotonic() - began,
+                    tokens_reused=_cached_tokens(completion),
+                    seconds=time.monotonic() - began,
                 )
-            )  # fmt: skip
+            )
         return combine(self.name, method, options, scored, time.monotonic() - start)
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Option scoring by likelihood: how much a model prefers each of N numbered options.
 
-Asked to generate one digit, small models answer by position (issue 10: the 0.5B picked
+Asked to generate one digit, small models answer by position (docs/planners.md: the 0.5B picked
 option 3 for 80 of 100 users whatever the options said). Here the model's log-probability of
 each option number as the next token is read instead, once per ordering of the options, and
 averaged per option over orderings (given order, reversed, then rotations), so a preference
@@ -170,10 +170,14 @@ def ordering_score(
     """One ordering's record from the log-probabilities of the option numbers by position."""
     per_position, mass = normalised_logprobs(label_logprobs)
     return OrderingScore(
-        order=order, logprobs=by_option(order, per_position), label_mass=mass,
-        prompt_tokens=prompt_tokens, tokens_evaluated=prompt_tokens - tokens_reused,
-        tokens_reused=tokens_reused, seconds=seconds,
-    )  # fmt: skip
+        order=order,
+        logprobs=by_option(order, per_position),
+        label_mass=mass,
+        prompt_tokens=prompt_tokens,
+        tokens_evaluated=prompt_tokens - tokens_reused,
+        tokens_reused=tokens_reused,
+        seconds=seconds,
+    )
 
 
 def position_prior(scores: OptionScores) -> list[float]:

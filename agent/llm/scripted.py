@@ -77,10 +77,15 @@ class ScriptedLLM:
             )
         self.calls.append(
             ScriptedCall(
-                messages=list(messages), tools=tools, max_tokens=max_tokens,
-                temperature=temperature, seed=seed, timeout=timeout, json_schema=json_schema,
+                messages=list(messages),
+                tools=tools,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+                timeout=timeout,
+                json_schema=json_schema,
             )
-        )  # fmt: skip
+        )
         item = self._replies[index]
         if isinstance(item, BaseException):
             raise item
@@ -112,10 +117,12 @@ class ScriptedLLM:
             )
         self.scorings.append(
             ScriptedScoring(
-                messages=list(messages), options=list(options), orderings=orderings,
+                messages=list(messages),
+                options=list(options),
+                orderings=orderings,
                 timeout=timeout,
             )
-        )  # fmt: skip
+        )
         item = self._preferences[index]
         if isinstance(item, BaseException):
             raise item

@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -45,8 +47,8 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.chat import Conversation, ConversationConfig, ConversationError, ConversationState, SessionConflict, TurnResult, UnknownUser
-from agent.nodes import RecommendError
 from agent.recommend import AgentFactory
+from agent.request import RecommendError, RecommendRequest
 from agent.serve.guards import APIError, BodyLimit, RateLimiter, RunLimiter, error_body, error_response
 from agent.serve.openai import (
     ChatCompletion,
@@ -63,7 +65,7 @@ from agent.serve.openai import (
 )
 from agent.serve.preferences import NotAPreference, Preferences, Removal, chips, removed
 from agent.serve.progress import Step, observed, watching
-from agent.state import Recommendation, RecommendRequest
+from agent.state import Recommendation
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +194,12 @@ def create_app(
     @app.get("/healthz", response_model=Health, tags=["meta"])
     def healthz() -> Health:
         return Health(
-            dataset=toolbox.dataset.name, items=toolbox.num_items, users=len(toolbox.dataset.user_ids),
-            llm=llm_name, sessions="sqlite-file" if settings.sessions_db else "sqlite-memory",
-        )  # fmt: skip
+            dataset=toolbox.dataset.name,
+            items=toolbox.num_items,
+            users=len(toolbox.dataset.user_ids),
+            llm=llm_name,
+            sessions="sqlite-file" if settings.sessions_db else "sqlite-memory",
+        )
 
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(guard)], tags=["openai"])
     def models() -> ModelList:
@@ -347,15 +352,22 @@ def create_app(
     )
     async def chat_stream(body: ChatTurnBody) -> StreamingResponse:
         if len(body.message) > settings.max_message_chars:
-            raise APIError(413, f"the message is too long ({len(body.message)} characters; at most {settings.max_message_chars})",
-                           code="message_too_long", param="message")  # fmt: skip
+            raise APIError(
+                413,
+                f"the message is too long ({len(body.message)} characters; at most {settings.max_message_chars})",
+                code="message_too_long",
+                param="message",
+            )
         if body.user_id is not None and body.user_id not in toolbox.dataset.user_index:
             raise APIError(404, f"unknown user {body.user_id!r}", code="unknown_user", param="user_id")
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[Step] = asyncio.Queue()
 
+        def report(step: Step) -> None:
+            loop.call_soon_threadsafe(steps.put_nowait, step)
+
         def run() -> TurnResult:
-            with watching(lambda step: loop.call_soon_threadsafe(steps.put_nowait, step)):
+            with watching(report):
                 return conversation.turn(body.session_id, body.message, user_id=body.user_id)
 
         run_limiter = limiter()
@@ -423,8 +435,6 @@ def event(name: str, payload: dict[str, Any]) -> str:
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    import uvicorn
-
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 
@@ -432,10 +442,6 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
 def running(app: FastAPI, host: str = "127.0.0.1", startup_timeout: float = 30.0) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a background thread; yields the base
     URL and stops the server on exit (tests, benchmarks)."""
-    import socket
-
-    import uvicorn
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))

@@ -24,9 +24,8 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.nodes import RecommendError
 from agent.recommend import AgentFactory
-from agent.state import RecommendRequest
+from agent.request import RecommendError, RecommendRequest
 from tools.constraints import Filters
 from tools.registry import TOOLS, call_tool, input_schema, openai_tools
 from tools.toolbox import Toolbox
@@ -79,10 +78,15 @@ def registry_tool(toolbox: Toolbox, name: str, schema: dict[str, Any]) -> Tool:
         return result.to_message()
 
     return Tool(
-        fn=run, name=name, title=name.replace("_", " "), description=spec.description, parameters=schema,
-        fn_metadata=FuncMetadata(arg_model=_RawArguments), is_async=False,
+        fn=run,
+        name=name,
+        title=name.replace("_", " "),
+        description=spec.description,
+        parameters=schema,
+        fn_metadata=FuncMetadata(arg_model=_RawArguments),
+        is_async=False,
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False),
-    )  # fmt: skip
+    )
 
 
 def recommend_tool(agent_factory: AgentFactory) -> Tool:
@@ -94,9 +98,12 @@ def recommend_tool(agent_factory: AgentFactory) -> Tool:
         agent = agent_factory().with_k(args.k)
         constraints = Filters(genres=args.genres, exclude_genres=args.exclude_genres, year_from=args.year_from, year_to=args.year_to)
         request = RecommendRequest(
-            user_id=args.user_id, history=args.history, request=args.request, exclude=args.exclude,
+            user_id=args.user_id,
+            history=args.history,
+            request=args.request,
+            exclude=args.exclude,
             constraints=constraints if constraints.model_dump(exclude_none=True) else None,
-        )  # fmt: skip
+        )
         try:
             rec = agent.recommend(request)
         except RecommendError as exc:
@@ -108,12 +115,16 @@ def recommend_tool(agent_factory: AgentFactory) -> Tool:
         return json.dumps({"items": items, "backfilled": rec.backfilled, "rounds": rec.rounds, "seconds": rec.seconds}, ensure_ascii=False)
 
     return Tool(
-        fn=run, name="recommend", title="recommend",
+        fn=run,
+        name="recommend",
+        title="recommend",
         description="Recommend k items for a user (user_id, or history: items they liked) with the tool-using agent: "
         "a surrogate-user LLM probes retrieval tools under the given constraints; every item comes from a tool and has a reason.",
-        parameters=input_schema(RecommendInput), fn_metadata=FuncMetadata(arg_model=_RawArguments), is_async=False,
+        parameters=input_schema(RecommendInput),
+        fn_metadata=FuncMetadata(arg_model=_RawArguments),
+        is_async=False,
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
-    )  # fmt: skip
+    )
 
 
 def build_mcp_server(toolbox: Toolbox, agent_factory: AgentFactory, *, name: str = "toolrec") -> MCPServer:

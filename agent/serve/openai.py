@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.chat import TurnResult
-from agent.state import RecommendRequest
+from agent.request import RecommendRequest
 from tools.constraints import Filters
 
 
@@ -121,18 +121,23 @@ class Health(BaseModel):
 def completion(completion_id: str, model: str, message: str, result: TurnResult) -> ChatCompletion:
     prompt, completion = len(message.split()), len(result.reply.split())
     return ChatCompletion(
-        id=completion_id, created=int(time.time()), model=model,
+        id=completion_id,
+        created=int(time.time()),
+        model=model,
         choices=[ChatChoice(message=ChatCompletionMessage(content=result.reply))],
         usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
         toolrec=result,
-    )  # fmt: skip
+    )
 
 
 def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {
-        "id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }  # fmt: skip
+    }
 
 
 def sse(payload: dict[str, Any]) -> str:

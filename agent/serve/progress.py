@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.recommend import Agent, AgentFactory
-from agent.state import Recommendation, RecommendRequest
+from agent.request import RecommendRequest
+from agent.state import Recommendation
 
 # What each step of the agent's graph (agent/graph.py) does, as the page says it.
 STEP_WORDS = {
@@ -57,7 +58,7 @@ class _Observed(Agent):
     """An agent sharing `inner`'s nodes and compiled graph that reports its steps when watched."""
 
     def __init__(self, inner: Agent) -> None:  # no new graph: the inner one, compiled once
-        self.config, self.nodes, self.graph = inner.config, inner.nodes, inner.graph
+        self.config, self.planner, self.graph = inner.config, inner.planner, inner.graph
 
     def recommend(self, request: RecommendRequest, on_step: Callable[[str, dict[str, Any]], None] | None = None) -> Recommendation:
         sink = _SINK.get()

@@ -20,7 +20,9 @@ class BERT4Rec(Recommender):
         self.mask_token = config.num_items + 1
         values = len(config.attribute_values)
         self.embedding = ItemEmbedding(config.num_items + 2, config.dim, attribute_table, values)
-        self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=False, position_std=config.position_std)
+        self.encoder = Encoder(
+            config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=False, position_std=config.position_std
+        )
         self.head: nn.Module = nn.Identity()
         self.bias: nn.Parameter | None = None
         if config.output_head == "transform":

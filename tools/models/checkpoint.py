@@ -79,13 +79,11 @@ def load_model(run_dir: Path, dataset: SequenceDataset) -> Recommender:
     meta = read_meta(run_dir)
     if meta.dataset != dataset.name or meta.fingerprint != fingerprint(dataset):
         raise DataError(
-            f"{run_dir} was trained on {meta.dataset} (items {meta.fingerprint}), "
-            f"not on {dataset.name} (items {fingerprint(dataset)})"
+            f"{run_dir} was trained on {meta.dataset} (items {meta.fingerprint}), not on {dataset.name} (items {fingerprint(dataset)})"
         )
     model = build_model(meta.model, dataset)
     model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
     return model.eval()
-
 
 
 def load_run(run_dir: Path, data_dir: Path) -> tuple[SequenceDataset, Recommender]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ class ItemEmbedding(nn.Module):
     The same vectors embed the input sequence and score the output (weight tying), so an
     attribute-aware model also ranks by attribute similarity.
     """
+
+    table: torch.Tensor  # buffer [num_tokens, k]: each token's attribute-value ids (0: none); with attributes only
 
     def __init__(self, num_tokens: int, dim: int, attribute_table: np.ndarray | None, num_values: int) -> None:
         super().__init__()
@@ -129,7 +132,8 @@ class Encoder(nn.Module):
         if self.causal:
             allowed = allowed & torch.ones(width, width, dtype=torch.bool, device=embedded.device).tril()
         allowed = allowed | torch.eye(width, dtype=torch.bool, device=embedded.device)
-        layers = self.blocks.layers
+        # `blocks` is a bare holder that keeps checkpoint names `blocks.layers.N`
+        layers = cast(nn.ModuleList, self.blocks.layers)
         for index, block in enumerate(layers):
             hidden = block(hidden, allowed, last_only=last_only and index == len(layers) - 1)
         return self.norm(hidden)

@@ -10,6 +10,8 @@ from tools.models.base import Counted, ModelConfig
 
 
 class Popularity(Counted):
+    counts: torch.Tensor  # buffer [num_items + 1]
+
     def __init__(self, config: ModelConfig, counts: np.ndarray | None = None) -> None:
         super().__init__()
         self.config = config

@@ -19,7 +19,9 @@ class SASRec(Recommender):
         self.config = config
         values = len(config.attribute_values)
         self.embedding = ItemEmbedding(config.num_items + 1, config.dim, attribute_table, values)
-        self.encoder = Encoder(config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=True, position_std=config.position_std)
+        self.encoder = Encoder(
+            config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=True, position_std=config.position_std
+        )
 
     def encode(self, tokens: torch.Tensor, layout: Layout, last_only: bool = False) -> torch.Tensor:
         scale = self.config.dim**0.5

@@ -19,7 +19,7 @@ CHUNK = 256  # rows: a [256, n] float32 block stays in a core's cache for the so
 
 class _ChunkedCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         h, v = hidden.to(dtype), vectors.to(dtype)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         # d(sum CE)/d(logits) = softmax - one_hot(target), row by row
@@ -40,7 +40,7 @@ class _ChunkedCE(torch.autograd.Function):
         return total / len(h)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         h, v, dlogits = ctx.saved_tensors
         scale = grad.float() / len(h)  # applied to the small products, not to the [T, n] block
         hidden_dtype, vectors_dtype = ctx.out_dtypes

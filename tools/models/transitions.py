@@ -26,6 +26,8 @@ FLOOR = 1e-4  # the log's floor: a never-seen transition
 
 
 class Transitions(Counted):
+    next_given: torch.Tensor  # buffer [num_items + 1, num_items + 1]
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

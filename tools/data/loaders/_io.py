@@ -34,9 +34,7 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     return text.replace("\r\n", "\n")
 
 
-def read_delimited(
-    path: Path, text: str, sep: str, names: list[str], header: bool, numbers: tuple[str, ...]
-) -> pd.DataFrame:
+def read_delimited(path: Path, text: str, sep: str, names: list[str], header: bool, numbers: tuple[str, ...]) -> pd.DataFrame:
     """A large delimited file (a million ratings) parsed by pandas' C engine: `numbers` as
     numeric columns, the rest as non-empty strings. Blank lines are kept as rows so that row i
     is line i + 1 (+1 with a header) and every error can name its line."""
@@ -63,9 +61,7 @@ def read_delimited(
         )
     except pd.errors.ParserError as err:
         # pandas says "Expected 4 fields in line 7, saw 5": its line numbers are the file's
-        raise DataError(
-            f"{path}: malformed line: {str(err).removeprefix('Error tokenizing data. C error: ').strip()}"
-        ) from err
+        raise DataError(f"{path}: malformed line: {str(err).removeprefix('Error tokenizing data. C error: ').strip()}") from err
     for name in names:
         if name not in numbers:
             empty = (frame[name] == "").to_numpy()
@@ -106,9 +102,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
             except UnicodeDecodeError as err:
-                raise DataError(
-                    f"{path}, line {number}: byte 0x{raw[err.start]:02x} is not valid utf-8 (JSON must be UTF-8)"
-                ) from err
+                raise DataError(f"{path}, line {number}: byte 0x{raw[err.start]:02x} is not valid utf-8 (JSON must be UTF-8)") from err
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
             if not isinstance(record, dict):

@@ -55,7 +55,7 @@ def _ratings(path: Path, sep: str) -> pd.DataFrame:
         # character no field contains, so that a stray single ':' still fails as a bad number
         text, sep = text.replace("::", "\x1f"), "\x1f"
     frame = read_delimited(path, text, sep, RATING_COLUMNS, header=False, numbers=("rating", "timestamp"))
-    return interactions_frame(zip(*(frame[column].tolist() for column in RATING_COLUMNS)))
+    return interactions_frame(zip(*(frame[column].tolist() for column in RATING_COLUMNS), strict=True))
 
 
 def _items_100k(path: Path) -> list[Item]:
@@ -66,7 +66,7 @@ def _items_100k(path: Path) -> list[Item]:
         if any(flag not in ("0", "1") for flag in flags):
             raise DataError(f"{path}, line {number}: genre flags must be 0 or 1, found {'|'.join(flags)}")
         title, year = split_title_year(parts[1])
-        genres = tuple(genre for genre, flag in zip(GENRES_100K, flags) if flag == "1")
+        genres = tuple(genre for genre, flag in zip(GENRES_100K, flags, strict=True) if flag == "1")
         items.append(Item(id=parts[0], title=title, year=year or parse_year(parts[2]), attributes={"genre": genres}))
     return items
 
@@ -81,6 +81,6 @@ def _items_1m(path: Path) -> list[Item]:
 
 def _users(path: Path, sep: str, columns: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return {
-        parts[0]: {column: value.strip() for column, value in zip(columns, parts[1:]) if value.strip()}
+        parts[0]: {column: value.strip() for column, value in zip(columns, parts[1:], strict=True) if value.strip()}
         for _, parts in split_lines(path, read_text(path), sep, 1 + len(columns))
     }

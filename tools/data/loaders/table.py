@@ -31,9 +31,7 @@ class TableMapping(BaseModel):
 
 def load_table(path: Path, mapping: TableMapping, name: str | None = None, items: Path | None = None) -> RawDataset:
     frame = _read(path, mapping)
-    _require(
-        frame, path, [mapping.user, mapping.item, mapping.timestamp] + ([mapping.rating] if mapping.rating else [])
-    )
+    _require(frame, path, [mapping.user, mapping.item, mapping.timestamp] + ([mapping.rating] if mapping.rating else []))
     for column in (mapping.user, mapping.item):
         empty = (frame[column].astype(str).str.strip() == "").to_numpy()
         if empty.any():
@@ -47,6 +45,7 @@ def load_table(path: Path, mapping: TableMapping, name: str | None = None, items
             frame[mapping.item].astype(str).tolist(),
             ratings,
             timestamps.tolist(),
+            strict=True,
         )
     )
     catalogue = _catalogue(_read(items, mapping), mapping, items) if items else _catalogue(frame, mapping, path)
@@ -64,9 +63,7 @@ def _read(path: Path, mapping: TableMapping) -> pd.DataFrame:
             sep = mapping.delimiter or ("\t" if ".tsv" in path.suffixes else ",")
             frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         except pd.errors.ParserError as err:
-            raise DataError(
-                f"{path}: malformed CSV: {str(err).removeprefix('Error tokenizing data. C error: ').strip()}"
-            ) from err
+            raise DataError(f"{path}: malformed CSV: {str(err).removeprefix('Error tokenizing data. C error: ').strip()}") from err
     else:
         raise DataError(f"{path}: unknown table format {path.suffix!r} (expected .csv, .tsv, .txt or .parquet)")
     if frame.empty:
@@ -77,9 +74,7 @@ def _read(path: Path, mapping: TableMapping) -> pd.DataFrame:
 def _require(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}"
-        )
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}")
 
 
 def _ratings(frame: pd.DataFrame, column: str, path: Path) -> list[float]:
@@ -96,11 +91,9 @@ def _catalogue(frame: pd.DataFrame, mapping: TableMapping, path: Path) -> list[I
     _require(frame, path, [mapping.item, *columns])
     items = []
     for row in frame.drop_duplicates(mapping.item)[[mapping.item, *columns]].itertuples(index=False):
-        cells = dict(zip([mapping.item, *columns], row))
+        cells = dict(zip([mapping.item, *columns], row, strict=True))
         item_id = str(cells[mapping.item])
-        attributes = {
-            kind: _values(cells[column], mapping.list_separator) for kind, column in mapping.attributes.items()
-        }
+        attributes = {kind: _values(cells[column], mapping.list_separator) for kind, column in mapping.attributes.items()}
         title = str(cells[mapping.title]).strip() if mapping.title else ""
         year = parse_year(cells[mapping.year]) if mapping.year else None
         items.append(Item(id=item_id, title=title or item_id, year=year, attributes=attributes))

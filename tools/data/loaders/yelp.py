@@ -38,7 +38,7 @@ def _reviews(path: Path) -> pd.DataFrame:
         row = int(bad.argmax())
         raise DataError(f"{path}, line {lines[row]}: date {dates[row]!r} is not 'YYYY-MM-DD HH:MM:SS'")
     seconds = unix_seconds(parsed, path, first_line=1)
-    return interactions_frame(zip(users, items, stars, seconds.tolist()))
+    return interactions_frame(zip(users, items, stars, seconds.tolist(), strict=True))
 
 
 def _items(path: Path) -> list[Item]:
@@ -46,9 +46,7 @@ def _items(path: Path) -> list[Item]:
     for line, record in json_lines(path):
         business_id = str(field(record, "business_id", path, line))
         if business_id not in items:
-            items[business_id] = Item(
-                id=business_id, title=str(field(record, "name", path, line)).strip(), attributes=_attributes(record)
-            )
+            items[business_id] = Item(id=business_id, title=str(field(record, "name", path, line)).strip(), attributes=_attributes(record))
     return list(items.values())
 
 

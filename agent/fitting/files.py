@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from agent.assembly import ASSEMBLY_FILE, AssemblyReport, fit_assembly
+from agent.assembly import ASSEMBLY_FILE
+from agent.fitting.assembly import AssemblyReport, fit_assembly
+from agent.fitting.prior import PriorReport, fit_prior
 from agent.llm.base import LLM, NoLLM
-from agent.prior import PRIOR_FILE, PriorReport, fit_prior
+from agent.prior import PRIOR_FILE
+from agent.request import MenuChoice
 from agent.state import AgentConfig
 from tools.toolbox import Toolbox
 
@@ -33,7 +35,7 @@ def draw_users(ids: Sequence[str], users: int, seed: int = SEED) -> list[str]:
 
 
 def fit_prior_file(
-    run: Path, variants: dict[str, Path], users: int = PRIOR_USERS, seed: int = SEED, data_dir: Path | None = None
+    run: Path, variants: dict[str, Path] | list[Path], users: int = PRIOR_USERS, seed: int = SEED, data_dir: Path | None = None
 ) -> PriorReport:
     toolbox = Toolbox.open(run, data_dir, variants=variants, split="valid")
     report = fit_prior(toolbox, draw_users(toolbox.dataset.user_ids, users, seed))
@@ -43,11 +45,11 @@ def fit_prior_file(
 
 def fit_assembly_file(
     run: Path,
-    variants: dict[str, Path],
+    variants: dict[str, Path] | list[Path],
     users: int = ASSEMBLY_USERS,
     seed: int = SEED,
     llm: LLM | None = None,
-    menu_choice: Literal["llm", "uniform", "prior"] = "prior",
+    menu_choice: MenuChoice = "prior",
     data_dir: Path | None = None,
 ) -> AssemblyReport:
     """The menu runs for every user (one round), weighted by `llm` or as `menu_choice` says."""
@@ -59,7 +61,7 @@ def fit_assembly_file(
 
 
 def fit_missing(
-    run: Path, variants: dict[str, Path], files: Sequence[Path], say: Callable[[str], None], data_dir: Path | None = None
+    run: Path, variants: dict[str, Path] | list[Path], files: Sequence[Path], say: Callable[[str], None], data_dir: Path | None = None
 ) -> None:
     """Fit each of `files` (the run's prior, its assembly) that does not exist yet: the prior
     first, since the assembly is fit on the menu as the prior weighs it."""

@@ -1,6 +1,9 @@
-"""What the command-line entry points share (recommend, chat, serve, mcp, the benchmarks and the
-conversation simulation): building a toolbox, an LLM and an agent from command-line options, in
-one place each, with every setting the agent runs with explicit.
+"""Building a toolbox, an LLM and an agent from settings, in one place each, with every setting
+the agent runs with explicit: what the command line (recommend, chat, serve, mcp, the
+benchmarks), the evaluation and the conversation simulation share.
+
+    llm = build_llm("local")          # "none" | "local" | "local:1.5b" | "openai:MODEL", behind a lock
+    make_llm("openai:gpt-4o-mini")    # the bare client, wrapped in the reply cache if set
 
 An *agent factory* (`agent.recommend.AgentFactory`) is a zero-argument callable returning an
 `Agent`; the conversation layer and the server call it once per turn, so a test can hand each
@@ -13,15 +16,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
 from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
+from agent.llm.cache import CachedLLM
+from agent.llm.embedded import load_embedded
+from agent.llm.fetch import EmbeddedModelName
+from agent.llm.openai_compat import OpenAICompatLLM
 from agent.llm.scoring import OptionScorer, OptionScores
 from agent.recommend import Agent, AgentFactory
 from agent.settings import AgentSettings
 from agent.state import AgentConfig, Assembly, Planner
+from tools.settings import PathSettings
 from tools.toolbox import HistorySplit, Toolbox
 
 NO_LLM = NoLLM.name
@@ -58,6 +66,52 @@ class LockedScorer(LockedLLM):
             return self.scorer.score_options(messages, options, **kwargs)
 
 
+class UnknownLLMSpec(ValueError):
+    pass
+
+
+def _embedded_name(spec: str) -> EmbeddedModelName | None:
+    name = spec.partition(":")[2]
+    if not name:
+        return None
+    for known in get_args(EmbeddedModelName):
+        if name == known:
+            return known
+    known_names = ", ".join(get_args(EmbeddedModelName))
+    raise UnknownLLMSpec(f"unknown embedded model {name!r} in {spec!r}; known: {known_names}")
+
+
+def make_llm(spec: str, settings: AgentSettings | None = None, paths: PathSettings | None = None) -> LLM:
+    """The LLM for `spec`: "local" is the embedded model settings.embedded_model,
+    "local:0.5b" / "local:1.5b" a named one (settings.embedded_runtime picks the runtime);
+    "openai:MODEL" an OpenAI-compatible endpoint ("openai" alone uses
+    settings.openai_model). Wrapped in the reply cache when settings.llm_cache_dir is set."""
+    settings = settings or AgentSettings()
+    llm: LLM
+    if spec == "local" or spec.startswith("local:"):
+        llm = load_embedded(
+            settings.resolved_embedded_model_path(paths, _embedded_name(spec)),
+            runtime=settings.embedded_runtime,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            default_timeout=settings.llm_timeout_s,
+        )
+    elif spec == "openai" or spec.startswith("openai:"):
+        model = spec.partition(":")[2] or settings.openai_model
+        llm = OpenAICompatLLM(
+            model,
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            request_timeout=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+        )
+    else:
+        raise UnknownLLMSpec(f"unknown LLM spec {spec!r}; use 'local', 'local:1.5b' or 'openai:MODEL'")
+    if settings.llm_cache_dir is not None:
+        return CachedLLM(llm, settings.llm_cache_dir)
+    return llm
+
+
 def open_toolbox(run: Path, variants: dict[str, Path] | list[Path] | None = None, split: HistorySplit = "full") -> Toolbox:
     return Toolbox.open(run, variants=variants or {}, split=split)
 
@@ -67,8 +121,6 @@ def build_llm(spec: str, settings: AgentSettings | None = None) -> LLM:
     turns take turns at it."""
     if spec == NO_LLM:
         return NoLLM()
-    from agent.llm.factory import make_llm  # the embedded runtime loads only when asked for
-
     model = make_llm(spec, settings or AgentSettings())
     # only a model that can score options looks like one: the menu planner then weighs its
     # intents uniformly, without a failed call per user
@@ -102,9 +154,14 @@ def agent_config(
     else:
         max_rounds = rounds if rounds is not None else settings.max_rounds
     return AgentConfig(
-        k=k, max_rounds=max_rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner,
-        llm_timeout_s=settings.llm_timeout_s, **overrides,
-    )  # fmt: skip
+        k=k,
+        max_rounds=max_rounds,
+        probe_bonus=probe_bonus,
+        assembly=assembly,
+        planner=planner,
+        llm_timeout_s=settings.llm_timeout_s,
+        **overrides,
+    )
 
 
 def shared_agent_factory(llm: LLM, toolbox: Toolbox, config: AgentConfig) -> AgentFactory:
