@@ -111,14 +111,22 @@ def _cited_first(find: Find) -> tuple[Any, ...]:
     return ROLE_ORDER[find.role], wanted_place, -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
 
 
-def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, phrases: Mapping[str, str] | None = None) -> Reason:
+def reason_for(
+    finds: Sequence[Find],
+    title: Callable[[str], str] = str,
+    phrases: Mapping[str, str] | None = None,
+    alike: Callable[[Sequence[str]], bool] | None = None,
+) -> Reason:
     """Why an item is on a list, citing the find that explains it best (see `_cited_first`);
     `title` turns an item id into words for "more like ..."; `phrases` says in words what each
     backbone variant ranks by (`Toolbox.variant_phrases`; without it, every variant but the
-    plain one reads as attribute-aware)."""
-    if not finds:
-        return Reason(text="completed from the backbone's ranking", tool="retrieve")
-    cited = min(finds, key=_cited_first)
+    plain one reads as attribute-aware); `alike(seeds)` says whether the item shares a genre
+    with the seeds of a "more like" find: one it does not is never cited, since the reason
+    would claim a likeness the item lacks."""
+    true = [f for f in finds if alike is None or f.provenance.tool != "similar_items" or alike(f.provenance.constraints.get("items", []))]
+    if not true:
+        return Reason(text="what your history suggests" if finds else "completed from the backbone's ranking", tool="retrieve")
+    cited = min(true, key=_cited_first)
     chosen = cited.provenance
     if cited.intent is not None:  # the intent already says it in words
         return Reason(text=cited.intent, tool=chosen.tool)
@@ -129,6 +137,10 @@ def reason_for(finds: Sequence[Find], title: Callable[[str], str] = str, phrases
             chosen.variant or "", "liked by the same people"
         )
         text = f"more like {seeds}: {how}"
+    elif chosen.tool == "top_items":
+        text = {"quality": "among the best-rated", "popularity": "among the most watched"}.get(
+            chosen.variant or "", "well rated and widely watched"
+        )
     elif chosen.tool == "semantic_search":
         text = f'matches "{c.get("query", "")}"'
     elif c.get("query"):
@@ -235,6 +247,13 @@ class Pool(BaseModel):
         total = match + taste_weight * liked
         return [ids[n] for n in np.argsort(-total, kind="stable")]
 
-    def explain(self, item_id: str, title: Callable[[str], str] = str, phrases: Mapping[str, str] | None = None) -> Reason:
-        """The one reason for one item (see `reason_for`)."""
-        return reason_for(self.items[item_id].finds, title, phrases)
+    def explain(
+        self,
+        item_id: str,
+        title: Callable[[str], str] = str,
+        phrases: Mapping[str, str] | None = None,
+        alike: Callable[[str, Sequence[str]], bool] | None = None,
+    ) -> Reason:
+        """The one reason for one item (see `reason_for`); `alike(item, seeds)`: whether it shares
+        a genre with them (`Toolbox.shares_genre`)."""
+        return reason_for(self.items[item_id].finds, title, phrases, (lambda seeds: alike(item_id, seeds)) if alike else None)

@@ -50,6 +50,15 @@ def synonyms() -> dict[str, list[str]]:
 
 
 @cache
+def wish_words(domain: str) -> list[tuple[str, str]]:
+    """The wish vocabulary's "phrase, phrase: effects" lines (`prompts/<domain>/wishes.txt`; see
+    agent.chat.vocabulary); none for a domain without the file."""
+    if not resources.files("prompts").joinpath(domain, "wishes.txt").is_file():
+        return []
+    return _entries(domain, "wishes.txt")
+
+
+@cache
 def examples(domain: str, name: str) -> list[tuple[str, str]]:
     """Worked examples as (kind, text) pairs in file order (`prompts/<domain>/<name>.txt`)."""
     return _entries(domain, f"{name}.txt")

@@ -8,12 +8,13 @@ rec.items[0].title, rec.items[0].reason, rec.trace
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from agent.graph import build_graph
 from agent.llm.base import LLM
 from agent.planners import Planner, make_planner
+from agent.pool import Pool
 from agent.request import RecommendRequest
 from agent.state import AgentConfig, AgentState, Recommendation, RecommendedItem
 from tools.toolbox import Toolbox
@@ -62,23 +63,7 @@ class Agent:
         return cast(AgentState, self.graph.invoke(AgentState(request=request)))
 
     def result(self, request: RecommendRequest, state: AgentState, seconds: float) -> Recommendation:
-        pool, scores = state["pool"], state.get("scores", {})
-        items, phrases = [], self.toolbox.variant_phrases
-        for item_id in state["final"]:
-            item = pool[item_id].item
-            why = pool.explain(item_id, self.toolbox.spoken_title, phrases)
-            items.append(
-                RecommendedItem(
-                    id=item.id,
-                    title=item.title,
-                    year=item.year,
-                    attributes=item.attributes,
-                    score=round(scores.get(item_id, 0.0), 4),
-                    provenance=item.provenance,
-                    reason=why.text,
-                    via=why.tool,
-                )
-            )
+        items = recommended_items(self.toolbox, state["pool"], state["final"], state.get("scores", {}))
         return Recommendation(
             user_id=request.user_id,
             k=self.config.k,
@@ -88,6 +73,27 @@ class Agent:
             trace=state["trace"],
             seconds=round(seconds, 3),
         )
+
+
+def recommended_items(toolbox: Toolbox, pool: Pool, ids: Sequence[str], scores: Mapping[str, float]) -> list[RecommendedItem]:
+    """The listed pool items with their scores and one reason each, in words (`Pool.explain`)."""
+    items, phrases = [], toolbox.variant_phrases
+    for item_id in ids:
+        item = pool[item_id].item
+        why = pool.explain(item_id, toolbox.spoken_title, phrases, toolbox.shares_genre)
+        items.append(
+            RecommendedItem(
+                id=item.id,
+                title=item.title,
+                year=item.year,
+                attributes=item.attributes,
+                score=round(scores.get(item_id, 0.0), 4),
+                provenance=item.provenance,
+                reason=why.text,
+                via=why.tool,
+            )
+        )
+    return items
 
 
 # Called once per turn or request by the conversation, the server and MCP: a test hands each

@@ -38,6 +38,10 @@ class AgentConfig(BaseModel):
         2, ge=0, le=10, description="tools: plan steps (LLM calls) before assembly; menu: 0 skips the menu, else one scoring call"
     )
     tools: list[str] = Field(default_factory=lambda: list(AGENT_TOOLS), description="Tools the LLM may call")
+    asked_tools: list[str] = Field(
+        default_factory=lambda: [*AGENT_TOOLS, "top_items"],
+        description="Tools the caller's planned calls may use (RecommendRequest.probes)",
+    )
     probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")
     seed_k: int = Field(50, ge=1, le=200, description="Backbone candidates the pool starts with")
     assembly: Assembly = Field(

@@ -42,6 +42,7 @@ from eval.report import REPORT_MD, plot_training_curves, write_report
 from eval.runner import RESULTS, RunLocked, latest_session_seconds, run_eval
 from eval.step_bench import bench_steps_command
 from eval.training import METRICS, TrainSpec, train_run
+from eval.wishes import bench_wishes_command
 from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.schema import DataError
 from tools.io import write_json
@@ -69,6 +70,7 @@ app.command("mcp")(mcp_command)
 bench_app.command("serve")(bench_serve_command)
 bench_app.command("chat")(bench_chat_command)
 bench_app.command("steps")(bench_steps_command)
+bench_app.command("wishes")(bench_wishes_command)
 eval_app.command("chat-sim")(chat_sim_command)
 eval_app.command("intents")(intents_command)
 

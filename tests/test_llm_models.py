@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import agent.llm.factory as factory
+import agent.runtime as factory
 from agent.llm.fetch import (
     EMBEDDED_MODELS,
     QWEN_15B_Q4KM,

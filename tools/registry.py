@@ -33,9 +33,11 @@ from tools.retrieval import (
     RetrieveInput,
     SemanticSearchInput,
     SimilarItemsInput,
+    TopItemsInput,
     retrieve,
     semantic_search,
     similar_items,
+    top_items,
 )
 from tools.schemas import ItemsOutput, ToolError, ToolFailure
 from tools.toolbox import BLEND_SPACE, TEXT_SPACE, Toolbox
@@ -81,6 +83,14 @@ TOOLS: dict[str, ToolSpec] = {
             SimilarItemsInput,
             ItemsOutput,
             similar_items,
+        ),
+        ToolSpec(
+            "top_items",
+            "The catalogue's best items for anyone, no history needed: by quality (the shrunk mean rating), popularity, "
+            f"or both. Give user_id to skip what they saw. {_CONSTRAINTS}",
+            TopItemsInput,
+            ItemsOutput,
+            top_items,
         ),
         ToolSpec(
             "rank",

@@ -1,6 +1,7 @@
 """Retrieval tools: `retrieve` (a backbone's full-catalogue ranking for a user, masked by
 attribute-value constraints, optionally fused with a free-text query), `semantic_search` (items
-for a free-text description) and `similar_items` (items like given ones).
+for a free-text description), `similar_items` (items like given ones) and `top_items` (the
+catalogue's own best, for anyone: by its ratings and how widely it is watched).
 
 Each scores the whole catalogue once (one forward pass, or one pass over the text vectors),
 masks it with `tools.constraints.to_mask` and cuts the top k with `np.argpartition`. The
@@ -8,6 +9,8 @@ user's history is always excluded.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -173,3 +176,42 @@ def blend_similarity(toolbox: Toolbox, seeds: np.ndarray, mask: np.ndarray) -> n
     blended = sum((zscore(np.where(np.isfinite(p), p, 0.0), mask) for p in parts), np.zeros(toolbox.num_items + 1))
     blended[0] = -np.inf
     return blended
+
+
+class _TopHead(ToolInput):
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items to return")
+    by: Literal["quality", "popularity", "both"] = Field(
+        "both",
+        description="quality: the shrunk mean rating (the best-rated, many ratings counting more than few); popularity: "
+        "how many people watched it; both: their z-scores summed",
+    )
+
+
+class TopItemsInput(Filters, _UserArgs, _TopHead):
+    """The catalogue's best items under the constraints, for anyone: no history needed."""
+
+
+def top_items(toolbox: Toolbox, args: TopItemsInput) -> ItemsOutput:
+    """The catalogue ordered by its own ratings (score "quality", the shrunk mean rating), by
+    popularity (score "popularity", log count), or by both z-scored and summed; unrated items
+    last. A given user's history is excluded. Data without ratings orders by popularity."""
+    history = toolbox.history(args.user_id, args.history, required=False)
+    candidates = to_mask(toolbox, args.filters(), exclude=history)
+    rated = np.isfinite(toolbox.quality)
+    popularity = np.log1p(toolbox.popularity.astype(np.float64))
+    quality = np.where(rated, toolbox.quality, -np.inf) if rated.any() else popularity
+    if args.by == "quality":
+        order = quality
+    elif args.by == "popularity":
+        order = popularity
+    else:
+        order = np.where(rated, zscore(np.where(rated, quality, 0.0), candidates.mask & rated), -np.inf) + zscore(
+            popularity, candidates.mask
+        )
+    provenance = Provenance(tool="top_items", variant=args.by, constraints=candidates.applied)
+    top = top_k(order, candidates.mask, args.k)
+    return ItemsOutput(
+        items=[toolbox.scored_item(int(d), {"quality": float(quality[d]), "popularity": float(popularity[d])}, provenance) for d in top],
+        matched=candidates.count,
+        notes=_notes(candidates.count, args.k),
+    )

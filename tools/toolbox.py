@@ -44,6 +44,8 @@ from tools.titles import natural_title, titled
 log = logging.getLogger(__name__)
 
 INDEX_DIR = "index"
+# pseudo-ratings at the catalogue mean that an item's mean rating is shrunk with (its quality signal)
+SHRINK_RATINGS = 20.0
 PLAIN = "plain"
 TEXT_SPACE = "text"
 # "like X" in every sense at once: content (text), kind (genre overlap), audience (co-occurrence)
@@ -81,6 +83,22 @@ def _title_keys(item: Item) -> list[str]:
     if item.year is not None:
         keys += [normalize(f"{t} ({item.year})") for t in titles]
     return keys
+
+
+def shrunk_mean_ratings(dataset: SequenceDataset, ratings: pd.Series | None, prior: float = SHRINK_RATINGS) -> np.ndarray:
+    """Each item's mean rating pulled towards the catalogue's mean by `prior` pseudo-ratings, so
+    that an item rated 5 by two people does not outrank one rated 4.5 by two thousand (NaN:
+    unrated, or data without ratings). Indexed by dense id."""
+    out = np.full(dataset.num_items + 1, np.nan)
+    if ratings is None or ratings.empty:
+        return out
+    by_item = ratings.groupby(level="item_id").agg(["sum", "count"])
+    mean = float(ratings.mean())
+    dense = np.array([dataset.item_index.get(i, 0) for i in by_item.index], dtype=np.int64)
+    known = dense > 0
+    shrunk = (by_item["sum"].to_numpy() + prior * mean) / (by_item["count"].to_numpy() + prior)
+    out[dense[known]] = shrunk[known]
+    return out
 
 
 class Toolbox:
@@ -127,6 +145,7 @@ class Toolbox:
         n = dataset.num_items
         self.num_items = n
         self.popularity = dataset.popularity()
+        self.quality = shrunk_mean_ratings(dataset, ratings)
         self.years = np.full(n + 1, -1, dtype=np.int64)  # -1: unknown
         for dense, item in enumerate(dataset.items, start=1):
             if item.year is not None:
@@ -486,6 +505,16 @@ class Toolbox:
         union = member.sum(axis=1, keepdims=True) + member[seeds].sum(axis=1) - shared
         overlap: np.ndarray = (shared / np.maximum(union, 1.0)).mean(axis=1)
         return overlap
+
+    def shares_genre(self, item_id: str, others: Sequence[str]) -> bool:
+        """Whether the item has a value of the primary attribute (a genre) that one of `others`
+        has: what "more like X" claims of it. True where the catalogue has no such attribute."""
+        primary = self.primary_attribute
+        if primary is None:
+            return True
+        index = self.dataset.item_index
+        own = set(self.dataset.item(index[item_id]).attributes.get(primary, []))
+        return any(own & set(self.dataset.item(index[o]).attributes.get(primary, [])) for o in others if o in index)
 
     # --- results --------------------------------------------------------------------------
 

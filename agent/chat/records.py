@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from agent.chat.vocabulary import UnreadKind
 from agent.pool import constraint_text
 from agent.request import MenuChoice
 from tools.constraints import Filters
@@ -45,6 +46,8 @@ class SessionConstraints(BaseModel):
     year_to: int | None = None
     query: str | None = Field(None, description="The standing free-text wish")
     like: list[str] = Field(default_factory=list, description="Item ids to find more like")
+    prefer_genres: list[str] = Field(default_factory=list, description="Preferred (a mood, an audience): items with them lead")
+    quality: bool = Field(False, description="The best-rated lead (the catalogue's own ratings)")
 
     def filters(self) -> Filters | None:
         if not (self.genres or self.exclude_genres or self.year_from is not None or self.year_to is not None):
@@ -59,6 +62,10 @@ class SessionConstraints(BaseModel):
     def describe(self, title: Callable[[str], str] | None = None) -> str:
         narrowing = constraint_text(self.model_dump(include={"genres", "exclude_genres", "year_from", "year_to"}))
         parts = [narrowing] if narrowing else []
+        if self.prefer_genres:
+            parts.append("preferably " + " or ".join(self.prefer_genres))
+        if self.quality:
+            parts.append("the best-rated first")
         if self.query:
             parts.append(f'"{self.query}"')
         if self.like:
@@ -90,13 +97,18 @@ class TurnIntent(BaseModel):
     reject: list[int] = Field(default_factory=list, description="Positions not wanted")
     reject_that: bool = Field(False, description='"not that one": the item last talked about')
     more_like_that: bool = Field(False, description='"more like that one"')
+    prefer_genres: list[str] = Field(default_factory=list, description="Genres preferred (a mood, an audience): they lead, not filter")
+    quality: bool = Field(False, description='"the best": order by the catalogue\'s own ratings')
+    unread: list[UnreadKind] = Field(default_factory=list, description="What the catalogue cannot express (a cast, a plot, ...)")
+    unread_words: list[str] = Field(default_factory=list, description="The words of those parts, as said")
+    seen_titles: list[str] = Field(default_factory=list, description='Titles the person has seen ("I already saw X"): not shown')
     liked_titles: list[str] = Field(default_factory=list, description="Titles the person likes (added to their history)")
     similar_titles: list[str] = Field(default_factory=list, description='Titles to find more like ("more like Alien")')
     query: str | None = Field(None, description="Free-text wish not covered by the other fields")
     repeat: bool = Field(False, description="Items already shown may come again")
     reset: bool = Field(False, description="Start the constraints over")
 
-    @field_validator("genres", "exclude_genres", "allow_genres", "liked_titles", "similar_titles", mode="before")
+    @field_validator("genres", "exclude_genres", "allow_genres", "prefer_genres", "liked_titles", "similar_titles", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         if value is None:
@@ -178,6 +190,9 @@ class TurnResult(BaseModel):
     items: list[ShownItem]
     constraints: SessionConstraints
     notes: list[str] = Field(default_factory=list)
+    unread: list[UnreadKind] = Field(
+        default_factory=list, description="Parts of the message the catalogue cannot express, named in the reply"
+    )
     parsed_by: str
     error: str | None = None
     turn: int

@@ -1,7 +1,10 @@
 """The rule reading of a message: a deterministic reading of common phrasings ("no horror",
-"older films", "more like the second one", "not that one", "I like Toy Story and Heat") for one
-catalogue's genre values, so that a small model's slip can never break a turn. The genre
-synonyms are data (`prompts/synonyms.txt`).
+"older films", "more like the second one", "not that one", "I like Toy Story and Heat", "like
+Heat but funnier", "a feel-good comedy from the 80s", "the best Tom Hanks movies") for one
+catalogue, so that a small model's slip can never break a turn. The genre synonyms
+(`prompts/synonyms.txt`) and the wish vocabulary of moods, audiences, quality, relative years
+and what the catalogue cannot say (`prompts/<domain>/wishes.txt`, `agent.chat.vocabulary`) are
+data.
 
 The reading is typed (`RuleReading`): besides the intent it says which content words no rule
 read (`unread`: the LLM is asked only when there are some) and which sentences were set aside
@@ -14,7 +17,8 @@ from __future__ import annotations
 import re
 
 from agent.chat.records import TITLE_MATCH, RuleReading, TurnIntent
-from agent.prompts import synonyms
+from agent.chat.vocabulary import OLD_BEFORE_END, RECENT_YEARS, Match, UnreadKind, Vocabulary
+from agent.prompts import domain_of, synonyms
 from tools.titles import natural_title
 from tools.toolbox import Toolbox, normalize
 
@@ -86,7 +90,8 @@ STOPWORDS = set(
     watch watching see seen movie movies film films one ones item items title titles pick picks list
     can could should will just really very also maybe now again instead other another kind sort type good great
     what which who how why get got let lets need maybe today tonight next evening night weekend mood feel
-    feeling ideas idea options suggestions choose fine sure cool nice thing things stuff bit little lot""".split()
+    feeling ideas idea options suggestions choose fine sure cool nice thing things stuff bit little lot
+    flick flicks together watched both enjoy we're were having have has made that's it's i'm let's kinda""".split()
 )
 _CLAUSE = re.compile(r"[,.;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
 _CLAUSE_BUT_DOTS = re.compile(r"[,;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
@@ -105,6 +110,14 @@ _LIKE_TRIGGER = re.compile(
 _MORE_LIKE = re.compile(
     r"\b(?:more\s+like|similar\s+to|something\s+like|stuff\s+like|films?\s+like|movies?\s+like|in\s+the\s+vein\s+of)\s+(.+)"
 )
+# "like Heat but funnier": a title named as the subject of the whole wish
+_BARE_LIKE = re.compile(r"^\s*(?:(?:a|an|some|any)\s+)?(?:films?\s+|movies?\s+|ones?\s+)?like\s+(.+)")
+_SEEN = re.compile(r"\b(?:i(?:'ve|\s+have)?|we(?:'ve|\s+have)?)\s+(?:already\s+)?(?:saw|seen|watched)\s+(.+)")
+# a person's name: two or three capitalised words ("Tom Hanks", "Ridley Scott")
+_NAME = re.compile(r"\b([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){1,2})\b")
+_CAST_CUE = re.compile(r"\b(?:with|starring|featuring|actor|actress)\s*$")
+_DIRECTOR_CUE = re.compile(r"\b(?:by|directed\s+by|director|from)\s*$")
+_PLACE_CUE = re.compile(r"\b(?:in|set\s+in|at|to)\s*$")
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]")
 _RANGE = re.compile(r"\b(?:between\s+)?((?:19|20)\d\d)\s*(?:-|–|to|and|until|till)\s*((?:19|20)\d\d)\b")
 _DECADE = re.compile(
@@ -113,10 +126,10 @@ _DECADE = re.compile(
 _YEAR_BOUND = re.compile(
     r"\b(before|after|since|until|till|from|pre|post|older\s+than|newer\s+than|earlier\s+than|later\s+than|up\s+to|prior\s+to)[\s-]+((?:19|20)\d\d)\b"
 )
-_ERA_OLDER = re.compile(r"\b(older|old|classic|classics|vintage|earlier|oldies)\b")
-_NOT_OLD = re.compile(r"\b(?:not|nothing|no|none)\s+(?:too\s+|that\s+|very\s+|so\s+)?(?:old|older|dated|ancient)\b")
+# comparatives (against what was shown); "old", "recent" and the like are the vocabulary's
+_ERA_OLDER = re.compile(r"\b(older|classic|classics|earlier)\b")
 _NEGATED_BOUND = re.compile(r"\b(?:nothing|not|none|never|no\s+(?:films?|movies?|ones?))(?:\s+(?:from|made|released|dated|set))?\s*$")
-_ERA_NEWER = re.compile(r"\b(newer|recent|more\s+recent|modern|latest|contemporary)\b")
+_ERA_NEWER = re.compile(r"\b(newer|more\s+recent)\b")
 _ANY_YEAR = re.compile(r"\bany\s+(?:year|decade|era|age|time)\b")
 _ANY_GENRE = re.compile(r"\b(?:any|all|whatever)\s+genres?\b|\bno\s+genre\s+(?:filter|constraint)s?\b")
 _REPEAT = re.compile(
@@ -194,6 +207,10 @@ class RuleReader:
                 keys.setdefault(normalize(word), genre)
         self.genre_keys = keys
         self.max_words = max((len(w.split()) for ws in table.values() for w in ws), default=1)
+        self.vocabulary = Vocabulary.load(domain_of(toolbox.dataset.name), self.genres)
+        self.year_span = toolbox.year_span
+        # words become a text query only where the catalogue has text beyond titles and genres
+        self.describes_items = any(item.description for item in toolbox.dataset.items)
 
     # --- pieces ------------------------------------------------------------------------------
 
@@ -233,18 +250,30 @@ class RuleReader:
             return None
         return item.id
 
-    def titles(self, tail: str) -> tuple[list[str], list[str]]:
+    def titles(self, tail: str, heads: bool = True) -> tuple[list[str], list[str]]:
         """Titles in a list like "Toy Story, Heat and Alien": (item ids found, the pieces that
         named them). The split reading wins when every piece is a title; else the whole text as
-        one title ("The Good, the Bad and the Ugly"); else the pieces that are titles."""
+        one title ("The Good, the Bad and the Ugly"); else the pieces that are titles. With `heads`,
+        a piece may trail words after its title ("Toy Story for older kids")."""
         split = [p.strip() for p in re.split(r",|;|\band\b|&|\bor\b|\bplus\b|\bas well as\b", tail) if p.strip()]
-        found = [(piece, self.title(piece)) for piece in split]
+        found = [self._title_head(piece) if heads else (piece, self.title(piece)) for piece in split]
         if len(split) > 1 and all(item for _, item in found):
             return self._unique(found)
         whole = self.title(tail)
         if whole is not None:
             return [whole], [tail.strip()]
         return self._unique(found)
+
+    def _title_head(self, piece: str) -> tuple[str, str | None]:
+        """The piece, or its longest head of words that names a title ("Toy Story" in "Toy Story
+        for older kids"), with the item id (None: no head names one)."""
+        words = piece.split()
+        for size in range(len(words), 0, -1):
+            head = " ".join(words[:size])
+            found = self.title(head)
+            if found is not None:
+                return head, found
+        return piece, None
 
     @staticmethod
     def _unique(found: list[tuple[str, str | None]]) -> tuple[list[str], list[str]]:
@@ -286,6 +315,19 @@ class RuleReader:
                 intent.similar_titles += pieces
                 for piece in pieces:
                     rest = rest.replace(piece.lower(), " ")
+        if not intent.similar_titles:
+            bare = _BARE_LIKE.match(rest)
+            if bare:
+                ids, pieces = self.titles(_CLAUSE_BUT_DOTS.split(bare.group(1))[0])
+                intent.similar_titles += pieces
+                for piece in pieces:
+                    rest = rest.replace(piece.lower(), " ")
+        seen = _SEEN.search(rest)
+        if seen:
+            ids, pieces = self.titles(_CLAUSE.split(seen.group(1))[0])
+            if ids:
+                intent.seen_titles += pieces
+                rest = rest[: seen.start()] + " " + rest[seen.end() :]
         like = _LIKE_TRIGGER.search(rest)
         if like and not _POSITION.search(like.group(1)) and not _THAT_ONE.match(like.group(1).strip()):
             ids, pieces = self.titles(re.split(r"[.;!?]|\bbut\b", like.group(1))[0])
@@ -293,7 +335,7 @@ class RuleReader:
             for piece in pieces:
                 rest = rest.replace(piece.lower(), " ")
         if cold and not intent.liked_titles:
-            ids, pieces = self.titles(text)
+            ids, pieces = self.titles(text, heads=False)
             if ids:
                 intent.liked_titles = pieces
                 for piece in pieces:
@@ -312,14 +354,19 @@ class RuleReader:
             rest = _ANY_YEAR.sub(" ", rest)
         rest = self._years(rest, intent)
         rest = self._positions(rest, intent)
+        rest = self._names(message, rest, intent)
 
         content: list[str] = []
         for clause in _CLAUSE.split(rest):
             words = _words(clause)
-            mentions = self.genre_mentions(clause)
-            mentioned = {i for start, size, _ in mentions for i in range(start, start + size)}
+            matches = self.vocabulary.find(words)
+            taken = {i for m in matches for i in range(m.start, m.start + m.size)}
+            for phrase in matches:
+                self._apply(intent, phrase, words)
+            mentions = [m for m in self.genre_mentions(clause) if not set(range(m[0], m[0] + m[1])) & taken]
+            mentioned = taken | {i for start, size, _ in mentions for i in range(start, start + size)}
             content += [w for i, w in enumerate(words) if i not in mentioned]
-            for start, size, genre in mentions:
+            for n, (start, size, genre) in enumerate(mentions):
                 before = {normalize(w) for w in words[:start]}
                 after = {normalize(w) for w in words[start + size :]}
                 if before & NEGATIONS:
@@ -328,15 +375,75 @@ class RuleReader:
                     intent.allow_genres.append(genre)
                 else:
                     intent.genres.append(genre)
-        for field in ("genres", "exclude_genres", "allow_genres"):
+                    if n + 1 < len(mentions) and mentions[n + 1][0] == start + size:
+                        intent.prefer_genres.append(genre)  # "crime drama": a drama, crime ones first
+        # a genre asked for by name outweighs a mood's exclusion of it ("a light horror film")
+        intent.exclude_genres = [g for g in intent.exclude_genres if g not in intent.genres]
+        intent.prefer_genres = [g for g in intent.prefer_genres if g not in intent.exclude_genres]
+        for field in ("genres", "exclude_genres", "allow_genres", "prefer_genres", "unread", "unread_words"):
             setattr(intent, field, list(dict.fromkeys(getattr(intent, field))))
 
         content = [
             w for w in content if w not in STOPWORDS and normalize(w) not in NEGATIONS and normalize(w) not in ALLOWS and not w.isdigit()
         ]
-        if len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 5 and intent.empty()):
+        if content:
+            intent.unread_words.append(" ".join(content))
+            if not intent.unread:
+                intent.unread.append("other")
+        # words carry a meaning only where items have text for them to match
+        if self.describes_items and (len(content) >= 2 or (len(content) == 1 and len(content[0]) >= 5 and intent.empty())):
             intent.query = " ".join(content)[:200]
         return RuleReading(intent=intent, kept=message, unread=content, set_aside=aside)
+
+    def _apply(self, intent: TurnIntent, match: Match, words: list[str]) -> None:
+        """A vocabulary phrase's effects; under a negation before it ("nothing scary", "not too
+        dark") a preference becomes an exclusion, an exclusion is dropped, old and recent swap."""
+        effects = match.effects
+        negated = bool({normalize(w) for w in words[: match.start]} & NEGATIONS)
+        if negated:
+            intent.exclude_genres += effects.prefer
+        else:
+            intent.prefer_genres += effects.prefer
+            intent.exclude_genres += effects.exclude
+        intent.quality = intent.quality or effects.quality
+        if effects.unread:
+            intent.unread += effects.unread
+            intent.unread_words.append(" ".join(words[match.start : match.start + match.size]))
+        years = effects.years
+        if years is not None and negated:
+            years = "old" if years == "recent" else "recent"
+        if years is not None and self.year_span is not None and intent.year_from is None and intent.year_to is None:
+            end = self.year_span[1]
+            if years == "recent":
+                intent.year_from, intent.year_to = end - RECENT_YEARS, end
+            else:
+                intent.year_to = end - OLD_BEFORE_END
+
+    def _names(self, message: str, rest: str, intent: TurnIntent) -> str:
+        """People named in the message ("Tom Hanks", "by Ridley Scott"): this catalogue does not
+        know who is in a film or who made it. A capitalised pair after "in" is a place."""
+        named = {t.lower() for t in [*intent.liked_titles, *intent.similar_titles, *intent.seen_titles]}
+        for match in _NAME.finditer(message):
+            name = match.group(1)
+            words = _words(name)
+            if name.lower() in named or any(name.lower() in t for t in named):
+                continue
+            if all(w in STOPWORDS or normalize(w) in self.genre_keys for w in words):
+                continue
+            before = message[: match.start()]
+            kinds: list[UnreadKind]
+            if _PLACE_CUE.search(before):
+                kinds = ["setting"]
+            elif _CAST_CUE.search(before):
+                kinds = ["cast"]
+            elif _DIRECTOR_CUE.search(before):
+                kinds = ["director"]
+            else:
+                kinds = ["cast", "director"]
+            intent.unread += kinds
+            intent.unread_words.append(name)
+            rest = re.sub(rf"\b{re.escape(name.lower())}\b", " ", rest)
+        return rest
 
     def _years(self, rest: str, intent: TurnIntent) -> str:
         match = _RANGE.search(rest)
@@ -347,13 +454,7 @@ class RuleReader:
         match = _DECADE.search(rest)
         if match:
             bound = (match.group(1) or "").split()[0] if match.group(1) else ""
-            if match.group(2):
-                start = int(match.group(2)) * 10
-            elif match.group(3):
-                digit = int(match.group(3))
-                start = (2000 if digit <= 2 else 1900) + digit * 10
-            else:
-                start = DECADE_WORDS[match.group(4)]
+            start = self._decade_start(match)
             if bound and _negated(rest, match.start()):  # "nothing before the 80s": from 1980 on
                 bound = "since" if bound in ("before", "until", "pre", "older") else "until"
             if bound in ("before", "pre", "older"):
@@ -366,6 +467,14 @@ class RuleReader:
                 intent.year_from = start
             else:
                 intent.year_from, intent.year_to = start, start + 9
+                # "the 60s or 70s", "the 80s to the 90s": the span of both
+                pair = _DECADE.match(re.sub(r"^\s*(?:or|and|to|through|-|–)\s+", "", rest[match.end() :]))
+                joined = re.match(r"^\s*(?:or|and|to|through|-|–)\s+", rest[match.end() :])
+                if joined and pair and not pair.group(1):
+                    later = self._decade_start(pair)
+                    if later > start:
+                        intent.year_to = later + 9
+                        rest = rest[: match.end()] + " " + rest[match.end() + joined.end() + pair.end() :]
             return rest.replace(match.group(0), " ")
         for match in _YEAR_BOUND.finditer(rest):
             word, year = match.group(1).split()[0], int(match.group(2))
@@ -381,16 +490,23 @@ class RuleReader:
                 intent.year_from = year
             rest = rest.replace(match.group(0), " ")
         if intent.year_from is None and intent.year_to is None:
-            if _NOT_OLD.search(rest):  # "nothing too old" asks for newer ones
-                intent.era = "newer"
-                rest = _NOT_OLD.sub(" ", rest)
-            elif _ERA_OLDER.search(rest):
+            if _ERA_OLDER.search(rest):
                 intent.era = "older"
                 rest = _ERA_OLDER.sub(" ", rest)
             elif _ERA_NEWER.search(rest):
                 intent.era = "newer"
                 rest = _ERA_NEWER.sub(" ", rest)
         return rest
+
+    @staticmethod
+    def _decade_start(match: re.Match[str]) -> int:
+        """The first year of the decade a `_DECADE` match names ("1990s", "'90s", "nineties")."""
+        if match.group(2):
+            return int(match.group(2)) * 10
+        if match.group(3):
+            digit = int(match.group(3))
+            return (2000 if digit <= 2 else 1900) + digit * 10
+        return DECADE_WORDS[match.group(4)]
 
     def _positions(self, rest: str, intent: TurnIntent) -> str:
         """Places in the last list: "more like the second one", "not the first", "not that one".

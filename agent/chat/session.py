@@ -35,6 +35,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from agent.chat.cold import cold_recommendation
 from agent.chat.records import (
     KEPT_RECOMMENDATIONS,
     KEPT_TURNS,
@@ -255,35 +256,33 @@ class Conversation:
         )
         agent = agent_of(config)
         self._keep(session_id, None)
-        if session.user_id is None and not session.liked:
-            turn.reply = "Tell me a few titles you like (for example: I like Toy Story, Heat and Alien) and I will recommend at once."
-            if intent.liked_titles or intent.similar_titles or intent.query:
-                turn.reply = "I could not find titles I know in that. " + turn.reply
-            turn.error = "no history yet"
-        else:
-            request = self.steering.request(session, intent, state["message"])
-            try:
-                recommendation = agent.recommend(request)
-            except RecommendError as exc:
-                # the new constraints leave nothing: keep the earlier ones
-                session.constraints = state["before"]
-                turn.error = str(exc)
-                turn.reply = (
-                    f"Nothing matches that ({exc}). I kept your earlier preferences: {session.constraints.describe(self.title) or 'none'}."
-                )
+        cold = session.user_id is None and not session.liked
+        request = self.steering.request(session, intent, state["message"])
+        try:
+            if cold:  # no history yet: an answer at once, from the catalogue's own best under the wish
+                recommendation = cold_recommendation(self.toolbox, request, self.steering.cold_probes(session.constraints), agent.config.k)
             else:
-                self._keep(session_id, recommendation)
-                turn.items = [self.shown(item) for item in recommendation.items]
-                turn.tools = [
-                    call_text(e.tool or "", e.arguments or {})
-                    for e in recommendation.trace
-                    if e.kind == "tool" and e.tool not in ("user_profile", "rank")
-                ]
-                turn.reply = self.format(session, turn)
-                session.shown = list(dict.fromkeys([*session.shown, *(i.id for i in turn.items)]))
-                session.last = turn.items
-                if not turn.items:
-                    turn.error = "no items left to show"
+                recommendation = agent.recommend(request)
+        except RecommendError as exc:
+            # the new constraints leave nothing: keep the earlier ones
+            session.constraints = state["before"]
+            turn.error = str(exc)
+            turn.reply = (
+                f"Nothing matches that ({exc}). I kept your earlier preferences: {session.constraints.describe(self.title) or 'none'}."
+            )
+        else:
+            self._keep(session_id, recommendation)
+            turn.items = [self.shown(item) for item in recommendation.items]
+            turn.tools = [
+                call_text(e.tool or "", e.arguments or {})
+                for e in recommendation.trace
+                if e.kind == "tool" and e.tool not in ("user_profile", "rank")
+            ]
+            turn.reply = self.format(session, turn) + (f"\n{self.say('cold')}" if cold else "")
+            session.shown = list(dict.fromkeys([*session.shown, *(i.id for i in turn.items)]))
+            session.last = turn.items
+            if not turn.items:
+                turn.error = "no items left to show"
         session.turns = [*session.turns, turn][-KEPT_TURNS:]
         session.turn_count += 1
         result = TurnResult(
@@ -292,6 +291,7 @@ class Conversation:
             items=turn.items,
             constraints=session.constraints,
             notes=notes,
+            unread=intent.unread,
             parsed_by=turn.parsed_by,
             error=turn.error,
             turn=session.turn_count,
@@ -329,6 +329,11 @@ class Conversation:
             )
         if turn.intent.query:
             lines.append(self.say("text_only", query=turn.intent.query))
+        kinds = [k for k in turn.intent.unread if k != "other"]
+        if turn.intent.unread_words and not turn.intent.query:  # what the catalogue cannot say, named
+            words = '", "'.join(turn.intent.unread_words)
+            what = " or ".join(self.say(f"unread_{k}") for k in kinds)
+            lines.append(self.say("unreadable", what=what, words=words) if kinds else self.say("unusable", words=words))
         if turn.set_aside:
             lines.append(self.say("set_aside"))
         if not turn.items:

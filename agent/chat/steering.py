@@ -51,7 +51,7 @@ class Steering:
                     setattr(intent, name, getattr(read, name))
             # the rules' query is only the words they could not read, verbatim: the LLM's own
             # wording of the wish replaces it; a genre it found for them leaves them a query
-            if read.query:
+            if read.query and self.rules.describes_items:
                 intent.query = read.query
             parsed_by = "rules+llm" if intent != rules else "rules"
         if cold and intent.similar_titles and not intent.liked_titles:
@@ -166,10 +166,17 @@ class Steering:
             c.genres = list(dict.fromkeys(wanted))
             c.exclude_genres = [g for g in c.exclude_genres if g not in wanted]
             notes.append(" or ".join(wanted))
+        preferred = [g for g in intent.prefer_genres if g not in c.exclude_genres]
+        if preferred:
+            c.prefer_genres = preferred
+            notes.append("preferably " + " or ".join(preferred))
+        if intent.quality:
+            c.quality = True
+            notes.append("the best-rated first")
         if intent.any_year:
             c.year_from = c.year_to = None
             notes.append("any year")
-        if intent.year_from is not None or intent.year_to is not None:
+        if intent.year_from is not None or intent.year_to is not None:  # absolute, or the vocabulary's "recent" / "old"
             c.year_from, c.year_to = intent.year_from, intent.year_to
             notes.append(f"years {c.year_from or '...'}-{c.year_to or '...'}")
         if intent.era is not None:
@@ -195,6 +202,13 @@ class Steering:
             index = len(session.last) + position if position < 0 else position - 1
             return session.last[index] if 0 <= index < len(session.last) else None
 
+        seen = list(dict.fromkeys(found for found in (self.rules.title(t) for t in intent.seen_titles) if found))
+        for item_id in seen:  # "I already saw X": never shown again, and no longer a subject
+            if item_id not in session.rejected:
+                session.rejected.append(item_id)
+            if item_id in c.like:
+                c.like.remove(item_id)
+            notes.append(f"you saw {self.title(item_id)}")
         liked = list(dict.fromkeys(found for found in (self.rules.title(t) for t in intent.liked_titles) if found))
         if liked:
             session.liked += [i for i in liked if i not in session.liked]
@@ -226,17 +240,54 @@ class Steering:
         # a new wish (genres, "like X", words) replaces the standing wishes of the kinds it was
         # not said with: "a 90s thriller" after "like Toy Story" is a new subject, not its refinement
         said_like = bool(similar or like_items)
-        if (wanted or said_like or intent.query) and not intent.reset:
+        if (wanted or said_like or intent.query or preferred or intent.quality) and not intent.reset:
             if c.like and not said_like:
                 notes.append("no longer more like " + ", ".join(self.title(i) for i in c.like))
                 c.like = []
             if c.query and not intent.query:
                 notes.append(f'no longer "{c.query}"')
                 c.query = None
+            if c.prefer_genres and not preferred:
+                c.prefer_genres = []
+            if c.quality and not intent.quality:
+                c.quality = False
         if intent.query:
             c.query = intent.query
             notes.append(f'"{intent.query}"')
         return notes
+
+    def probes(self, c: SessionConstraints) -> list[PlannedCall]:
+        """The calls made up front for what the person asked for, whose finds lead the list (the
+        person's taste orders within them): more like the titles named, with the preferred
+        genres; else the best-rated under the wish ("the best"); else the preferred genres in
+        the person's own order; and the words, where the items have text to match."""
+        prefer = {"genres": c.prefer_genres} if c.prefer_genres else {}
+        probes = []
+        if c.like:
+            probes.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space, **prefer}))
+        elif c.quality:
+            probes.append(PlannedCall(name="top_items", arguments={"by": "quality", **prefer}))
+        elif c.prefer_genres:
+            probes.append(PlannedCall(name="retrieve", arguments=prefer))
+        if c.query:
+            probes.append(PlannedCall(name="semantic_search", arguments={"query": c.query}))
+        return probes
+
+    def cold_probes(self, c: SessionConstraints) -> list[PlannedCall]:
+        """With no history yet: more like the titles named, then the catalogue's own best under
+        the wish (the preferred genres first), then its best under the hard constraints alone,
+        so the list is full."""
+        by = "quality" if c.quality else "both"
+        prefer = {"genres": c.prefer_genres} if c.prefer_genres else {}
+        calls = []
+        if c.like:
+            calls.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space, **prefer}))
+        if c.query:
+            calls.append(PlannedCall(name="semantic_search", arguments={"query": c.query, **prefer}))
+        calls.append(PlannedCall(name="top_items", arguments={"by": by, **prefer}))
+        if prefer:
+            calls.append(PlannedCall(name="top_items", arguments={"by": by}))
+        return calls
 
     def request(self, session: ConversationState, intent: TurnIntent, message: str) -> RecommendRequest:
         """The agent's request: who (the known user, with anything they named as liked appended,
@@ -244,11 +295,7 @@ class Steering:
         explicit asks as planned calls."""
         c = session.constraints
         exclude = list(dict.fromkeys(session.rejected if intent.repeat else [*session.shown, *session.rejected]))
-        probes = []
-        if c.like:
-            probes.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space}))
-        if c.query:  # what matches the words leads; the person's taste orders within it
-            probes.append(PlannedCall(name="semantic_search", arguments={"query": c.query}))
+        probes = self.probes(c)
         wish = c.describe(self.title)
         text = message + (f" (so far: {wish})" if wish else "")
         subject: dict[str, Any]

@@ -168,7 +168,7 @@ class Planner:
             backbone = backbone or [item.id for item in seed.output.items]
             pool = pool.add(seed.output.items, "seed")
         for planned in request.probes:  # calls the caller asked for, made like the LLM's probes
-            if planned.name not in self.config.tools:
+            if planned.name not in self.config.asked_tools:
                 refusal = f"planned call to {planned.name!r} refused: not an allowed tool"
                 events.append(TraceEvent(node="seed", kind="fallback", code="refused_call", tool=planned.name, error=refusal))
                 continue

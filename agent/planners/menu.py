@@ -32,6 +32,20 @@ def choice_event(entries: list[MenuEntry], weights: list[float], code: Literal["
     return TraceEvent(node="choose", kind="choice", code=code, observation=note, error=note if code else None, intents=intents)
 
 
+def still_true(own: dict[str, Any], sent: dict[str, Any]) -> bool:
+    """Whether an intent's words still hold of what its call, under the request's constraints,
+    can return: its genres at most narrowed (a subset of its own, "any of"), its years at most
+    narrowed. A constraint that replaced them ("1990s Drama" under "Comedy from the 80s") makes
+    the intent another call: its words would claim what its items are not."""
+    if own.get("genres") and not set(sent.get("genres") or []) <= set(own["genres"]):
+        return False
+    low, high = own.get("year_from"), own.get("year_to")
+    sent_low, sent_high = sent.get("year_from"), sent.get("year_to")
+    if low is not None and (sent_low is None or sent_low < low):
+        return False
+    return high is None or (sent_high is not None and sent_high <= high)
+
+
 class MenuPlanner(Planner):
     def __init__(self, llm: LLM, toolbox: Toolbox, config: AgentConfig) -> None:
         super().__init__(llm, toolbox, config)
@@ -53,7 +67,7 @@ class MenuPlanner(Planner):
         for intent in draft_menu(state["profile"], self.toolbox, self.config.tools, self.domain):
             arguments = self.probe_arguments(intent.tool, intent.arguments, request)
             key = call_key(intent.tool, arguments)
-            if key in sent:
+            if key in sent or not still_true(intent.arguments, arguments):
                 continue
             sent.add(key)
             result, event = self.tool("menu", intent.tool, arguments)
