@@ -44,6 +44,7 @@ class Intent(BaseModel):
     label: str = Field(description="The intent as the LLM's menu shows it: the text without its example titles")
     tool: str
     arguments: dict[str, Any] = Field(description="The call's own arguments; the agent adds the subject, k and the request's rules")
+    genres: list[str] = Field(default_factory=list, description="Genres its words name that its arguments do not filter by")
 
     def key(self) -> str:
         return call_key(self.tool, self.arguments)
@@ -172,7 +173,7 @@ class _Drafter:
         genres = _genres(best, self.primary)[:2]
         query = f"{' '.join(genres)} like {_title(best)}" if genres else _title(best)
         text, label = self._say("theme", query=query)
-        return Intent(kind="theme", text=text, label=label, tool="semantic_search", arguments={"query": query})
+        return Intent(kind="theme", text=text, label=label, tool="semantic_search", arguments={"query": query}, genres=genres)
 
     def favourite_genre(self) -> Intent | None:
         if self.favourite is None:

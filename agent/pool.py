@@ -31,8 +31,9 @@ Role = Literal["seed", "probe", "asked"]
 # Which find a reason cites first: what the person asked for, then what the LLM probed, then
 # the backbone's own ranking.
 ROLE_ORDER: dict[str, int] = {"asked": 0, "probe": 1, "seed": 2}
-# Within a role, the most specific tool first: a similarity search, a text search, then retrieve.
-TOOL_ORDER: dict[str, int] = {"similar_items": 0, "semantic_search": 1, "retrieve": 2}
+# Within a role, the most specific tool first: items named for the wish (rank over the caller's
+# own candidates), a similarity search, a text search, retrieve, then the catalogue's best.
+TOOL_ORDER: dict[str, int] = {"rank": -1, "similar_items": 0, "semantic_search": 1, "retrieve": 2, "top_items": 3}
 # The constraints a reason names (the others, such as the subject or exclusions, are bookkeeping).
 MIN_WEIGHT = 1e-3  # an intent wanted not at all still places its items, far behind the others
 NARROWING = ("genres", "exclude_genres", "year_from", "year_to", "attributes", "exclude_attributes")
@@ -47,6 +48,7 @@ class Find(BaseModel):
     intent: str | None = Field(None, description="The menu intent the call was made for, in words")
     kind: str | None = Field(None, description="That intent's kind (agent.intents.IntentKind)")
     weight: float = Field(1.0, ge=0.0, le=1.0, description="How much the call counts: 1 for the most wanted intent and free probes")
+    genres: list[str] = Field(default_factory=list, description="Genres its intent's words name beyond its call's own filter")
 
 
 class PoolItem(BaseModel):
@@ -111,19 +113,30 @@ def _cited_first(find: Find) -> tuple[Any, ...]:
     return ROLE_ORDER[find.role], wanted_place, -find.weight, tool, -narrowing, find.position, p.tool, p.variant or "", find.intent or ""
 
 
+def holds(find: Find, own: set[str], genres_of: Callable[[str], set[str] | None]) -> bool:
+    """Whether what a find would say is true of an item with genres `own`: "more like X" needs a
+    genre shared with X, an intent that names genres its call did not filter by ("a theme:
+    Fantasy like ...") needs one of them."""
+    if find.genres and not own & set(find.genres):
+        return False
+    if find.provenance.tool != "similar_items":
+        return True
+    seeds = [genres_of(s) for s in find.provenance.constraints.get("items", [])]
+    return any(s is None or own & s for s in seeds)
+
+
 def reason_for(
     finds: Sequence[Find],
     title: Callable[[str], str] = str,
     phrases: Mapping[str, str] | None = None,
-    alike: Callable[[Sequence[str]], bool] | None = None,
+    holds_for: Callable[[Find], bool] | None = None,
 ) -> Reason:
     """Why an item is on a list, citing the find that explains it best (see `_cited_first`);
     `title` turns an item id into words for "more like ..."; `phrases` says in words what each
     backbone variant ranks by (`Toolbox.variant_phrases`; without it, every variant but the
-    plain one reads as attribute-aware); `alike(seeds)` says whether the item shares a genre
-    with the seeds of a "more like" find: one it does not is never cited, since the reason
-    would claim a likeness the item lacks."""
-    true = [f for f in finds if alike is None or f.provenance.tool != "similar_items" or alike(f.provenance.constraints.get("items", []))]
+    plain one reads as attribute-aware); a find for which `holds_for` is false (see `holds`) is
+    never cited: its words would claim what the item is not."""
+    true = [f for f in finds if holds_for is None or holds_for(f)]
     if not true:
         return Reason(text="what your history suggests" if finds else "completed from the backbone's ranking", tool="retrieve")
     cited = min(true, key=_cited_first)
@@ -137,6 +150,8 @@ def reason_for(
             chosen.variant or "", "liked by the same people"
         )
         text = f"more like {seeds}: {how}"
+    elif chosen.tool == "rank":  # a caller's own candidates: in the conversation, titles an LLM named
+        text = "named by the language model for your wish"
     elif chosen.tool == "top_items":
         text = {"quality": "among the best-rated", "popularity": "among the most watched"}.get(
             chosen.variant or "", "well rated and widely watched"
@@ -171,12 +186,24 @@ class Pool(BaseModel):
     def ids(self) -> list[str]:
         return list(self.items)
 
-    def add(self, found: Sequence[ScoredItem], role: Role, intent: str | None = None, kind: str | None = None, weight: float = 1.0) -> Pool:
+    def add(
+        self,
+        found: Sequence[ScoredItem],
+        role: Role,
+        intent: str | None = None,
+        kind: str | None = None,
+        weight: float = 1.0,
+        genres: Sequence[str] = (),
+    ) -> Pool:
         """The pool with one tool call's result added under `role` (made for `intent` of `kind`,
-        counting `weight`): a known item gains the new scores, provenance and finds."""
+        counting `weight`, whose words name `genres`): a known item gains the new scores,
+        provenance and finds."""
         items = dict(self.items)
         for position, item in enumerate(found, start=1):
-            finds = [Find(role=role, provenance=p, position=position, intent=intent, kind=kind, weight=weight) for p in item.provenance]
+            finds = [
+                Find(role=role, provenance=p, position=position, intent=intent, kind=kind, weight=weight, genres=list(genres))
+                for p in item.provenance
+            ]
             known = items.get(item.id)
             if known is None:
                 items[item.id] = PoolItem(item=item, finds=finds)
@@ -252,8 +279,10 @@ class Pool(BaseModel):
         item_id: str,
         title: Callable[[str], str] = str,
         phrases: Mapping[str, str] | None = None,
-        alike: Callable[[str, Sequence[str]], bool] | None = None,
+        genres_of: Callable[[str], set[str] | None] | None = None,
     ) -> Reason:
-        """The one reason for one item (see `reason_for`); `alike(item, seeds)`: whether it shares
-        a genre with them (`Toolbox.shares_genre`)."""
-        return reason_for(self.items[item_id].finds, title, phrases, (lambda seeds: alike(item_id, seeds)) if alike else None)
+        """The one reason for one item (see `reason_for`); `genres_of` (`Toolbox.genres_of`)
+        lets it cite only what holds of the item."""
+        own = genres_of(item_id) if genres_of is not None else None
+        check = (lambda find: holds(find, own, genres_of)) if genres_of is not None and own is not None else None
+        return reason_for(self.items[item_id].finds, title, phrases, check)

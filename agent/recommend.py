@@ -80,7 +80,7 @@ def recommended_items(toolbox: Toolbox, pool: Pool, ids: Sequence[str], scores: 
     items, phrases = [], toolbox.variant_phrases
     for item_id in ids:
         item = pool[item_id].item
-        why = pool.explain(item_id, toolbox.spoken_title, phrases, toolbox.shares_genre)
+        why = pool.explain(item_id, toolbox.spoken_title, phrases, toolbox.genres_of)
         items.append(
             RecommendedItem(
                 id=item.id,

@@ -39,7 +39,7 @@ class AgentConfig(BaseModel):
     )
     tools: list[str] = Field(default_factory=lambda: list(AGENT_TOOLS), description="Tools the LLM may call")
     asked_tools: list[str] = Field(
-        default_factory=lambda: [*AGENT_TOOLS, "top_items"],
+        default_factory=lambda: [*AGENT_TOOLS, "top_items", "rank"],
         description="Tools the caller's planned calls may use (RecommendRequest.probes)",
     )
     probe_k: int = Field(20, ge=1, le=100, description="Items each LLM-chosen tool call adds to the pool")

@@ -213,9 +213,11 @@ def report(
 ) -> dict[str, Any]:
     """The figures over `dialogues`; `seconds` is this run's wall time, spent on all but the
     `resumed` users' dialogues (read back from a journal)."""
+    leaked = [d.user_id for d in dialogues if d.simulator is not None and d.simulator.redacted]
+    everyone, dialogues = dialogues, [d for d in dialogues if d.user_id not in leaked]  # a leaked dialogue is left out
     n, turns = len(dialogues), config.turns
     if n == 0:
-        raise ValueError("no dialogue finished: nothing to report")
+        raise ValueError("no dialogue finished without a leak: nothing to report")
     hits = [d for d in dialogues if d.hit_turn is not None]
     by_turn = {f"hit@{t}": round(sum(d.hit_turn is not None and d.hit_turn <= t for d in dialogues) / n, 4) for t in range(1, turns + 1)}
     depth = min(turns * config.k, 100)
@@ -224,7 +226,7 @@ def report(
     taken = _estimate(np.array([d.hit_turn or turns for d in dialogues], dtype=float), resamples, digits=3)
     all_turns = [t for d in dialogues for t in d.turns]
     run_turns = sum(len(d.turns) for d in dialogues if d.user_id not in resumed)
-    counts = [d.simulator for d in dialogues if d.simulator is not None]
+    counts = [d.simulator for d in everyone if d.simulator is not None]
     simulator = None
     if counts:
         simulator = {
@@ -233,6 +235,7 @@ def report(
             "echoed": sum(c.echoed for c in counts),
             "redacted": sum(c.redacted for c in counts),
             "fallbacks": sum(c.fallbacks for c in counts),
+            "leaked_dialogues_left_out": len(leaked),
         }
     return {
         "dataset": toolbox.dataset.name,
@@ -256,7 +259,7 @@ def report(
         "seconds_per_turn": round(seconds / max(1, run_turns), 3),
         "agent_seconds_per_turn": round(statistics.mean(t.seconds for t in all_turns), 3) if all_turns else None,
         "user_seconds_per_turn": round(statistics.mean(t.user_seconds for t in all_turns), 3) if all_turns else None,
-        "dialogues": [d.model_dump() for d in dialogues],
+        "dialogues": [d.model_dump() for d in everyone],
     }
 
 

@@ -8,12 +8,13 @@ item of the list it was shown.
 
 `LLMUser`: an LLM writes the message in its own words.
 The clues it may use grow each turn and come from the item's own record: first only a mood
-(the words people use for its most distinctive genre, `prompts/synonyms.txt`), then its genres,
-its decade, a title the user watched that the backbone finds most like it, and last what it is
-about from the model's own knowledge. The LLM writes the message. A draft that gives the title
-away (the title, its main part, or half of its distinctive words) is regenerated, up to
-`retries` times, then redacted; both are counted, so a leaking simulator is visible and cannot
-inflate the hit rate. A failed or empty reply falls back to the rule user's message, counted too.
+(words for its most distinctive genre, `prompts/<domain>/moods.txt`, kept apart from every word
+the reader looks up), then its genres, its decade, and a title the user watched that the backbone
+finds most like it. It is never told the title ("How Reliable is Your Simulator?", arXiv
+2403.16416), so it cannot describe the item from its own knowledge of it. A draft that still
+names the title (the title, its main part, or half of its distinctive words) is regenerated, up
+to `retries` times, then redacted; both are counted, and a dialogue with a redacted message is
+left out of the score. A failed or empty reply falls back to the rule user's message, counted too.
 """
 
 from __future__ import annotations
@@ -185,7 +186,6 @@ class LLMUser:
         similar = self.fallback.closest_watched(target)
         if similar is not None:
             clues.append(self._say("like", title=similar))
-        clues.append(self._say("about"))
         return clues
 
     def message(self, turn: int, target: Item, shown: list[ShownItem]) -> str:
@@ -194,9 +194,6 @@ class LLMUser:
         self.counts.messages += 1
         guard = TitleGuard(self.toolbox, target)
         told = self.clues[: min(turn, len(self.clues))]
-        # the title only with the last clue (the story): a model that does not know it cannot leak it
-        knows = len(told) == len(self.clues)
-        title = natural_title(target.title) + (f" ({target.year})" if target.year else "")
         shown_text = self._say("shown", titles="; ".join(i.title for i in shown[:SHOWN_IN_PROMPT])) if shown else self._say("nothing_shown")
         # the worked examples as earlier turns: a small model then answers as the person, not as an assistant
         shots = [
@@ -210,7 +207,6 @@ class LLMUser:
             prompt = render(
                 self.domain,
                 "sim_user",
-                secret=self._say("secret", title=title) if knows else "",
                 clues="; ".join(told),
                 shown=shown_text,
                 task=task + (" " + self._say("retry") if attempt else ""),
@@ -223,7 +219,7 @@ class LLMUser:
             self.counts.llm_seconds += reply.seconds
             draft = clean_reply(reply.text)
             # the instructions and examples, not the clues: a person may well repeat those
-            if echoes(draft, [task, self._say("secret", title=title), *(text for _, text in examples(self.domain, "sim_user_examples"))]):
+            if echoes(draft, [task, *(text for _, text in examples(self.domain, "sim_user_examples"))]):
                 self.counts.echoed += 1
                 draft = ""
             elif not draft or not guard.leaks(draft):

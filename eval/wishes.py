@@ -27,7 +27,7 @@ import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import typer
@@ -42,6 +42,19 @@ from tools.toolbox import Toolbox
 Half = Literal["held_out", "tuning"]
 UnreadableKind = Literal["cast", "director", "plot", "running_time", "gore", "setting", "personal"]  # the file's kinds
 QUALITY_PERCENTILE = 75.0
+# The ten wishes first reported as read into word matches: all in the held-out half.
+ISSUE_WISHES = (
+    "a feel-good comedy from the 80s",
+    "something with time travel",
+    "a scary film but not gory",
+    "animated films for adults",
+    "a war movie that is not too long ago",
+    "like Heat but funnier",
+    "a dark thriller about revenge",
+    "a romantic film set in Paris",
+    "something my kids and I can watch together",
+    "the best Tom Hanks movies",
+)
 # A reason's claim of a text match counts as true from this cosine similarity of the item's text
 # to the quoted words (MiniLM): below it, any title shares a word or two with them.
 TEXT_MATCH_FLOOR = 0.5
@@ -92,6 +105,8 @@ class Outcome(BaseModel):
     false_claims: list[str]
     unread: list[str] = Field(description="The kinds the reply named as unreadable")
     in_answers: int
+    named: list[str] = Field(default_factory=list, description="Titles an LLM named for the wish")
+    kept: list[str] = Field(default_factory=list, description="What of them the catalogue has and the wish admits")
     seconds: float
     reply: str
 
@@ -190,11 +205,13 @@ def draw_known_users(toolbox: Toolbox, n: int, seed: int) -> list[str]:
     return [str(u) for u in np.random.default_rng(seed).choice(toolbox.dataset.user_ids, size=n, replace=False)]
 
 
-def run_wishes(toolbox: Toolbox, llm: LLM, bench: WishBench, *, only: Sequence[str] | None = None) -> list[Outcome]:
+def run_wishes(
+    toolbox: Toolbox, llm: LLM, bench: WishBench, *, only: Sequence[str] | None = None, config: ConversationConfig | None = None
+) -> list[Outcome]:
     """Every wish for every known user and with no history, each in a session of its own."""
     checker = Checker(toolbox)
     factory = shared_agent_factory(llm, toolbox, agent_config(llm, k=bench.k))
-    conversation = Conversation(factory, toolbox, config=ConversationConfig())
+    conversation = Conversation(factory, toolbox, config=config or ConversationConfig())
     users: list[str | None] = [*draw_known_users(toolbox, bench.known_users, bench.seed), None]
     answers_known = {w.id: {a for a in w.answers if a in toolbox.dataset.item_index} for w in bench.wishes}
     outcomes = []
@@ -218,6 +235,8 @@ def run_wishes(toolbox: Toolbox, llm: LLM, bench: WishBench, *, only: Sequence[s
                     false_claims=[f"{i.title}: {c}" for i in result.items for c in checker.false_claims(i)],
                     unread=list(result.unread),
                     in_answers=sum(1 for i in items if i in answers_known[wish.id]),
+                    named=result.knowledge.named if result.knowledge else [],
+                    kept=result.knowledge.kept if result.knowledge else [],
                     seconds=round(seconds, 4),
                     reply=result.reply,
                 )
@@ -251,6 +270,8 @@ def summarise(bench: WishBench, outcomes: Sequence[Outcome]) -> dict[str, Any]:
             "false_reason_count": sum(len(o.false_claims) for o in mine),
             "unreadable_named_share": _share([set(wishes[o.wish].unreadable) <= set(o.unread) for o in unreadable]),
             "knowledge_precision": round(sum(o.in_answers for o in knowledge) / listed, 4) if listed else None,
+            "titles_named": sum(len(o.named) for o in mine),
+            "titles_kept": sum(len(o.kept) for o in mine),
             "turn_seconds_p50": round(statistics.median(seconds), 3),
             "turn_seconds_p95": round(float(np.percentile(seconds, 95)), 3),
             "not_followed": sorted({o.wish for o in known if not o.followed}),
@@ -263,6 +284,7 @@ def bench_wishes_command(
     llm: Annotated[str, typer.Option(help="none | local | local:1.5b | openai:MODEL: the LLM that reads what the rules leave")] = "none",
     wishes: Annotated[Path, typer.Option(help="The wishes (TOML)")] = Path("eval/bench/wishes.toml"),
     half: Annotated[str, typer.Option(help="held_out | tuning | both")] = "both",
+    knowledge: Annotated[str, typer.Option(help="Ask the LLM to name titles: auto (the default's rule) | on | off")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Also write the JSON, with every list, here")] = None,
 ) -> None:
     """Wishes in a person's own words, each the first message of a new conversation for a fixed
@@ -270,11 +292,17 @@ def bench_wishes_command(
     (JSON figures per half: see eval/wishes.py)."""
     if half not in ("held_out", "tuning", "both"):
         raise typer.BadParameter("held_out | tuning | both", param_hint="--half")
+    if knowledge not in ("auto", "on", "off"):
+        raise typer.BadParameter("auto | on | off", param_hint="--knowledge")
     bench = WishBench.load(wishes)
     toolbox = open_toolbox(run).warm()
     only = [w.id for w in bench.wishes if half in ("both", w.half)]
-    outcomes = run_wishes(toolbox, build_llm(llm), bench, only=only)
-    report = {"run": str(run), "llm": llm, "k": bench.k, "known_users": bench.known_users, **summarise(bench, outcomes)}
+    config = ConversationConfig(knowledge=cast(Literal["auto", "on", "off"], knowledge))
+    model = build_llm(llm)
+    outcomes = run_wishes(toolbox, model, bench, only=only, config=config)
+    asks = Conversation(shared_agent_factory(model, toolbox, agent_config(model, k=bench.k)), toolbox, config=config).steering
+    settings = {"run": str(run), "llm": llm, "knowledge": knowledge, "asks_for_titles": asks.knows(model), "k": bench.k}
+    report = {**settings, "known_users": bench.known_users, **summarise(bench, outcomes)}
     print(json.dumps(report, indent=2))
     if out is not None:
         write_json(out, {**report, "outcomes": [o.model_dump() for o in outcomes]})

@@ -128,27 +128,29 @@ def test_no_llm_call_where_the_rules_read_everything(toolbox: Toolbox) -> None:
 
 
 def test_one_short_constrained_call_reads_what_the_rules_left(toolbox: Toolbox) -> None:
-    factory = Scripted(toolbox, [json.dumps({"query": "Tom Hanks"}), json.dumps({"query": "", "genres": ["Drama", "Cyberpunk"]})])
+    factory = Scripted(toolbox, [json.dumps({"query": "sad films", "genres": ["Drama", "Cyberpunk"]}), json.dumps({"query": "twists"})])
     conversation = Conversation(factory, toolbox)
-    first = conversation.turn("hanks", "anything with Tom Hanks", user_id=USER)
-    assert first.parsed_by == "rules+llm" and first.constraints.query == "Tom Hanks"
-    assert 'matched "Tom Hanks" against those words' in first.reply and "(read with the language model)" in first.reply
-    assert all(i.tool == "semantic_search" for i in first.items)
-    second = conversation.turn("hanks", "something that makes me cry")
-    # a genre the catalogue lacks is dropped; the rules' words stay the query beside the genre found for them
-    assert second.constraints.genres == ["Drama"] and second.constraints.query == "makes cry"
+    first = conversation.turn("cry", "something that makes me cry", user_id=USER)
+    # a genre the catalogue lacks is dropped; with no item descriptions the LLM's words are no query either
+    assert first.parsed_by == "rules+llm" and first.constraints.genres == ["Drama"] and first.constraints.query is None
+    assert "(read with the language model)" in first.reply and all("Drama" in i.genres for i in first.items)
+    second = conversation.turn("cry", "a story that keeps me guessing")
+    assert second.parsed_by == "rules" and second.constraints.query is None and "keeps guessing" in second.reply
+    third = conversation.turn("cry", "anything with Tom Hanks")  # a name the rules read: no LLM call, and said plainly
+    assert third.unread == ["cast"] and "who is in a film" in third.reply
     one, two = factory.llm.calls
     assert one.max_tokens <= 64 and one.json_schema is not None and one.json_schema["required"] == ["query"]
     assert set(one.json_schema["properties"]["genres"]["items"]["enum"]) <= set(RuleReader(toolbox).genres)
     # the shared part first (system prompt, worked examples), the message last: the prefix is reused
     assert one.messages[0].role == "system" and one.messages[:-1] == two.messages[:-1]
-    assert one.messages[-1].content.endswith("anything with Tom Hanks") and two.messages[-1].content.endswith("something that makes me cry")
+    assert one.messages[-1].content.endswith("something that makes me cry") and two.messages[-1].content.endswith("keeps me guessing")
 
 
 def test_an_unusable_reading_leaves_the_rules_reading(toolbox: Toolbox) -> None:
-    factory = Scripted(toolbox, ["I think they want Tom Hanks."])
-    result = Conversation(factory, toolbox).turn("bad", "anything with Tom Hanks, no horror", user_id=USER)
-    assert result.parsed_by == "rules" and result.constraints.query == "tom hanks" and result.constraints.exclude_genres == ["Horror"]
+    factory = Scripted(toolbox, ["I think they want something sad."])
+    result = Conversation(factory, toolbox).turn("bad", "something that makes me cry, no horror", user_id=USER)
+    assert result.parsed_by == "rules" and result.constraints.exclude_genres == ["Horror"] and result.unread == ["other"]
+    assert factory.llm.calls  # it was asked, and its reply could not be used
 
 
 def test_rules_only_mode_never_asks(toolbox: Toolbox) -> None:
@@ -183,7 +185,7 @@ def test_instructions_in_a_message_change_nothing(toolbox: Toolbox, injection: s
 
 def test_a_plot_wish_is_not_taken_for_an_instruction(toolbox: Toolbox) -> None:
     reading = RuleReader(toolbox).reading("a film where the hero has to ignore the rules to save his town")
-    assert reading.set_aside == [] and reading.intent.query
+    assert reading.set_aside == [] and "plot" in reading.intent.unread and "hero" in " ".join(reading.intent.unread_words)
 
 
 @pytest.mark.parametrize(
@@ -193,9 +195,79 @@ def test_a_plot_wish_is_not_taken_for_an_instruction(toolbox: Toolbox) -> None:
         ("not after 1970", {"year_to": 1970}),
         ("no films made before the 60s", {"year_from": 1960}),
         ("no horror before 1980", {"exclude_genres": ["Horror"], "year_to": 1979}),
-        ("nothing too old", {"era": "newer"}),
+        ("nothing too old", {"year_from": 1988, "year_to": 1998}),  # "old" negated: ML-100K's last decade
         ("films like Mrs. Doubtfire", {"similar_titles": ["mrs. doubtfire"]}),
     ],
 )
 def test_rules_read_negated_bounds_and_dotted_titles(toolbox: Toolbox, message: str, expected: dict) -> None:
     assert RuleReader(toolbox).read(message).model_dump(exclude_defaults=True) == expected
+
+
+# --- wishes in a person's own words (the vocabulary in prompts/movies/wishes.txt) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # a title inside a sentence, and a comparative that prefers a genre
+        ("like Heat but funnier", {"similar_titles": ["heat"], "prefer_genres": ["Comedy"]}),
+        # a mood excludes; an audience excludes
+        (
+            "a feel-good comedy from the 80s",
+            {"genres": ["Comedy"], "exclude_genres": ["Horror", "War", "Film-Noir"], "year_from": 1980, "year_to": 1989},
+        ),
+        ("animated films for adults", {"genres": ["Animation"], "exclude_genres": ["Children's"]}),
+        # a negated mood turns its preference into an exclusion
+        ("a comedy, nothing scarier", {"genres": ["Comedy"], "exclude_genres": ["Horror", "Thriller"]}),
+        # years relative to the catalogue's span (ML-100K ends in 1998)
+        ("a war movie that is not too long ago", {"genres": ["War"], "year_from": 1988, "year_to": 1998}),
+        ("an old western", {"genres": ["Western"], "year_to": 1967}),
+        ("westerns from the 60s or 70s", {"genres": ["Western"], "year_from": 1960, "year_to": 1979}),
+        # quality is an order by the catalogue's ratings; a person is named, not matched
+        ("the best Tom Hanks movies", {"quality": True, "unread": ["cast", "director"], "unread_words": ["Tom Hanks"]}),
+        ("a romantic film set in Paris", {"genres": ["Romance"], "unread": ["setting"], "unread_words": ["set in", "paris"]}),
+        # two genre words together: either, the first one preferred
+        ("a crime drama", {"genres": ["Crime", "Drama"], "prefer_genres": ["Crime"]}),
+    ],
+)
+def test_the_rules_read_a_wish_into_what_the_catalogue_can_say(toolbox: Toolbox, message: str, expected: dict) -> None:
+    assert RuleReader(toolbox).read(message).model_dump(exclude_defaults=True) == expected
+
+
+def test_i_already_saw_a_title_just_shown_is_never_a_text_query(toolbox: Toolbox) -> None:
+    conversation = Conversation(Scripted(toolbox, []), toolbox, config=ConversationConfig(intent="rules"))
+    first = conversation.turn("saw", "something like Toy Story but not animated", user_id=USER)
+    third = first.items[2]
+    second = conversation.turn("saw", f"I already saw {third.title}")
+    state = conversation.state("saw")
+    assert state is not None and third.id in state.rejected and state.constraints.query is None
+    assert state.constraints.like == ["1"] and third.id not in {i.id for i in second.items}
+    assert all("matches" not in i.reason for i in second.items)
+
+
+def test_words_with_no_catalogue_meaning_are_named_not_matched(toolbox: Toolbox) -> None:
+    result = Conversation(Scripted(toolbox, []), toolbox, config=ConversationConfig(intent="rules")).turn("t", "something with time travel")
+    assert result.unread == ["plot"] and "what a film is about" in result.reply and '"time travel"' in result.reply
+    assert result.items and all(i.tool == "top_items" for i in result.items)  # no history: the catalogue's best, not a word match
+
+
+def test_titles_an_llm_names_are_grounded_in_the_catalogue_and_filtered_by_the_wish(toolbox: Toolbox) -> None:
+    named = ["Forrest Gump (1994)", "The Invented Film (1999)", "Apollo 13", "Big (1988)"]
+    factory = Scripted(toolbox, [json.dumps({"titles": named})])
+    conversation = Conversation(factory, toolbox, config=ConversationConfig(knowledge="on"))
+    result = conversation.turn("hanks", "films with Tom Hanks from the 90s")  # no history: what was named leads
+    knowledge = result.knowledge
+    assert knowledge is not None and knowledge.asked == "Tom Hanks" and knowledge.named == named
+    # the invented one is not in the catalogue; Big (1988) is outside the years asked for
+    gump, apollo = (RuleReader(toolbox).title(t) for t in ("Forrest Gump", "Apollo 13"))
+    assert knowledge.kept == [gump, apollo] and len(knowledge.dropped) == 2
+    assert [i.id for i in result.items[:2]] == [gump, apollo]  # in the order named
+    assert all(i.reason == "named by the language model for your wish" for i in result.items[:2])
+    assert all(1990 <= (i.year or 0) <= 1999 for i in result.items)
+    assert "who is in a film" in result.reply and "named 4 titles" in result.reply
+
+
+def test_the_embedded_models_are_not_asked_for_titles_by_default(toolbox: Toolbox) -> None:
+    factory = Scripted(toolbox, [])  # any call would raise: auto asks only OpenAI-compatible backends
+    result = Conversation(factory, toolbox).turn("hanks", "films with Tom Hanks", user_id=USER)
+    assert result.knowledge is None and result.unread == ["cast"] and factory.llm.calls == []

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from agent.chat import Conversation, TurnResult
+from agent.chat.vocabulary import Vocabulary
 from agent.llm.base import LLMTimeout, NoLLM
 from agent.llm.embedded import load_embedded
 from agent.llm.scripted import ScriptedLLM
+from agent.prompts import DOMAINS, moods, synonyms
 from agent.runtime import agent_config, shared_agent_factory
 from agent.settings import AgentSettings
-from eval.conversation_sim import SimConfig, simulate, target_of
-from eval.sim_users import LLMUser, RuleUser, TitleGuard
+from eval.conversation_sim import SimConfig, SimDialogue, SimTurn, report, simulate, target_of
+from eval.sim_users import LLMUser, RuleUser, SimUserCounts, TitleGuard
 from tools.data.schema import Item
 from tools.toolbox import Toolbox, normalize
 
@@ -99,7 +101,7 @@ def test_the_llm_user_plays_through_the_simulation(toolbox: Toolbox) -> None:
         simulate(toolbox, _conversation(toolbox), config, None, progress=False)
 
 
-def test_clues_grow_turn_by_turn_and_the_title_comes_last(toolbox: Toolbox) -> None:
+def test_clues_grow_turn_by_turn_and_the_title_never_comes(toolbox: Toolbox) -> None:
     user, target, llm = _user(toolbox, ["Something with a bit of bite, please."] * 6)
     for turn in range(1, 6):
         user.message(turn, target, [])
@@ -108,8 +110,9 @@ def test_clues_grow_turn_by_turn_and_the_title_comes_last(toolbox: Toolbox) -> N
     decade = f"{target.year // 10 * 10}s"
     assert decade not in prompts[0] and "feels" in prompts[0]  # the first turn is vague: a mood
     assert all(decade in p for p in prompts[2:])
-    assert all(target.title not in p for p in prompts[:-1]) and target.title.split(",")[0] in prompts[-1]
-    assert len(set(prompts)) == 5
+    # leak-free: the simulated user is never told the title (the clues stop growing at the likeness)
+    assert all(target.title.split(",")[0].split("(")[0].strip() not in p for p in prompts)
+    assert len(set(prompts)) == 4 and prompts[-1] == prompts[-2]
 
 
 def test_a_draft_naming_the_target_is_regenerated(toolbox: Toolbox) -> None:
@@ -165,3 +168,30 @@ def test_the_real_model_describes_a_target_without_naming_it(toolbox: Toolbox) -
     assert all(m and not guard.leaks(m) for m in messages)
     assert user.counts.messages == 2 and user.counts.fallbacks == 0  # the model wrote both itself
     assert messages[0] != messages[1]
+
+
+def test_the_simulated_users_words_are_not_the_readers() -> None:
+    """The simulated user's first clue (prompts/<domain>/moods.txt) shares no word or phrase with
+    what the rule reader looks up (the genre synonyms and the wish vocabulary): else the
+    simulation would measure the reader decoding its own word list."""
+    for domain in DOMAINS:
+        genres = list(moods(domain))
+        vocabulary = Vocabulary.load(domain, genres)
+        synonyms_of = {tuple(normalize(w) for w in word.replace("-", " ").split()) for words in synonyms().values() for word in words}
+        for genre, words in moods(domain).items():
+            for phrase in words:
+                tokens = [normalize(w) for w in phrase.replace("-", " ").split()]
+                spans = {tuple(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
+                assert not vocabulary.find(tokens), f"{domain} {genre}: {phrase!r} is in the wish vocabulary"
+                assert not spans & synonyms_of, f"{domain} {genre}: {phrase!r} is a genre synonym"
+
+
+def test_a_dialogue_with_a_leaked_title_is_counted_and_left_out(toolbox: Toolbox) -> None:
+    def dialogue(user: str, hit: bool, redacted: int) -> SimDialogue:
+        turn = SimTurn(message="x", shown=["1"], hit=hit, seconds=0.1)
+        counts = SimUserCounts(messages=1, redacted=redacted)
+        return SimDialogue(user_id=user, target="1", target_title="t", hit_turn=1 if hit else None, turns=[turn], simulator=counts)
+
+    dialogues = [dialogue("a", True, 1), dialogue("b", False, 0), dialogue("c", True, 0)]
+    figures = report(dialogues, SimConfig(users=3, turns=1, user_sim="llm"), 1.0, toolbox)
+    assert figures["users"] == 2 and figures["hit@1"] == 0.5 and figures["simulator"]["leaked_dialogues_left_out"] == 1

@@ -16,12 +16,17 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
+from agent.chat import Conversation, ConversationConfig
 from agent.llm.base import ChatMessage
 from agent.llm.openai_compat import OpenAICompatLLM
 from agent.llm.parsing import parse_model
+from agent.recommend import Agent
 from agent.settings import AgentSettings
+from agent.state import AgentConfig
+from tools.toolbox import Toolbox
 
 pytestmark = pytest.mark.llm
+pytest_plugins = ["fixtures_tools"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_S = 90.0
@@ -155,3 +160,17 @@ def test_option_scoring_through_logprobs(llm: OpenAICompatLLM) -> None:
     # The model answers with an option number, not with something else.
     assert all(o.label_mass > 0.5 for o in scores.orderings)
     assert all(o.prompt_tokens > 30 for o in scores.orderings)
+
+
+def test_a_wish_about_a_cast_asks_the_server_for_titles_and_keeps_only_catalogue_ones(llm: OpenAICompatLLM, toolbox: Toolbox) -> None:
+    """The knowledge path end to end: an OpenAI-compatible backend is asked by default (auto);
+    whatever it names, only catalogue titles that fit the wish reach the list, and the turn
+    records what it named and what was kept."""
+    agent = Agent(llm, toolbox, AgentConfig(k=5, max_rounds=0))
+    result = Conversation(lambda: agent, toolbox, config=ConversationConfig(intent="rules")).turn("k", "films with Tom Hanks")
+    knowledge = result.knowledge
+    assert knowledge is not None and knowledge.asked == "Tom Hanks" and knowledge.error is None
+    assert set(knowledge.kept) <= set(toolbox.dataset.item_index) and len(knowledge.kept) + len(knowledge.dropped) == len(knowledge.named)
+    assert len(result.items) == 5 and "who is in a film" in result.reply
+    listed = [i for i in result.items if i.id in knowledge.kept]
+    assert all(i.reason == "named by the language model for your wish" for i in listed)

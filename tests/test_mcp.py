@@ -63,6 +63,14 @@ def test_calls_and_typed_errors(server) -> None:
             assert not rec.is_error and len(items) == 4
             assert all("Drama" not in i["attributes"]["genre"] and i["reason"] and i["id"] != "99999" for i in items)
 
+            cold = await client.call_tool("recommend", {"request": "the best comedies from the 80s, with Tom Hanks", "k": 3})
+            answer = json.loads(cold.content[0].text)  # a wish alone: read as the chat reads it, the catalogue's best under it
+            assert not cold.is_error and len(answer["items"]) == 3 and answer["unread"] == ["cast"]
+            assert all(
+                "Comedy" in i["attributes"]["genre"] and 1980 <= i["year"] <= 1989 and i["reason"].startswith("among the best-rated")
+                for i in answer["items"]
+            )
+
             nobody = await client.call_tool("recommend", {"user_id": "no-such-user"})
             assert nobody.is_error and "unknown user" in nobody.content[0].text
             both = await client.call_tool("recommend", {"user_id": "1", "history": ["1"]})

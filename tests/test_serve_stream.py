@@ -83,18 +83,21 @@ def test_removing_a_chip_changes_the_next_turn(client: TestClient) -> None:
     assert client.post("/v1/sessions/stream-2/preferences/remove", json={"kind": "actor"}).status_code == 422
 
 
-def test_a_turn_that_cannot_recommend_says_why_in_the_stream(client: TestClient) -> None:
-    events = turn(client, "stream-3", "hello")  # a cold start with no titles: the reply asks for some
-    assert [n for n, _ in events if n == "item"] == [] and events[-1][0] == "done"
+def test_a_cold_start_streams_a_list_and_asks_for_titles_and_an_unknown_user_is_refused(client: TestClient) -> None:
+    events = turn(client, "stream-3", "hello")  # no history, no titles: the catalogue's best at once, and an invitation
+    assert len([n for n, _ in events if n == "item"]) > 0 and events[-1][0] == "done"
     assert "titles you like" in " ".join(d["text"] for n, d in events if n == "text")
     unknown = client.post("/v1/chat/stream", json={"session_id": "stream-4", "message": "hi", "user_id": "no-such-user"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_user"
 
 
 def test_chips_and_removals_of_every_kind() -> None:
-    c = SessionConstraints(genres=["Drama"], exclude_genres=["Horror"], year_from=1990, query="heist", like=["50"])
+    c = SessionConstraints(
+        genres=["Drama"], exclude_genres=["Horror"], prefer_genres=["Crime"], quality=True, year_from=1990, query="heist", like=["50"]
+    )
     shown = chips(c, lambda item: f"item {item}")
-    assert [chip.label for chip in shown] == ["Drama", "no Horror", "from 1990", '"heist"', "more like item 50"]
+    labels = ["Drama", "no Horror", "preferably Crime", "the best-rated first", "from 1990", '"heist"', "more like item 50"]
+    assert [chip.label for chip in shown] == labels
     for chip in shown:
         left = removed(c, chip.removal)
         assert chip.label not in [other.label for other in chips(left, lambda item: f"item {item}")]

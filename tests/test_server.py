@@ -112,6 +112,15 @@ def test_sdk_chat_completion(sdk: openai.OpenAI, toolbox: Toolbox) -> None:
     assert not {i["id"] for i in items} & {i["id"] for i in turn["items"]}
 
 
+def test_a_wish_with_no_history_is_answered_at_once(sdk: openai.OpenAI) -> None:
+    reply = sdk.chat.completions.create(
+        model="toolrec", messages=[{"role": "user", "content": "a feel-good comedy from the 80s"}], user="w0"
+    )
+    turn = reply.model_extra["toolrec"]
+    assert len(turn["items"]) == 5 and all("Comedy" in i["genres"] and 1980 <= i["year"] <= 1989 for i in turn["items"])
+    assert "titles you like" in (reply.choices[0].message.content or "") and turn["said"][-1].startswith("Tell me a few titles")
+
+
 def test_sdk_streaming(sdk: openai.OpenAI) -> None:
     stream = sdk.chat.completions.create(
         model="toolrec", messages=[{"role": "user", "content": "I like Alien"}], user="sdk-stream", stream=True
@@ -259,7 +268,8 @@ def test_timeouts_answer_504(toolbox: Toolbox) -> None:
     slow = Agent(SlowLLM(), toolbox, AgentConfig(k=3, max_rounds=0))
     with TestClient(create_app(ServerSettings(request_timeout_s=0.1), lambda: slow)) as test:
         response = test.post(
-            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "I like Heat, anything with Al Pacino"}], "user": "t"}
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "I like Heat, something that keeps me guessing"}], "user": "t"},
         )
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
 

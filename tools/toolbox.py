@@ -506,15 +506,13 @@ class Toolbox:
         overlap: np.ndarray = (shared / np.maximum(union, 1.0)).mean(axis=1)
         return overlap
 
-    def shares_genre(self, item_id: str, others: Sequence[str]) -> bool:
-        """Whether the item has a value of the primary attribute (a genre) that one of `others`
-        has: what "more like X" claims of it. True where the catalogue has no such attribute."""
-        primary = self.primary_attribute
-        if primary is None:
-            return True
-        index = self.dataset.item_index
-        own = set(self.dataset.item(index[item_id]).attributes.get(primary, []))
-        return any(own & set(self.dataset.item(index[o]).attributes.get(primary, [])) for o in others if o in index)
+    def genres_of(self, item_id: str) -> set[str] | None:
+        """The item's values of the primary attribute (its genres); None where the catalogue has
+        no such attribute or no such item."""
+        dense = self.dataset.item_index.get(item_id)
+        if self.primary_attribute is None or dense is None:
+            return None
+        return set(self.dataset.item(dense).attributes.get(self.primary_attribute, []))
 
     # --- results --------------------------------------------------------------------------
 

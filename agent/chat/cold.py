@@ -39,8 +39,9 @@ def cold_recommendation(toolbox: Toolbox, request: RecommendRequest, calls: list
             )
         )
         if isinstance(result.output, ItemsOutput):
-            pool = pool.add(result.output.items, "asked")
-            order += [item.id for item in result.output.items if item.id not in order]
+            found = [item for item in result.output.items if item.id not in request.exclude]  # rank takes no exclusions
+            pool = pool.add(found, "asked")
+            order += [item.id for item in found if item.id not in order]
     chosen = order[:k]
     scores = {item_id: 1.0 - n / max(len(chosen), 1) for n, item_id in enumerate(chosen)}
     return Recommendation(

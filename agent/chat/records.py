@@ -18,7 +18,9 @@ __all__ = [
     "ConversationConfig",
     "ConversationError",
     "ConversationState",
+    "Knowledge",
     "MessageReading",
+    "NamedTitles",
     "RuleReading",
     "SessionConflict",
     "SessionConstraints",
@@ -47,6 +49,7 @@ class SessionConstraints(BaseModel):
     query: str | None = Field(None, description="The standing free-text wish")
     like: list[str] = Field(default_factory=list, description="Item ids to find more like")
     prefer_genres: list[str] = Field(default_factory=list, description="Preferred (a mood, an audience): items with them lead")
+    named: list[str] = Field(default_factory=list, description="Item ids an LLM named for the wish, found in the catalogue: they lead")
     quality: bool = Field(False, description="The best-rated lead (the catalogue's own ratings)")
 
     def filters(self) -> Filters | None:
@@ -71,6 +74,23 @@ class SessionConstraints(BaseModel):
         if self.like:
             parts.append("more like " + ", ".join(title(i) if title else i for i in self.like))
         return "; ".join(parts)
+
+
+class Knowledge(BaseModel):
+    """What an LLM named for a wish the catalogue cannot read (a cast, a plot) and what of it held:
+    each title looked up in the catalogue and kept only if it is there and fits the rest of the wish."""
+
+    asked: str = Field(description="The wish's unreadable words the LLM was asked about")
+    named: list[str] = Field(default_factory=list, description="The titles it named, as it wrote them")
+    kept: list[str] = Field(default_factory=list, description="Item ids found for them that fit the wish")
+    dropped: list[str] = Field(default_factory=list, description="Why each other title was left out")
+    error: str | None = None
+
+
+class NamedTitles(BaseModel):
+    """The LLM's reply when asked to name titles for a wish."""
+
+    titles: list[str] = Field(default_factory=list, max_length=12)
 
 
 class ShownItem(BaseModel):
@@ -163,6 +183,8 @@ class Turn(BaseModel):
     items: list[ShownItem] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list, description="The tool calls the agent made")
     reply: str = ""
+    said: list[str] = Field(default_factory=list, description="The reply's words around its list (understood, not usable, an invitation)")
+    knowledge: Knowledge | None = None
     error: str | None = None
 
 
@@ -190,6 +212,8 @@ class TurnResult(BaseModel):
     items: list[ShownItem]
     constraints: SessionConstraints
     notes: list[str] = Field(default_factory=list)
+    said: list[str] = Field(default_factory=list, description="The reply's words around its list, for a client that shows the list itself")
+    knowledge: Knowledge | None = Field(None, description="What an LLM named for the wish and what of it the catalogue has")
     unread: list[UnreadKind] = Field(
         default_factory=list, description="Parts of the message the catalogue cannot express, named in the reply"
     )
@@ -213,6 +237,12 @@ class ConversationConfig(BaseModel):
         description="How the agent weighs its intent menu in a turn: prior (the learned prior, no LLM call; uniform without one), "
         "uniform, llm (a second LLM call a turn); None: as the agent is configured",
     )
+    knowledge: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Ask the LLM to name titles for what the catalogue cannot read (a cast, a plot), each looked up and kept only "
+        "if it fits the wish: on, off, or auto (on for backends where it was measured to help: OpenAI-compatible ones)",
+    )
+    knowledge_max_tokens: int = Field(128, description="The LLM's list of titles")
     similar_space: str = Field(
         "blend", description='Space for "more like": blend (content, genres and audience), model (watched by the same people) or text'
     )

@@ -91,7 +91,7 @@ STOPWORDS = set(
     can could should will just really very also maybe now again instead other another kind sort type good great
     what which who how why get got let lets need maybe today tonight next evening night weekend mood feel
     feeling ideas idea options suggestions choose fine sure cool nice thing things stuff bit little lot
-    flick flicks together watched both enjoy we're were having have has made that's it's i'm let's kinda""".split()
+    flick flicks together watched both enjoy too so very story we're were having have has made that's it's i'm let's kinda""".split()
 )
 _CLAUSE = re.compile(r"[,.;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")
 _CLAUSE_BUT_DOTS = re.compile(r"[,;!?]|\bbut\b|\bhowever\b|\bthough\b|\balthough\b|\bwhile\b")

@@ -42,6 +42,7 @@ from agent.chat.records import (
     ConversationConfig,
     ConversationError,
     ConversationState,
+    Knowledge,
     SessionConflict,
     SessionConstraints,
     ShownItem,
@@ -71,11 +72,12 @@ class TurnState(TypedDict, total=False):
     parsed_by: str
     notes: list[str]
     set_aside: list[str]  # sentences of the message read as instructions to the system: not followed
+    knowledge: Knowledge | None  # what an LLM named for the wish, and what of it the catalogue has
     result: TurnResult
 
 
 # The records a checkpoint holds, allowed back by the session store's deserialiser.
-STORED = (ConversationState, SessionConstraints, TurnIntent, TurnResult, Turn, ShownItem)
+STORED = (ConversationState, SessionConstraints, TurnIntent, TurnResult, Turn, ShownItem, Knowledge)
 
 
 def session_store(connection: sqlite3.Connection) -> SqliteSaver:
@@ -231,8 +233,13 @@ class Conversation:
         if session.user_id is None and not session.turns and state.get("user_id"):
             session.user_id = state["user_id"]
         before = session.constraints.model_copy(deep=True)
-        intent, parsed_by, reading = self.steering.read(state["message"], session, agent_of(config))
+        agent = agent_of(config)
+        intent, parsed_by, reading = self.steering.read(state["message"], session, agent)
         notes = self.steering.apply(session, intent)
+        knowledge = self.steering.knowledge(intent, session, agent)
+        if knowledge is not None and knowledge.kept:
+            session.constraints.named = knowledge.kept
+            notes.append(f'the language model named {len(knowledge.named)} titles for "{knowledge.asked}"; {len(knowledge.kept)} fit')
         return {
             "session": session,
             "before": before,
@@ -240,6 +247,7 @@ class Conversation:
             "parsed_by": parsed_by,
             "notes": notes,
             "set_aside": reading.set_aside,
+            "knowledge": knowledge,
         }
 
     def _respond(self, state: TurnState, config: RunnableConfig) -> dict[str, Any]:
@@ -253,6 +261,7 @@ class Conversation:
             parsed_by=state.get("parsed_by", "rules"),
             notes=notes,
             set_aside=state.get("set_aside", []),
+            knowledge=state.get("knowledge"),
         )
         agent = agent_of(config)
         self._keep(session_id, None)
@@ -278,7 +287,8 @@ class Conversation:
                 for e in recommendation.trace
                 if e.kind == "tool" and e.tool not in ("user_profile", "rank")
             ]
-            turn.reply = self.format(session, turn) + (f"\n{self.say('cold')}" if cold else "")
+            turn.reply = self.format(session, turn, cold)
+            turn.said = [*self.said(turn), *([self.say("cold")] if cold else [])]
             session.shown = list(dict.fromkeys([*session.shown, *(i.id for i in turn.items)]))
             session.last = turn.items
             if not turn.items:
@@ -291,6 +301,8 @@ class Conversation:
             items=turn.items,
             constraints=session.constraints,
             notes=notes,
+            said=turn.said,
+            knowledge=turn.knowledge,
             unread=intent.unread,
             parsed_by=turn.parsed_by,
             error=turn.error,
@@ -319,9 +331,20 @@ class Conversation:
     def say(self, name: str, **values: object) -> str:
         return phrase(self.domain, name, book="chat", **values)
 
-    def format(self, session: ConversationState, turn: Turn) -> str:
+    def format(self, session: ConversationState, turn: Turn, cold: bool = False) -> str:
         """What was understood (and by whom), what the catalogue cannot say, what was left out,
-        then the list under the standing preferences."""
+        then the list under the standing preferences (and, with no history yet, an invitation)."""
+        lines = self.said(turn)
+        if not turn.items:
+            return "\n".join([*lines, self.say("nothing_new")])
+        wish = session.constraints.describe(self.title)
+        lines.append(self.say("found", wish=wish) if wish else self.say("found_plain"))
+        for n, item in enumerate(turn.items, start=1):
+            lines.append(f"{n}. {item_line(item.title, item.year, item.genres)}: {item.reason}")
+        return "\n".join([*lines, *([self.say("cold")] if cold else [])])
+
+    def said(self, turn: Turn) -> list[str]:
+        """The reply's words before its list: what was understood, what could not be used."""
         lines = []
         if turn.notes:
             lines.append(
@@ -336,13 +359,7 @@ class Conversation:
             lines.append(self.say("unreadable", what=what, words=words) if kinds else self.say("unusable", words=words))
         if turn.set_aside:
             lines.append(self.say("set_aside"))
-        if not turn.items:
-            return "\n".join([*lines, self.say("nothing_new")])
-        wish = session.constraints.describe(self.title)
-        lines.append(self.say("found", wish=wish) if wish else self.say("found_plain"))
-        for n, item in enumerate(turn.items, start=1):
-            lines.append(f"{n}. {item_line(item.title, item.year, item.genres)}: {item.reason}")
-        return "\n".join(lines)
+        return lines
 
 
 def call_text(tool: str, arguments: dict[str, Any]) -> str:

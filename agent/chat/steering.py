@@ -7,9 +7,19 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from agent.chat.records import ConversationConfig, ConversationState, MessageReading, RuleReading, SessionConstraints, ShownItem, TurnIntent
+from agent.chat.records import (
+    ConversationConfig,
+    ConversationState,
+    Knowledge,
+    MessageReading,
+    NamedTitles,
+    RuleReading,
+    SessionConstraints,
+    ShownItem,
+    TurnIntent,
+)
 from agent.chat.rules import RuleReader
-from agent.llm.base import ChatMessage, LLMError, uses_llm
+from agent.llm.base import LLM, ChatMessage, LLMError, uses_llm
 from agent.llm.parsing import ask_structured
 from agent.prompts import intent_examples, render
 from agent.recommend import Agent
@@ -138,6 +148,69 @@ class Steering:
             query=query,
         )
 
+    # --- knowledge from the LLM --------------------------------------------------------------
+
+    def knows(self, llm: LLM) -> bool:
+        """Whether to ask this LLM to name titles (`ConversationConfig.knowledge`): auto asks an
+        OpenAI-compatible backend, not the embedded models, whose titles were measured wrong
+        more often than right on the wish benchmark (docs/conversation.md)."""
+        mode = self.config.knowledge
+        return uses_llm(llm) and (mode == "on" or (mode == "auto" and llm.name.startswith("openai:")))
+
+    def knowledge(self, intent: TurnIntent, session: ConversationState, agent: Agent) -> Knowledge | None:
+        """For a wish about people, plots or themes, the titles the LLM names, each looked up in
+        the catalogue (title and year, fuzzy) and kept only if it is there, fits the standing
+        constraints and was not rejected. None where it is not asked."""
+        wanted = [w for w in intent.unread_words if w] if {"cast", "director", "plot"} & set(intent.unread) else []
+        if not wanted or not self.knows(agent.llm):
+            return None
+        asked = "; ".join(wanted)
+        prompt = render(agent.planner.domain, "knowledge", wish=asked)
+        schema = {
+            "type": "object",
+            "properties": {"titles": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 8}},
+            "required": ["titles"],
+            "additionalProperties": False,
+        }
+        try:
+            reply = ask_structured(
+                agent.llm,
+                [ChatMessage(role="user", content=prompt)],
+                NamedTitles,
+                retries=0,
+                max_tokens=self.config.knowledge_max_tokens,
+                temperature=0.0,
+                timeout=self.config.intent_timeout_s,
+                json_schema=schema,
+            )
+        except LLMError as exc:
+            return Knowledge(asked=asked, error=f"{type(exc).__name__}: {exc}")
+        if reply.value is None:
+            return Knowledge(asked=asked, error="no usable list of titles")
+        return self._grounded(asked, [t for t in reply.value.titles if isinstance(t, str)], session)
+
+    def _grounded(self, asked: str, named: list[str], session: ConversationState) -> Knowledge:
+        c, out = session.constraints, Knowledge(asked=asked, named=named)
+        primary = self.toolbox.primary_attribute or ""
+        history = [int(d) for d in self.toolbox.user_history(session.user_id)] if session.user_id is not None else []
+        seen = {*session.rejected, *session.liked, *(self.toolbox.dataset.item(d).id for d in history)}
+        for title in named:
+            found = self.rules.title(title)
+            if found is None:
+                out.dropped.append(f"{title}: not in the catalogue")
+                continue
+            item = self.toolbox.dataset.item(self.toolbox.dataset.item_index[found])
+            genres = set(item.attributes.get(primary, []))
+            if found in seen or found in out.kept:
+                out.dropped.append(f"{title}: seen, rejected or named already")
+            elif (c.genres and not genres & set(c.genres)) or genres & set(c.exclude_genres):
+                out.dropped.append(f"{title}: not of the genres asked for")
+            elif item.year is not None and not (c.year_from or item.year) <= item.year <= (c.year_to or item.year):
+                out.dropped.append(f"{title}: outside the years asked for")
+            else:
+                out.kept.append(found)
+        return out
+
     # --- applying it -----------------------------------------------------------------------
 
     def apply(self, session: ConversationState, intent: TurnIntent) -> list[str]:
@@ -251,6 +324,7 @@ class Steering:
                 c.prefer_genres = []
             if c.quality and not intent.quality:
                 c.quality = False
+            c.named = []  # a new wish: what an LLM named for the last one no longer leads
         if intent.query:
             c.query = intent.query
             notes.append(f'"{intent.query}"')
@@ -262,7 +336,7 @@ class Steering:
         genres; else the best-rated under the wish ("the best"); else the preferred genres in
         the person's own order; and the words, where the items have text to match."""
         prefer = {"genres": c.prefer_genres} if c.prefer_genres else {}
-        probes = []
+        probes = [PlannedCall(name="rank", arguments={"candidates": c.named, "by": "popularity"})] if c.named else []
         if c.like:
             probes.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space, **prefer}))
         elif c.quality:
@@ -279,7 +353,7 @@ class Steering:
         so the list is full."""
         by = "quality" if c.quality else "both"
         prefer = {"genres": c.prefer_genres} if c.prefer_genres else {}
-        calls = []
+        calls = [PlannedCall(name="rank", arguments={"candidates": c.named, "by": "popularity"})] if c.named else []
         if c.like:
             calls.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space, **prefer}))
         if c.query:

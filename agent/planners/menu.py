@@ -67,7 +67,8 @@ class MenuPlanner(Planner):
         for intent in draft_menu(state["profile"], self.toolbox, self.config.tools, self.domain):
             arguments = self.probe_arguments(intent.tool, intent.arguments, request)
             key = call_key(intent.tool, arguments)
-            if key in sent or not still_true(intent.arguments, arguments):
+            claimed = {**intent.arguments, **({"genres": intent.genres} if intent.genres else {})}
+            if key in sent or not still_true(claimed, arguments):
                 continue
             sent.add(key)
             result, event = self.tool("menu", intent.tool, arguments)
@@ -158,5 +159,7 @@ class MenuPlanner(Planner):
         top = max(weights, default=0.0)
         for entry, probability in zip(state["menu"], weights, strict=True):
             weight = probability / top if top > 0 else 1.0
-            pool = pool.add(entry.items, "probe", intent=entry.intent.text, kind=entry.intent.kind, weight=weight)
+            pool = pool.add(
+                entry.items, "probe", intent=entry.intent.text, kind=entry.intent.kind, weight=weight, genres=entry.intent.genres
+            )
         return {"pool": pool, "round": 1}

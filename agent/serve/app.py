@@ -392,7 +392,7 @@ def create_app(
                 yield event("error", error_body("internal error; the server keeps serving", "server_error", "internal_error"))
                 return
             # the reply's words, then its list item by item; a turn without items says why in its reply
-            text = result.reply if not result.items else ("Understood: " + "; ".join(result.notes) + ".") if result.notes else ""
+            text = result.reply if not result.items else "\n".join(result.said)
             if text:
                 yield event("text", {"text": text})
             for item in result.items:

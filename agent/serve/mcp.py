@@ -15,6 +15,7 @@ top-k list with a reason per item.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -24,10 +25,13 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.chat import Conversation, ConversationError, ConversationState, SessionConstraints
 from agent.recommend import AgentFactory
 from agent.request import RecommendError, RecommendRequest
+from agent.state import Recommendation
 from tools.constraints import Filters
 from tools.registry import TOOLS, call_tool, input_schema, openai_tools
+from tools.schemas import UnknownValue
 from tools.toolbox import Toolbox
 
 
@@ -59,8 +63,10 @@ class RecommendInput(BaseModel):
 
     @model_validator(mode="after")
     def _one_subject(self) -> RecommendInput:
-        if (self.user_id is None) == (self.history is None):
-            raise ValueError("give exactly one of user_id and history")
+        if self.user_id is not None and self.history is not None:
+            raise ValueError("give exactly one of user_id and history (or neither, with a request: the catalogue's best under it)")
+        if self.user_id is None and self.history is None and not self.request:
+            raise ValueError("give exactly one of user_id and history, or a request alone")
         return self
 
 
@@ -89,12 +95,43 @@ def registry_tool(toolbox: Toolbox, name: str, schema: dict[str, Any]) -> Tool:
     )
 
 
-def recommend_tool(agent_factory: AgentFactory) -> Tool:
+def wish(toolbox: Toolbox, agent_factory: AgentFactory, args: RecommendInput) -> dict[str, Any]:
+    """A request in words, read as the conversation reads a first message (moods, years, titles,
+    what the catalogue cannot say), in a session of its own that starts from the given user,
+    history, exclusions and constraints; with no history, the catalogue's best under the wish."""
+    liked = [toolbox.dataset.item(int(d)).id for d in toolbox.resolve_items(args.history, "history")] if args.history else []
+    conversation = Conversation(lambda: agent_factory().with_k(args.k), toolbox)
+    session = f"mcp-{uuid.uuid4().hex}"
+
+    def start(state: ConversationState) -> None:
+        state.user_id, state.liked, state.rejected = args.user_id, liked, list(args.exclude)
+        state.constraints = SessionConstraints(
+            genres=args.genres or [], exclude_genres=args.exclude_genres or [], year_from=args.year_from, year_to=args.year_to
+        )
+
+    conversation.update(session, start)
+    result = conversation.turn(session, args.request or "", user_id=args.user_id)
+    rec = conversation.last_recommendation(session)
+    return {"items": items_of(rec) if rec else [], "said": result.said, "unread": result.unread, "error": result.error}
+
+
+def items_of(rec: Recommendation) -> list[dict[str, Any]]:
+    return [
+        {"id": i.id, "title": i.title, "year": i.year, "attributes": i.attributes, "score": i.score, "reason": i.reason} for i in rec.items
+    ]
+
+
+def recommend_tool(toolbox: Toolbox, agent_factory: AgentFactory) -> Tool:
     def run(**arguments: Any) -> str:
         try:
             args = RecommendInput.model_validate(arguments)
         except ValueError as exc:
             raise _error(json.dumps({"error": {"code": "invalid_arguments", "message": str(exc)}})) from exc
+        if args.request:
+            try:
+                return json.dumps(wish(toolbox, agent_factory, args), ensure_ascii=False)
+            except (ConversationError, UnknownValue) as exc:
+                raise _error(json.dumps({"error": {"code": "cannot_recommend", "message": str(exc)}})) from exc
         agent = agent_factory().with_k(args.k)
         constraints = Filters(genres=args.genres, exclude_genres=args.exclude_genres, year_from=args.year_from, year_to=args.year_to)
         request = RecommendRequest(
@@ -108,18 +145,18 @@ def recommend_tool(agent_factory: AgentFactory) -> Tool:
             rec = agent.recommend(request)
         except RecommendError as exc:
             raise _error(json.dumps({"error": {"code": "cannot_recommend", "message": str(exc)}})) from exc
-        items = [
-            {"id": i.id, "title": i.title, "year": i.year, "attributes": i.attributes, "score": i.score, "reason": i.reason}
-            for i in rec.items
-        ]
-        return json.dumps({"items": items, "backfilled": rec.backfilled, "rounds": rec.rounds, "seconds": rec.seconds}, ensure_ascii=False)
+        return json.dumps(
+            {"items": items_of(rec), "backfilled": rec.backfilled, "rounds": rec.rounds, "seconds": rec.seconds}, ensure_ascii=False
+        )
 
     return Tool(
         fn=run,
         name="recommend",
         title="recommend",
         description="Recommend k items for a user (user_id, or history: items they liked) with the tool-using agent: "
-        "a surrogate-user LLM probes retrieval tools under the given constraints; every item comes from a tool and has a reason.",
+        "a surrogate-user LLM probes retrieval tools under the given constraints; every item comes from a tool and has a reason. "
+        "A request in words is read as the chat reads it (moods, years, titles named, what the catalogue cannot say, in `said`); "
+        "with a request alone, the catalogue's best under it.",
         parameters=input_schema(RecommendInput),
         fn_metadata=FuncMetadata(arg_model=_RawArguments),
         is_async=False,
@@ -130,7 +167,7 @@ def recommend_tool(agent_factory: AgentFactory) -> Tool:
 def build_mcp_server(toolbox: Toolbox, agent_factory: AgentFactory, *, name: str = "toolrec") -> MCPServer:
     schemas = {spec["function"]["name"]: spec["function"]["parameters"] for spec in openai_tools(toolbox)}
     tools = [registry_tool(toolbox, tool, schemas[tool]) for tool in TOOLS]
-    tools.append(recommend_tool(agent_factory))
+    tools.append(recommend_tool(toolbox, agent_factory))
     return MCPServer(
         name=name,
         instructions=f"Recommender over {toolbox.dataset.name} ({toolbox.num_items} items). Use `recommend` for a finished list; "

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from agent.chat import SessionConstraints
 from agent.pool import constraint_text
 
-RemovalKind = Literal["genre", "exclude_genre", "years", "query", "like"]
+RemovalKind = Literal["genre", "exclude_genre", "prefer_genre", "years", "quality", "query", "like"]
 
 
 class Removal(BaseModel):
@@ -50,6 +50,9 @@ def chips(constraints: SessionConstraints, title: Callable[[str], str]) -> list[
         Chip(label=constraint_text({"exclude_genres": [genre]}), removal=Removal(kind="exclude_genre", value=genre))
         for genre in constraints.exclude_genres
     ]
+    out += [Chip(label=f"preferably {genre}", removal=Removal(kind="prefer_genre", value=genre)) for genre in constraints.prefer_genres]
+    if constraints.quality:
+        out.append(Chip(label="the best-rated first", removal=Removal(kind="quality")))
     if constraints.year_from is not None or constraints.year_to is not None:
         years = constraint_text({"year_from": constraints.year_from, "year_to": constraints.year_to})
         out.append(Chip(label=years, removal=Removal(kind="years")))
@@ -62,7 +65,9 @@ def chips(constraints: SessionConstraints, title: Callable[[str], str]) -> list[
 def removed(constraints: SessionConstraints, removal: Removal) -> SessionConstraints:
     """The constraints without the one named; NotAPreference when the session does not hold it."""
     c = constraints.model_copy(deep=True)
-    held: list[str] | None = {"genre": c.genres, "exclude_genre": c.exclude_genres, "like": c.like}.get(removal.kind)
+    held: list[str] | None = {"genre": c.genres, "exclude_genre": c.exclude_genres, "prefer_genre": c.prefer_genres, "like": c.like}.get(
+        removal.kind
+    )
     if held is not None:
         if removal.value not in held:
             raise NotAPreference(f"no {removal.kind} {removal.value!r} in this session's preferences")
@@ -71,6 +76,10 @@ def removed(constraints: SessionConstraints, removal: Removal) -> SessionConstra
         if c.year_from is None and c.year_to is None:
             raise NotAPreference("this session has no year range")
         c.year_from = c.year_to = None
+    elif removal.kind == "quality":
+        if not c.quality:
+            raise NotAPreference("this session does not ask for the best-rated first")
+        c.quality = False
     else:
         if not c.query:
             raise NotAPreference("this session has no free-text wish")
