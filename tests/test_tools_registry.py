@@ -23,6 +23,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "retrieve": {"user_id": "196", "k": 5, "genres": ["Sci-Fi"], "year_from": 1980, "query": "space battles"},
     "semantic_search": {"query": "a funny film about a dog", "k": 5, "exclude_genres": ["Horror"]},
     "similar_items": {"items": ["50"], "k": 5, "space": "model"},
+    "top_items": {"k": 5, "by": "quality", "genres": ["Comedy"], "year_from": 1980, "year_to": 1989},
     "rank": {"candidates": ["50", "172", "181", "1"], "by": "model", "user_id": "196"},
     "lookup": {"title": "star wars"},
     "item_info": {"ids": ["50", "1"]},

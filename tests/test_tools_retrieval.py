@@ -235,3 +235,18 @@ def test_no_match_names_the_constraint_that_emptied_the_set(toolbox: Toolbox) ->
     error = caught.value.error
     assert error.code == "no_match" and error.field in {"exclude_genres", "year_from", "year_to"}
     assert "after genres" in error.message
+
+
+def test_top_items_orders_what_the_constraints_admit_by_the_catalogues_own_ratings(toolbox: Toolbox) -> None:
+    best = call_tool(toolbox, "top_items", {"k": 10, "by": "quality", "genres": ["Comedy"], "year_from": 1980, "year_to": 1989})
+    items = best.output.items
+    quality = [item.scores["quality"] for item in items]
+    assert quality == sorted(quality, reverse=True) and all(
+        1980 <= item.year <= 1989 and "Comedy" in item.attributes["genre"] for item in items
+    )
+    # shrunk: an item rated by a handful of people cannot outrank a well-loved one on a few 5s
+    counts = toolbox.popularity[[toolbox.dataset.item_index[item.id] for item in items]]
+    assert counts.min() >= 5
+    seen = call_tool(toolbox, "top_items", {"k": 10, "user_id": "1"})
+    history = {toolbox.dataset.item(int(d)).id for d in toolbox.user_history("1")}
+    assert not history & {item.id for item in seen.output.items}  # a given user's history is left out

