@@ -73,7 +73,7 @@ def sampled_loss(kind: str, hidden: torch.Tensor, vectors: torch.Tensor, targets
 
     "ce" is the full softmax over every item (the strong setting); "sce" the softmax over each
     target and one set of distinct uniform negatives shared by the batch (a fraction of the
-    catalogue scored: the CPU lever of issue 11); "bce" and "bpr" sample uniform negatives per
+    catalogue scored: the CPU lever of docs/benchmarks.md); "bce" and "bpr" sample uniform negatives per
     positive, as the original SASRec and ToolRec's backbone did.
     """
     if kind == "ce":

@@ -4,7 +4,7 @@ glibc serves every block over its mmap threshold (at most 32 MB) with a fresh mm
 it on free, so each training step first-touches its large buffers again (the softmax's
 [positions x items] logit gradient alone is about 50 MB on ML-1M): thousands of page faults a
 step. With mmap off and trimming off, the heap grows once to a step's peak and is reused.
-Measured on a 2-core AVX2 machine: one SASRec step 0.24 -> 0.195 s (README, issue 11).
+Measured on a 2-core AVX2 machine: one SASRec step 0.24 -> 0.195 s (docs/benchmarks.md).
 """
 
 from __future__ import annotations

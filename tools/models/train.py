@@ -149,7 +149,7 @@ def _batch_order(lengths: np.ndarray, config: TrainConfig, rng: np.random.Genera
     """Row indices of each batch of one epoch: a shuffled epoch cut into pools of `bucket`
     batches, each pool sorted by length before it is cut into batches, so a batch pads to a
     length close to its rows' own. Small pools keep batches mixed: sorting whole epochs (64
-    batches a pool) made every batch one length band and cost quality per epoch (README)."""
+    batches a pool) made every batch one length band and cost quality per epoch (docs/benchmarks.md)."""
     order = rng.permutation(len(lengths))
     size = config.batch_size
     if config.bucket > 1:

@@ -8,7 +8,7 @@ It is an ensemble member, not a rival: alone it is weaker than SASRec (validatio
 0.154 vs 0.192 on ML-1M), but it keeps exact "after X came Y" counts, which the sequence models
 do not. Added at half weight to the four-variant fusion over the whole catalogue it gained
 +0.0069 ± 0.0028 NDCG@10 on all 6,040 ML-1M validation users; a first-order chain (one gap,
-last item only) at best +0.0020 ± 0.0035 (README, issue 10). Fitting takes seconds.
+last item only) at best +0.0020 ± 0.0035 (docs/evaluation.md). Fitting takes seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from tools.data.sequences import SequenceDataset
 from tools.models.base import Counted, ModelConfig
 
-# chosen on ML-1M validation users (README, issue 10)
+# chosen on ML-1M validation users (docs/evaluation.md)
 GAPS, GAP_DECAY = 3, 0.5
 RECENT, RECENT_DECAY = 3, 0.5
 FLOOR = 1e-4  # the log's floor: a never-seen transition
