@@ -1,7 +1,7 @@
 """The message reading with the real embedded model (Qwen2.5-Coder-0.5B through llama.cpp) on
-real ML-100K: twenty written messages, each with a wish the rules cannot read in full (an actor,
-a place, a theme, a mood), land in the right typed fields in at least the share measured with
-margin; injected instructions change nothing but the text query. Needs the GGUF (`toolrec models
+real ML-100K: twenty written messages, each with a wish the catalogue cannot express in full (an
+actor, a place, a theme), land in the right typed fields, the unexpressible part named, in at
+least the share measured with margin; injected instructions change nothing but the text query. Needs the GGUF (`toolrec models
 get`); skipped when it is absent."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from tools.toolbox import Toolbox
 pytest_plugins = ["fixtures_tools"]
 
 REPO = Path(__file__).resolve().parent.parent
-# Measured on this machine: 19 of 20 right (0.95; the one miss: "a funny one about a wedding"
-# read as Comedy without "wedding"). The threshold leaves a margin of three messages.
+# Measured on this machine on 2026-12-07: 20 of 20 right (the wish reader reads most of each
+# message; the model fills genres it left empty). The threshold leaves a margin of four messages.
 RIGHT_SHARE = 0.8
 
 
@@ -65,11 +65,14 @@ MESSAGES = [
 
 
 def right(intent: TurnIntent, expected: Expected) -> bool:
-    query = (intent.query or "").lower()
+    """The readable parts in their typed fields; the part ML-100K cannot express (`query`: a cast,
+    a plot, a place) named among the unread words, never a text query (its items have no text)."""
+    named = " ".join(intent.unread_words).lower()
     return (
         set(expected.genres) <= set(intent.genres)
         and set(expected.exclude_genres) <= set(intent.exclude_genres)
-        and (expected.query in query if expected.query else not query)
+        and (expected.query in named if expected.query else True)
+        and intent.query is None
         and (expected.year_from is None or intent.year_from == expected.year_from)
     )
 
@@ -99,8 +102,8 @@ def test_twenty_written_messages_land_in_the_right_fields(reader: tuple[Steering
     share = 1 - len(wrong) / len(MESSAGES)
     print(f"right: {share:.2f}; wrong: {wrong}")
     assert share >= RIGHT_SHARE, wrong
-    # the model took part: its reading changed the rules' on most messages
-    assert sum(by == "rules+llm" for _, _, by in results) >= len(MESSAGES) // 2
+    # the model took part where the rules left words: it filled a genre they left empty on some
+    assert any(by == "rules+llm" for _, _, by in results)
 
 
 @pytest.mark.parametrize(

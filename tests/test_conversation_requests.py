@@ -271,3 +271,10 @@ def test_the_embedded_models_are_not_asked_for_titles_by_default(toolbox: Toolbo
     factory = Scripted(toolbox, [])  # any call would raise: auto asks only OpenAI-compatible backends
     result = Conversation(factory, toolbox).turn("hanks", "films with Tom Hanks", user_id=USER)
     assert result.knowledge is None and result.unread == ["cast"] and factory.llm.calls == []
+
+
+def test_the_llm_never_contradicts_what_the_rules_read(toolbox: Toolbox) -> None:
+    factory = Scripted(toolbox, [json.dumps({"query": "short", "exclude_genres": ["Comedy", "Thriller"]})])
+    result = Conversation(factory, toolbox).turn("c", "a comedy under 90 minutes, something that keeps me guessing", user_id=USER)
+    assert result.constraints.genres == ["Comedy"] and result.constraints.exclude_genres == ["Thriller"]
+    assert all("Comedy" in i.genres for i in result.items)

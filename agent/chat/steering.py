@@ -59,6 +59,10 @@ class Steering:
             for name in TurnIntent.model_fields:
                 if name != "query" and getattr(rules, name) in (None, False, []) and getattr(read, name) not in (None, False, []):
                     setattr(intent, name, getattr(read, name))
+            # the model never contradicts what the rules read in the person's own words: "a
+            # comedy under 90 minutes" read by a model as "no Comedy" keeps the comedy
+            intent.exclude_genres = [g for g in intent.exclude_genres if g not in rules.genres and g not in rules.prefer_genres]
+            intent.genres = [g for g in intent.genres if g not in rules.exclude_genres]
             # the rules' query is only the words they could not read, verbatim: the LLM's own
             # wording of the wish replaces it; a genre it found for them leaves them a query
             if read.query and self.rules.describes_items:
