@@ -278,3 +278,10 @@ def test_the_llm_never_contradicts_what_the_rules_read(toolbox: Toolbox) -> None
     result = Conversation(factory, toolbox).turn("c", "a comedy under 90 minutes, something that keeps me guessing", user_id=USER)
     assert result.constraints.genres == ["Comedy"] and result.constraints.exclude_genres == ["Thriller"]
     assert all("Comedy" in i.genres for i in result.items)
+
+
+def test_auto_asks_for_titles_where_it_was_measured_to_help(toolbox: Toolbox) -> None:
+    steering = Conversation(Scripted(toolbox, []), toolbox).steering
+    assert steering.knows(ScriptedLLM([], name="openai:gpt-4o-mini"))
+    assert steering.knows(ScriptedLLM([], name="llama_cpp:qwen2.5-coder-1.5b-instruct-q4_k_m"))
+    assert not steering.knows(ScriptedLLM([], name="llama_cpp:qwen2.5-coder-0.5b-instruct-q4_k_m"))

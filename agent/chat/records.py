@@ -240,7 +240,8 @@ class ConversationConfig(BaseModel):
     knowledge: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Ask the LLM to name titles for what the catalogue cannot read (a cast, a plot), each looked up and kept only "
-        "if it fits the wish: on, off, or auto (on for backends where it was measured to help: OpenAI-compatible ones)",
+        "if it fits the wish: on, off, or auto (on where it was measured to help or is expected to: the embedded 1.5B and "
+        "OpenAI-compatible backends; off for the embedded 0.5B)",
     )
     knowledge_max_tokens: int = Field(128, description="The LLM's list of titles")
     similar_space: str = Field(
