@@ -34,6 +34,8 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.chat import Conversation, ConversationConfig, ShownItem, TurnResult
+from agent.chat.records import KnowledgeMode
+from agent.chat.steering import asks_for_titles
 from agent.llm.base import LLM
 from agent.runtime import agent_config, build_llm, open_toolbox, shared_agent_factory
 from tools.io import write_json
@@ -132,7 +134,7 @@ class Checker:
         self._dataset = dataset
 
     def item_genres(self, item_id: str) -> set[str]:
-        return set(self._dataset.item(self._dataset.item_index[item_id]).attributes.get(self.primary, []))
+        return self.toolbox.genres_of(item_id) or set()
 
     def item_year(self, item_id: str) -> int | None:
         return self._dataset.item(self._dataset.item_index[item_id]).year
@@ -297,11 +299,16 @@ def bench_wishes_command(
     bench = WishBench.load(wishes)
     toolbox = open_toolbox(run).warm()
     only = [w.id for w in bench.wishes if half in ("both", w.half)]
-    config = ConversationConfig(knowledge=cast(Literal["auto", "on", "off"], knowledge))
+    config = ConversationConfig(knowledge=cast(KnowledgeMode, knowledge))
     model = build_llm(llm)
     outcomes = run_wishes(toolbox, model, bench, only=only, config=config)
-    asks = Conversation(shared_agent_factory(model, toolbox, agent_config(model, k=bench.k)), toolbox, config=config).steering
-    settings = {"run": str(run), "llm": llm, "knowledge": knowledge, "asks_for_titles": asks.knows(model), "k": bench.k}
+    settings = {
+        "run": str(run),
+        "llm": llm,
+        "knowledge": knowledge,
+        "asks_for_titles": asks_for_titles(config.knowledge, model),
+        "k": bench.k,
+    }
     report = {**settings, "known_users": bench.known_users, **summarise(bench, outcomes)}
     print(json.dumps(report, indent=2))
     if out is not None:

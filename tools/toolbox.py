@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,6 @@ class Toolbox:
         n = dataset.num_items
         self.num_items = n
         self.popularity = dataset.popularity()
-        self.quality = shrunk_mean_ratings(dataset, ratings)
         self.years = np.full(n + 1, -1, dtype=np.int64)  # -1: unknown
         for dense, item in enumerate(dataset.items, start=1):
             if item.year is not None:
@@ -505,6 +505,12 @@ class Toolbox:
         union = member.sum(axis=1, keepdims=True) + member[seeds].sum(axis=1) - shared
         overlap: np.ndarray = (shared / np.maximum(union, 1.0)).mean(axis=1)
         return overlap
+
+    @cached_property
+    def quality(self) -> np.ndarray:
+        """Each item's shrunk mean rating (`shrunk_mean_ratings`), computed on first use: only
+        the quality order and the wish benchmark read it."""
+        return shrunk_mean_ratings(self.dataset, self.ratings)
 
     def genres_of(self, item_id: str) -> set[str] | None:
         """The item's values of the primary attribute (its genres); None where the catalogue has

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 
+from agent.planners.base import traced_call
 from agent.pool import Pool
 from agent.probes import probe_arguments
 from agent.recommend import recommended_items
 from agent.request import PlannedCall, RecommendRequest
 from agent.state import Recommendation, TraceEvent
-from tools.registry import call_tool
 from tools.schemas import ItemsOutput
 from tools.toolbox import Toolbox
 
@@ -25,19 +25,8 @@ def cold_recommendation(toolbox: Toolbox, request: RecommendRequest, calls: list
     started = time.perf_counter()
     pool, order, trace = Pool(), list[str](), list[TraceEvent]()
     for call in calls:
-        arguments = probe_arguments(call.name, call.arguments, request, PROBE_K)
-        result = call_tool(toolbox, call.name, arguments)
-        trace.append(
-            TraceEvent(
-                node="cold",
-                kind="tool",
-                seconds=result.elapsed_ms / 1000,
-                tool=call.name,
-                arguments=arguments,
-                error=result.error.message if result.error else None,
-                code="tool_error" if result.error else None,
-            )
-        )
+        result, event = traced_call(toolbox, "cold", call.name, probe_arguments(call.name, call.arguments, request, PROBE_K))
+        trace.append(event)
         if isinstance(result.output, ItemsOutput):
             found = [item for item in result.output.items if item.id not in request.exclude]  # rank takes no exclusions
             pool = pool.add(found, "asked")

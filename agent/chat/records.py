@@ -34,7 +34,8 @@ __all__ = [
 MAX_MESSAGE_CHARS = 4000
 KEPT_TURNS = 100  # the turn log kept per session (constraints, shown and rejected are kept whole)
 KEPT_RECOMMENDATIONS = 256  # sessions whose last full Recommendation is kept in memory
-TITLE_MATCH = 85.0  # lookup similarity (0-100) from which a named title counts as found
+TITLE_MATCH = 85.0
+KnowledgeMode = Literal["auto", "on", "off"]  # lookup similarity (0-100) from which a named title counts as found
 
 # --- records ---------------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class ConversationConfig(BaseModel):
         description="How the agent weighs its intent menu in a turn: prior (the learned prior, no LLM call; uniform without one), "
         "uniform, llm (a second LLM call a turn); None: as the agent is configured",
     )
-    knowledge: Literal["auto", "on", "off"] = Field(
+    knowledge: KnowledgeMode = Field(
         "auto",
         description="Ask the LLM to name titles for what the catalogue cannot read (a cast, a plot), each looked up and kept only "
         "if it fits the wish: on, off, or auto (on where it was measured to help or is expected to: the embedded 1.5B and "

@@ -426,7 +426,7 @@ class RuleReader:
         for match in _NAME.finditer(message):
             name = match.group(1)
             words = _words(name)
-            if name.lower() in named or any(name.lower() in t for t in named):
+            if any(name.lower() in t for t in named):
                 continue
             if all(w in STOPWORDS or normalize(w) in self.genre_keys for w in words):
                 continue

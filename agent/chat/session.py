@@ -287,8 +287,9 @@ class Conversation:
                 for e in recommendation.trace
                 if e.kind == "tool" and e.tool not in ("user_profile", "rank")
             ]
-            turn.reply = self.format(session, turn, cold)
-            turn.said = [*self.said(turn), *([self.say("cold")] if cold else [])]
+            before = self.said(turn)
+            turn.reply = self.format(session, turn, before, cold)
+            turn.said = [*before, *([self.say("cold")] if cold else [])]
             session.shown = list(dict.fromkeys([*session.shown, *(i.id for i in turn.items)]))
             session.last = turn.items
             if not turn.items:
@@ -331,10 +332,10 @@ class Conversation:
     def say(self, name: str, **values: object) -> str:
         return phrase(self.domain, name, book="chat", **values)
 
-    def format(self, session: ConversationState, turn: Turn, cold: bool = False) -> str:
-        """What was understood (and by whom), what the catalogue cannot say, what was left out,
-        then the list under the standing preferences (and, with no history yet, an invitation)."""
-        lines = self.said(turn)
+    def format(self, session: ConversationState, turn: Turn, before: list[str], cold: bool = False) -> str:
+        """The words `before` the list (`said`: what was understood, what the catalogue cannot
+        say), then the list under the standing preferences (and, with no history yet, an invitation)."""
+        lines = list(before)
         if not turn.items:
             return "\n".join([*lines, self.say("nothing_new")])
         wish = session.constraints.describe(self.title)

@@ -8,10 +8,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agent.chat.records import (
     ConversationConfig,
     ConversationState,
     Knowledge,
+    KnowledgeMode,
     MessageReading,
     NamedTitles,
     RuleReading,
@@ -26,10 +29,28 @@ from agent.llm.parsing import ask_structured
 from agent.prompts import intent_examples, render
 from agent.recommend import Agent
 from agent.request import PlannedCall, RecommendRequest
+from tools.constraints import Filters, to_mask
+from tools.schemas import NoMatch
 from tools.toolbox import Toolbox, normalize
 
 # The embedded models whose named titles were measured to help (their GGUF file names' stems).
 KNOWING_EMBEDDED = {Path(EMBEDDED_MODELS["1.5b"].filename).stem}
+# The LLM's reply when asked to name titles: a short list, held by the backend where it can.
+TITLES_SCHEMA = {
+    "type": "object",
+    "properties": {"titles": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 8}},
+    "required": ["titles"],
+    "additionalProperties": False,
+}
+
+
+def asks_for_titles(mode: KnowledgeMode, llm: LLM) -> bool:
+    """Whether to ask this LLM to name titles (`ConversationConfig.knowledge`): auto asks an
+    OpenAI-compatible backend and the embedded 1.5B, whose titles raised the held-out knowledge
+    precision of the wish benchmark from 0.01 to 0.12; not the 0.5B, whose titles left it at
+    0.01 (docs/wishes.md)."""
+    backend, _, model = llm.name.partition(":")
+    return uses_llm(llm) and (mode == "on" or (mode == "auto" and (backend == "openai" or model in KNOWING_EMBEDDED)))
 
 
 class Steering:
@@ -160,13 +181,7 @@ class Steering:
     # --- knowledge from the LLM --------------------------------------------------------------
 
     def knows(self, llm: LLM) -> bool:
-        """Whether to ask this LLM to name titles (`ConversationConfig.knowledge`): auto asks an
-        OpenAI-compatible backend and the embedded 1.5B, whose titles raised the held-out
-        knowledge precision of the wish benchmark from 0.01 to 0.12; not the 0.5B, whose titles
-        left it at 0.01 (docs/wishes.md)."""
-        mode = self.config.knowledge
-        backend, _, model = llm.name.partition(":")
-        return uses_llm(llm) and (mode == "on" or (mode == "auto" and (backend == "openai" or model in KNOWING_EMBEDDED)))
+        return asks_for_titles(self.config.knowledge, llm)
 
     def knowledge(self, intent: TurnIntent, session: ConversationState, agent: Agent) -> Knowledge | None:
         """For a wish about people, plots or themes, the titles the LLM names, each looked up in
@@ -177,12 +192,6 @@ class Steering:
             return None
         asked = "; ".join(wanted)
         prompt = render(agent.planner.domain, "knowledge", wish=asked)
-        schema = {
-            "type": "object",
-            "properties": {"titles": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 8}},
-            "required": ["titles"],
-            "additionalProperties": False,
-        }
         try:
             reply = ask_structured(
                 agent.llm,
@@ -192,7 +201,7 @@ class Steering:
                 max_tokens=self.config.knowledge_max_tokens,
                 temperature=0.0,
                 timeout=self.config.intent_timeout_s,
-                json_schema=schema,
+                json_schema=TITLES_SCHEMA,
             )
         except LLMError as exc:
             return Knowledge(asked=asked, error=f"{type(exc).__name__}: {exc}")
@@ -201,23 +210,21 @@ class Steering:
         return self._grounded(asked, [t for t in reply.value.titles if isinstance(t, str)], session)
 
     def _grounded(self, asked: str, named: list[str], session: ConversationState) -> Knowledge:
-        c, out = session.constraints, Knowledge(asked=asked, named=named)
-        primary = self.toolbox.primary_attribute or ""
-        history = [int(d) for d in self.toolbox.user_history(session.user_id)] if session.user_id is not None else []
-        seen = {*session.rejected, *session.liked, *(self.toolbox.dataset.item(d).id for d in history)}
+        """Each named title looked up, and kept where the tools' own mask admits it: the standing
+        constraints, minus what the person saw, liked or rejected."""
+        out, index = Knowledge(asked=asked, named=named), self.toolbox.dataset.item_index
+        history = self.toolbox.user_history(session.user_id) if session.user_id is not None else np.empty(0, dtype=np.int64)
+        seen = np.concatenate([history, np.array([index[i] for i in [*session.rejected, *session.liked] if i in index], dtype=np.int64)])
+        try:
+            admitted = to_mask(self.toolbox, session.constraints.filters() or Filters(), exclude=seen).mask
+        except NoMatch:
+            admitted = np.zeros(self.toolbox.num_items + 1, dtype=bool)
         for title in named:
             found = self.rules.title(title)
             if found is None:
                 out.dropped.append(f"{title}: not in the catalogue")
-                continue
-            item = self.toolbox.dataset.item(self.toolbox.dataset.item_index[found])
-            genres = set(item.attributes.get(primary, []))
-            if found in seen or found in out.kept:
-                out.dropped.append(f"{title}: seen, rejected or named already")
-            elif (c.genres and not genres & set(c.genres)) or genres & set(c.exclude_genres):
-                out.dropped.append(f"{title}: not of the genres asked for")
-            elif item.year is not None and not (c.year_from or item.year) <= item.year <= (c.year_to or item.year):
-                out.dropped.append(f"{title}: outside the years asked for")
+            elif found in out.kept or not admitted[index[found]]:
+                out.dropped.append(f"{title}: named already, seen, or outside what the wish admits")
             else:
                 out.kept.append(found)
         return out

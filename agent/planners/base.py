@@ -49,6 +49,22 @@ def describe(result: ToolResult, primary: str | None) -> str:
     return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
 
 
+def traced_call(toolbox: Toolbox, node: str, name: str, arguments: dict[str, Any]) -> tuple[ToolResult, TraceEvent]:
+    """One tool call and its trace event (what it returned, as the LLM and the trace read it)."""
+    result = call_tool(toolbox, name, arguments)
+    event = TraceEvent(
+        node=node,
+        kind="tool",
+        seconds=result.elapsed_ms / 1000,
+        tool=name,
+        arguments=arguments,
+        observation=describe(result, toolbox.primary_attribute),
+        error=result.error.message if result.error else None,
+        code="tool_error" if result.error else None,
+    )
+    return result, event
+
+
 def llm_events(node: str, result: StructuredResult[Any]) -> list[TraceEvent]:
     """One trace event per attempt of a structured LLM call."""
     return [
@@ -94,19 +110,7 @@ class Planner:
     # --- helpers -------------------------------------------------------------------------
 
     def tool(self, node: str, name: str, arguments: dict[str, Any]) -> tuple[ToolResult, TraceEvent]:
-        """One tool call and its trace event."""
-        result = call_tool(self.toolbox, name, arguments)
-        event = TraceEvent(
-            node=node,
-            kind="tool",
-            seconds=result.elapsed_ms / 1000,
-            tool=name,
-            arguments=arguments,
-            observation=describe(result, self.primary),
-            error=result.error.message if result.error else None,
-            code="tool_error" if result.error else None,
-        )
-        return result, event
+        return traced_call(self.toolbox, node, name, arguments)
 
     def probe_arguments(self, name: str, arguments: dict[str, Any], request: RecommendRequest) -> dict[str, Any]:
         return probe_arguments(name, arguments, request, self.config.probe_k)
