@@ -13,12 +13,15 @@ from tools.models.base import Recommender
 from tools.models.scoring import score_histories
 
 
-def backbone_ranks(
-    model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None, chunk_size: int = 1024
-) -> np.ndarray:
+# scores held at once while ranking: a chunk of users x the catalogue, 256 MB of float32
+CHUNK_SCORES = 2**26
+
+
+def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None) -> np.ndarray:
     """The target's rank for each user (all users, or the dataset rows `users`), in that order."""
     inputs, targets = dataset.split(split)
     rows = np.arange(len(targets)) if users is None else np.asarray(users, dtype=np.int64)
+    chunk_size = int(np.clip(CHUNK_SCORES // (dataset.num_items + 1), 16, 1024))
     ranks = []
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
@@ -27,5 +30,7 @@ def backbone_ranks(
     return np.concatenate(ranks) if ranks else np.empty(0, dtype=np.int64)
 
 
-def evaluate_backbone(model: Recommender, dataset: SequenceDataset, split: Split, ks: Sequence[int] = KS) -> dict[str, float]:
-    return summarise(backbone_ranks(model, dataset, split), ks)
+def evaluate_backbone(
+    model: Recommender, dataset: SequenceDataset, split: Split, ks: Sequence[int] = KS, users: Sequence[int] | None = None
+) -> dict[str, float]:
+    return summarise(backbone_ranks(model, dataset, split, users), ks)

@@ -88,7 +88,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Epochs without validation NDCG@10 gain before stopping")] = _D["patience"],
     max_seconds: Annotated[float | None, typer.Option(help="Stop training after this many seconds")] = None,
     seed: int = _D["seed"],
-    batch_size: int = _D["batch_size"],
+    batch_size: Annotated[int | None, typer.Option(help="Default: 32, or 256 for a large catalogue")] = _D["batch_size"],
     lr: float = _D["lr"],
     schedule: Annotated[str, typer.Option(help="constant | cosine (decay to zero at --epochs)")] = _D["schedule"],
     warmup_steps: int = _D["warmup_steps"],
@@ -101,8 +101,15 @@ def train(
     position_std: Annotated[
         float, typer.Option(help="Std of the initial position embeddings (1.0: torch's default, as runs before the position fix)")
     ] = _D["position_std"],
-    loss: Annotated[str, typer.Option(help="ce (full softmax) | sce (softmax over --negatives shared samples) | bce | bpr")] = _D["loss"],
-    negatives: int = _D["negatives"],
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="auto (ce up to 20,000 items, logq above) | ce (full softmax) | logq (softmax over --negatives drawn by "
+            "popularity, log-Q corrected) | sce (over uniform ones) | bce | bpr"
+        ),
+    ] = _D["loss"],
+    negatives: Annotated[int | None, typer.Option(help="Default: 2048 for logq and sce, 1 for bce and bpr")] = _D["negatives"],
+    eval_users: Annotated[int | None, typer.Option(help="Users validated and tested (default: all, 10,000 at scale)")] = None,
     mask_prob: Annotated[float, typer.Option(help="BERT4Rec's cloze masking rate")] = _D["mask_prob"],
     output_head: Annotated[str, typer.Option(help="BERT4Rec: tied | transform (dense+GELU+LayerNorm, item bias)")] = _D["output_head"],
     min_core: Annotated[int, typer.Option(help="k-core filter on users and items (0: none)")] = _D["min_core"],

@@ -17,7 +17,7 @@ import typer
 from eval.training import TrainSpec, build_network
 from tools.data.fetch import load_sequences
 from tools.models.heap import keep_heap
-from tools.models.train import fit_step, use_bf16
+from tools.models.train import attach_sampler, fit_step, use_bf16
 from tools.settings import PathSettings
 
 WARMUP = 3
@@ -29,11 +29,14 @@ def time_steps(spec: TrainSpec, steps: int, data_dir: Path, heap: bool) -> dict[
         torch.set_num_threads(spec.threads)
     kept = keep_heap() if heap else False
     data = load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
+    spec = spec.resolved(data.num_items)
     model = build_network(spec, data).train()
+    attach_sampler(model, data)
     optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr)
     sequences = [s for s in data.train_sequences() if len(s) >= 2]
     rng = np.random.default_rng(spec.seed)
-    batches = [[sequences[i] for i in rng.choice(len(sequences), spec.batch_size, replace=False)] for _ in range(WARMUP + steps)]
+    size = spec.batch_size or 0  # resolved above
+    batches = [[sequences[i] for i in rng.choice(len(sequences), size, replace=False)] for _ in range(WARMUP + steps)]
     bf16 = use_bf16("auto", model.device)
     started = 0.0
     for n, batch in enumerate(batches):
@@ -55,9 +58,9 @@ def time_steps(spec: TrainSpec, steps: int, data_dir: Path, heap: bool) -> dict[
 def bench_steps_command(
     dataset: Annotated[str, typer.Option(help="ml-100k, ml-1m, or a dataset folder")] = "ml-1m",
     model: Annotated[str, typer.Option(help="sasrec | sasrec-attr | bert4rec")] = "sasrec",
-    loss: Annotated[str, typer.Option(help="ce | sce | bce | bpr")] = "ce",
-    negatives: int = 1,
-    batch_size: int = TrainSpec.model_fields["batch_size"].default,
+    loss: Annotated[str, typer.Option(help="auto | ce | sce | logq | bce | bpr")] = "auto",
+    negatives: int | None = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: what training picks for the catalogue's size")] = None,
     steps: Annotated[int, typer.Option(help="Steps timed after the warm-up")] = 40,
     heap: Annotated[bool, typer.Option(help="Keep the heap as training does (tools/models/heap.py)")] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +25,7 @@ from tools.data.fetch import load_sequences
 from tools.data.sequences import SequenceDataset
 from tools.io import write_json
 from tools.models.base import ModelConfig, ModelKind, Recommender
-from tools.models.checkpoint import build_model, load_model, new_config
+from tools.models.checkpoint import build_model, load_model, new_config, read_meta
 from tools.models.train import MONITOR, TrainConfig, TrainProgress, seed_everything, train
 
 SPEC, METRICS = "train_spec.json", "metrics.json"
@@ -33,6 +34,14 @@ KS = (10,)
 RUNTIME_ONLY = frozenset({"threads", "device"})
 # what a run recorded before `position_std` existed was initialised with (torch's default)
 LEGACY_POSITION_STD = 1.0
+# Above this many items the full softmax, whose cost per position grows with the catalogue,
+# outweighs the rest of a step many times over: "auto" then trains the logq sampled softmax on
+# larger batches (the optimiser walks the whole item table each step, whatever the batch) and
+# validates on a fixed sample of users (docs/scale.md)
+FULL_SOFTMAX_UP_TO = 20_000
+SAMPLED_NEGATIVES = 2048
+SMALL_BATCH, LARGE_BATCH = 32, 256
+LARGE_EVAL_USERS = 10_000
 
 
 class TrainSpec(BaseModel):
@@ -53,8 +62,10 @@ class TrainSpec(BaseModel):
     max_len: int = 200
     # why 0.02: tools/models/layers.py Encoder; runs recorded without it used LEGACY_POSITION_STD
     position_std: float = Field(0.02, gt=0.0, description="Std of the initial position embeddings")
-    loss: Literal["ce", "sce", "bce", "bpr"] = "ce"
-    negatives: int = 1
+    loss: Literal["auto", "ce", "sce", "logq", "bce", "bpr"] = Field(
+        "auto", description=f"auto: ce (full softmax) up to {FULL_SOFTMAX_UP_TO:,} items, logq above"
+    )
+    negatives: int | None = Field(None, ge=1, description=f"None: {SAMPLED_NEGATIVES} for sce and logq, 1 for bce and bpr")
     mask_prob: float = Field(0.2, gt=0.0, lt=1.0, description="BERT4Rec's cloze masking rate")
     output_head: Literal["tied", "transform"] = Field("tied", description="BERT4Rec's output layer")
     # the optimisation
@@ -66,7 +77,10 @@ class TrainSpec(BaseModel):
     seed: int = 42
     # a CPU epoch costs the same at batch 32, 64 or 128 (the work is per position), so the
     # smaller batch's twice as many updates an epoch come free (docs/benchmarks.md)
-    batch_size: int = 32
+    batch_size: int | None = Field(None, ge=1, description=f"None: {SMALL_BATCH}, or {LARGE_BATCH} above {FULL_SOFTMAX_UP_TO:,} items")
+    eval_users: int | None = Field(
+        None, ge=1, description=f"Users validated and tested (a seeded sample); None: all, or {LARGE_EVAL_USERS:,} at scale"
+    )
     lr: float = 2e-3
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = 0
@@ -74,6 +88,19 @@ class TrainSpec(BaseModel):
     # the runtime
     threads: int | None = Field(None, description="torch CPU threads (default: torch's choice)")
     device: str = Field("auto", description="auto | cpu | cuda")
+
+    def resolved(self, num_items: int) -> TrainSpec:
+        """The spec with every automatic choice made for a catalogue of `num_items`: what a run
+        records, so that the choice is visible and a rerun reproduces it."""
+        large = num_items > FULL_SOFTMAX_UP_TO
+        loss = self.loss if self.loss != "auto" else ("logq" if large else "ce")
+        chosen = {
+            "loss": loss,
+            "negatives": self.negatives or (SAMPLED_NEGATIVES if loss in ("sce", "logq") else 1),
+            "batch_size": self.batch_size or (LARGE_BATCH if large else SMALL_BATCH),
+            "eval_users": self.eval_users or (LARGE_EVAL_USERS if large else None),
+        }
+        return self.model_copy(update=chosen)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**self.model_dump(include=set(TrainConfig.model_fields)))
@@ -94,15 +121,19 @@ def read_spec(run_dir: Path) -> TrainSpec | None:
         return None
     recorded = json.loads(path.read_text())
     recorded.setdefault("position_std", LEGACY_POSITION_STD)
+    recorded.setdefault("eval_users", None)  # runs before it validated every user
     return TrainSpec.model_validate(recorded)
 
 
-def check_reusable(run_dir: Path, spec: TrainSpec) -> None:
-    """Raise SettingsMismatch unless the run in `run_dir` was trained with `spec`'s settings."""
+def check_reusable(run_dir: Path, spec: TrainSpec, num_items: int | None = None) -> None:
+    """Raise SettingsMismatch unless the run in `run_dir` was trained with `spec`'s settings,
+    its automatic choices made for the run's catalogue (`num_items`, else the checkpoint's)."""
     saved = read_spec(run_dir)
     if saved is None:
         raise SettingsMismatch(f"{run_dir} has no recorded settings ({SPEC}); retrain it or point the config elsewhere")
-    differing = spec.differences(saved)
+    if num_items is None and (run_dir / "config.json").exists():
+        num_items = read_meta(run_dir).model.num_items
+    differing = (spec.resolved(num_items) if num_items else spec).differences(saved)
     if differing:
         raise SettingsMismatch(f"{run_dir} was trained with other settings (asked != recorded): " + "; ".join(differing))
 
@@ -123,6 +154,13 @@ def seconds_to(progress: TrainProgress, threshold: float) -> float | None:
     return next((h["seconds"] for h in progress.history if h.get(MONITOR, 0.0) >= threshold), None)
 
 
+def eval_sample(data: SequenceDataset, count: int | None, seed: int) -> np.ndarray | None:
+    """The dataset rows of `count` users drawn once for a seed (None: every user)."""
+    if count is None or count >= len(data.user_ids):
+        return None
+    return np.sort(np.random.default_rng(seed).choice(len(data.user_ids), size=count, replace=False))
+
+
 def build_network(spec: TrainSpec, data: SequenceDataset) -> Recommender:
     """The untrained backbone `spec` describes, seeded, on its device."""
     network = spec.model_dump(include=set(ModelConfig.model_fields) - {"kind", "num_items", "attribute"})
@@ -134,21 +172,23 @@ def build_network(spec: TrainSpec, data: SequenceDataset) -> Recommender:
 def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset | None = None, threshold: float = 0.18) -> dict[str, Any]:
     """Train (or resume) the run `out` with `spec`, evaluate its best checkpoint on test, and
     write and return `metrics.json`. A run folder holding other settings is refused."""
-    if (out / SPEC).exists():
-        check_reusable(out, spec)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     data = data or load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
+    spec = spec.resolved(data.num_items)
+    if (out / SPEC).exists():
+        check_reusable(out, spec, data.num_items)
     net = build_network(spec, data)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SPEC, spec.model_dump(mode="json"))
+    users = eval_sample(data, spec.eval_users, spec.seed)
 
     def validate(candidate: Recommender) -> dict[str, float]:
-        return _keep(evaluate_backbone(candidate, data, "valid", ks=KS))
+        return _keep(evaluate_backbone(candidate, data, "valid", ks=KS, users=users))
 
     progress = train(net, data, spec.train_config(), out, validate)
     started = time.perf_counter()
-    test = _keep(evaluate_backbone(load_model(out, data), data, "test", ks=KS))
+    test = _keep(evaluate_backbone(load_model(out, data), data, "test", ks=KS, users=users))
     metrics = {
         f"seconds_to_ndcg10_{threshold}": seconds_to(progress, threshold),
         "best_valid_ndcg10": progress.best.get(MONITOR),

@@ -20,7 +20,7 @@ from eval.config import EvalConfig
 from eval.runner import run_eval
 from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, check_reusable, read_spec, train_run
 from tools.data.sequences import SequenceDataset
-from tools.models.base import shared_negatives_ce
+from tools.models.base import PopularitySampler, log_q_ce, shared_negatives_ce
 from tools.models.checkpoint import build_model, new_config
 from tools.models.heap import keep_heap
 from tools.models.softmax import full_softmax_ce
@@ -56,6 +56,25 @@ def test_shared_negatives_cover_the_catalogue_as_the_full_softmax_and_fewer_scor
     assert torch.autograd.grad(everything, vectors)[0][0].abs().max() == 0.0
     # a sample's softmax is over fewer competitors, so its loss is lower on average
     assert shared_negatives_ce(hidden, vectors, targets, negatives=50).item() < expected.item()
+
+
+def test_log_q_softmax_is_the_full_one_when_every_item_is_scored_and_draws_by_popularity() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(400, 16, requires_grad=True)
+    vectors = torch.randn(201, 16, requires_grad=True)
+    targets = torch.randint(1, 201, (400,))  # not drawn by popularity, the hard case
+    counts = np.arange(201) ** 2
+    sampler = PopularitySampler(counts)
+    expected = torch.nn.functional.cross_entropy(hidden @ vectors[1:].T, targets - 1)
+    assert abs(log_q_ce(hidden, vectors, targets, 200, sampler).item() - expected.item()) < 1e-5 * expected.item()
+    ids, log_expected = sampler.draw(100_000, torch.device("cpu"))
+    assert ids.min() >= 1 and ids.max() <= 200  # never the padding
+    drawn = np.bincount(ids.numpy(), minlength=201)
+    np.testing.assert_allclose(drawn[1:], np.exp(log_expected.numpy()[1:]), rtol=0.1, atol=20)
+    # half the catalogue drawn by popularity estimates the full softmax closely
+    sampled = torch.stack([log_q_ce(hidden * 0.3, vectors * 0.3, targets, 100, sampler) for _ in range(20)]).mean()
+    full = torch.nn.functional.cross_entropy((hidden * 0.3) @ (vectors[1:] * 0.3).T, targets - 1)
+    assert abs(sampled.item() - full.item()) < 0.03 * full.item()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
@@ -99,7 +118,8 @@ def test_defaults_learn_and_record_time_to_quality(ml100k: SequenceDataset, data
     assert max(p["ndcg@10"] for p in curve) == pytest.approx(saved["valid"]["ndcg@10"], abs=1e-5)
     reached = [p["seconds"] for p in curve if p["ndcg@10"] >= 0.18]
     assert saved["seconds_to_ndcg10_0.18"] == (reached[0] if reached else None)
-    assert TrainSpec.model_validate(saved["settings"]) == TrainSpec(**QUICK)
+    assert TrainSpec.model_validate(saved["settings"]) == TrainSpec(**QUICK).resolved(ml100k.num_items)
+    assert saved["settings"]["loss"] == "ce" and saved["settings"]["batch_size"] == 32  # a small catalogue: the full softmax
     assert saved["best_valid_ndcg10"] == saved["valid"]["ndcg@10"] and saved["test_recall10"] == saved["test"]["recall@10"]
     assert saved["seconds_per_epoch"] > 0 and saved["peak_rss_mb"] > 0
 
@@ -118,6 +138,21 @@ def test_position_embeddings_start_at_the_set_scale(ml100k: SequenceDataset, kin
         model = build_model(new_config(kind, ml100k, max_len=50, position_std=std), ml100k)
         assert model.encoder.positions.weight.std().item() == pytest.approx(std, rel=0.1)
     assert TrainSpec().position_std == 0.02
+
+
+def test_automatic_choices_follow_the_catalogue_and_runs_recorded_before_stay_reusable(tmp_path: Path) -> None:
+    small, large = TrainSpec().resolved(3_706), TrainSpec().resolved(100_000)
+    assert (small.loss, small.negatives, small.batch_size, small.eval_users) == ("ce", 1, 32, None)
+    assert (large.loss, large.negatives, large.batch_size, large.eval_users) == ("logq", 2048, 256, 10_000)
+    forced = TrainSpec(loss="logq").resolved(3_706)  # forced on a small catalogue: its batch stays the default
+    assert (forced.loss, forced.negatives, forced.batch_size) == ("logq", 2048, 32)
+    # a run recorded before the automatic choices: full softmax, batch 32, every user validated
+    recorded = TrainSpec(**QUICK).resolved(1_682).model_dump(mode="json")
+    del recorded["eval_users"]
+    (tmp_path / SPEC).write_text(json.dumps(recorded))
+    check_reusable(tmp_path, TrainSpec(**QUICK), num_items=1_682)
+    with pytest.raises(SettingsMismatch, match="loss: 'logq' != 'ce'"):
+        check_reusable(tmp_path, TrainSpec(**QUICK), num_items=50_000)
 
 
 def test_a_run_recorded_before_position_std_was_initialised_as_torch_does(data_dir: Path, tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ class BERT4Rec(Recommender):
         masked &= tokens > 0
         inputs = tokens.masked_fill(masked, self.mask_token)
         hidden, vectors = self._output(self.encode(inputs, layout)[masked])
-        return sampled_loss(self.config.loss, hidden, vectors, tokens[masked], self.config.negatives)
+        return sampled_loss(self.config.loss, hidden, vectors, tokens[masked], self.config.negatives, self.sampler)
 
     def item_vectors(self) -> np.ndarray:
         return self._item_vectors().detach().cpu().numpy()

@@ -40,7 +40,7 @@ class SASRec(Recommender):
         inputs, targets = (layout.place(part).to(self.device) for part in ([s[:-1] for s in capped], [s[1:] for s in capped]))
         hidden = self.encode(inputs, layout)
         present = targets > 0
-        return sampled_loss(self.config.loss, hidden[present], self.embedding.all(), targets[present], self.config.negatives)
+        return sampled_loss(self.config.loss, hidden[present], self.embedding.all(), targets[present], self.config.negatives, self.sampler)
 
     def item_vectors(self) -> np.ndarray:
         return self.embedding.all().detach().cpu().numpy()

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from tools.data.sequences import SequenceDataset
 from tools.io import atomic_dir, write_json
-from tools.models.base import Counted, Recommender
+from tools.models.base import Counted, PopularitySampler, Recommender
 from tools.models.checkpoint import save_model
 from tools.models.heap import keep_heap
 
@@ -81,6 +81,7 @@ def train(
         return TrainProgress(best=validate(model), done=True, train_seconds=time.perf_counter() - started)
 
     keep_heap()  # a step's large buffers are reused rather than faulted in afresh
+    attach_sampler(model, dataset)
     state_dir = run_dir / "state"
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     progress = _resume(state_dir, model, optimiser, config)
@@ -125,6 +126,12 @@ def train(
             _save_state(state_dir, model, optimiser, progress, config)
             bars.update(epochs, completed=progress.epoch, info=_info(progress, total / steps, metrics), refresh=True)
     return progress
+
+
+def attach_sampler(model: Recommender, dataset: SequenceDataset) -> None:
+    """Give a logq model the training data's popularity to draw its negatives from."""
+    if model.config.loss == "logq":
+        model.sampler = PopularitySampler(dataset.popularity())
 
 
 def fit_step(model: Recommender, optimiser: torch.optim.Optimizer, batch: list[np.ndarray], bf16: bool, weight: float = 1.0) -> float:
