@@ -12,7 +12,6 @@ from tools.data.sequences import SequenceDataset, Split
 from tools.models.base import Recommender
 from tools.models.scoring import score_histories
 
-
 # scores held at once while ranking: a chunk of users x the catalogue, 256 MB of float32
 CHUNK_SCORES = 2**26
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from agent.api import Agent, RecommendError, RecommendRequest, RerankReply, TraceCode, TraceEvent, picked
@@ -28,10 +27,9 @@ from eval.config import AgentMethod, BackboneMethod, EvalConfig, LLMRerankMethod
 from eval.metrics import MISSING, list_ranks, target_ranks
 from eval.store import UserResult
 from tools.data.fetch import load_dataset
-from tools.data.schema import RawDataset
 from tools.data.sequences import SequenceDataset, build_sequences
 from tools.models.base import Recommender
-from tools.models.checkpoint import load_model, read_meta
+from tools.models.checkpoint import load_model, read_meta, run_dataset
 from tools.models.scoring import score_histories
 from tools.retrieval import top_k
 from tools.settings import PathSettings
@@ -68,14 +66,19 @@ class Context:
         min_cores = {read_meta(run).min_core for run in runs} or {0}
         if len(min_cores) > 1:
             raise ValueError(f"the runs were trained on differently filtered data (min_core {sorted(min_cores)})")
-        self.raw: RawDataset = load_dataset(config.dataset, self.data_dir)
-        self.dataset = build_sequences(self.raw, min_core=min_cores.pop())
+        self.dataset = self._dataset(runs, min_cores.pop())
         self.users = sample_users(self.dataset, config)
         self.histories: dict[str, np.ndarray] = {u: self.dataset.history(u, config.split) for u in self.users}
         self.targets: dict[str, int] = {u: self.dataset.target(u, config.split) for u in self.users}
         self._models: dict[Path, Recommender] = {}
         self._toolboxes: dict[tuple[Path, tuple[tuple[str, Path], ...]], Toolbox] = {}
-        self._ratings: pd.Series | None = None
+
+    def _dataset(self, runs: list[Path], min_core: int) -> SequenceDataset:
+        """The first run's prepared data where it is the config's dataset (no raw file parsed),
+        else the dataset built from the raw files (each model then checks it is theirs)."""
+        if runs and read_meta(runs[0]).dataset == Path(str(self.config.dataset)).name:
+            return run_dataset(runs[0], self.data_dir)
+        return build_sequences(load_dataset(self.config.dataset, self.data_dir), min_core=min_core)
 
     def model(self, run: Path) -> Recommender:
         key = run.resolve()
@@ -88,14 +91,12 @@ class Context:
         named = tuple(sorted((variants or {}).items()))
         key = (run.resolve(), tuple((n, p.resolve()) for n, p in named))
         if key not in self._toolboxes:
-            if self._ratings is None:
-                self._ratings = Toolbox.ratings_table(self.raw.interactions)
             models = {variant_name(read_meta(run)): self.model(run)}
             for name, path in named:
                 if name in models:
                     raise ValueError(f"two variants named {name!r}")
                 models[name] = self.model(path)
-            self._toolboxes[key] = Toolbox(self.dataset, models, run_dir=run, split=self.config.split, ratings=self._ratings)
+            self._toolboxes[key] = Toolbox(self.dataset, models, run_dir=run, split=self.config.split)
         return self._toolboxes[key]
 
     def item_id(self, dense: int) -> str:

@@ -25,7 +25,7 @@ from tools.data.fetch import load_sequences
 from tools.data.sequences import SequenceDataset
 from tools.io import write_json
 from tools.models.base import ModelConfig, ModelKind, Recommender
-from tools.models.checkpoint import build_model, load_model, new_config, read_meta
+from tools.models.checkpoint import PREPARED, build_model, load_model, new_config, prepare, read_meta
 from tools.models.train import MONITOR, TrainConfig, TrainProgress, seed_everything, train
 
 SPEC, METRICS = "train_spec.json", "metrics.json"
@@ -154,11 +154,11 @@ def seconds_to(progress: TrainProgress, threshold: float) -> float | None:
     return next((h["seconds"] for h in progress.history if h.get(MONITOR, 0.0) >= threshold), None)
 
 
-def eval_sample(data: SequenceDataset, count: int | None, seed: int) -> np.ndarray | None:
+def eval_sample(data: SequenceDataset, count: int | None, seed: int) -> list[int] | None:
     """The dataset rows of `count` users drawn once for a seed (None: every user)."""
     if count is None or count >= len(data.user_ids):
         return None
-    return np.sort(np.random.default_rng(seed).choice(len(data.user_ids), size=count, replace=False))
+    return sorted(np.random.default_rng(seed).choice(len(data.user_ids), size=count, replace=False).tolist())
 
 
 def build_network(spec: TrainSpec, data: SequenceDataset) -> Recommender:
@@ -181,6 +181,8 @@ def train_run(spec: TrainSpec, out: Path, data_dir: Path, data: SequenceDataset 
     net = build_network(spec, data)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SPEC, spec.model_dump(mode="json"))
+    if not (out / PREPARED).exists():
+        prepare(out, data)
     users = eval_sample(data, spec.eval_users, spec.seed)
 
     def validate(candidate: Recommender) -> dict[str, float]:

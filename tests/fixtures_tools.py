@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tools.data.schema import RawDataset
 from tools.data.sequences import SequenceDataset
 from tools.index.encoder import TextEncoder
 from tools.index.item_index import ItemIndexes
@@ -61,7 +60,6 @@ def embedding_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 @pytest.fixture(scope="session")
 def toolbox(
     ml100k: SequenceDataset,
-    ml100k_raw: RawDataset,
     tool_runs: dict[str, Path],
     text_encoder: TextEncoder,
     embedding_cache: Path,
@@ -70,5 +68,4 @@ def toolbox(
     models = {name: load_model(path, ml100k) for name, path in tool_runs.items()}
     indexes = ItemIndexes.build(ml100k, text_encoder, item_embeddings=models["plain"].item_vectors(), cache_dir=embedding_cache)
     indexes.save(tool_runs["plain"] / INDEX_DIR)
-    ratings = Toolbox.ratings_table(ml100k_raw.interactions)
-    return Toolbox(ml100k, models, run_dir=tool_runs["plain"], indexes=indexes, ratings=ratings)
+    return Toolbox(ml100k, models, run_dir=tool_runs["plain"], indexes=indexes)

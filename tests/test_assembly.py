@@ -27,7 +27,7 @@ CONFIG = AgentConfig(max_rounds=1, menu_choice="uniform")
 
 
 def view(toolbox: Toolbox, split: str, run_dir: Path) -> Toolbox:
-    return Toolbox(toolbox.dataset, toolbox.variants, run_dir=run_dir, split=split, ratings=toolbox.ratings, indexes=toolbox.indexes)  # type: ignore[arg-type]
+    return Toolbox(toolbox.dataset, toolbox.variants, run_dir=run_dir, split=split, indexes=toolbox.indexes)  # type: ignore[arg-type]
 
 
 def scored(item_id: str) -> ScoredItem:

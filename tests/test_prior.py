@@ -21,7 +21,7 @@ pytest_plugins = ["fixtures_tools"]
 
 def view(toolbox: Toolbox, split: str, run_dir: Path) -> Toolbox:
     """The fixture toolbox's dataset, models and indexes with another history split and run folder."""
-    return Toolbox(toolbox.dataset, toolbox.variants, run_dir=run_dir, split=split, ratings=toolbox.ratings, indexes=toolbox.indexes)  # type: ignore[arg-type]
+    return Toolbox(toolbox.dataset, toolbox.variants, run_dir=run_dir, split=split, indexes=toolbox.indexes)  # type: ignore[arg-type]
 
 
 def test_the_prior_is_fit_on_validation_targets_only(toolbox: Toolbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,7 +63,7 @@ def test_index_built_on_demand_with_a_message(
 def test_open_from_run_folders(tool_runs: dict[str, Path], data_dir: Path, ml100k: SequenceDataset) -> None:
     opened = Toolbox.open(tool_runs["plain"], data_dir, variants=[tool_runs["genre"]], threads=None)
     assert list(opened.variants) == ["plain", "genre"] and opened.default_variant == "plain"
-    assert opened.num_items == ml100k.num_items and opened.ratings is not None
+    assert opened.num_items == ml100k.num_items and opened.dataset.ratings is not None
     assert opened.primary_attribute == "genre" and opened.year_span is not None
     assert opened.describe()["attributes"]["genre"]["Sci-Fi"] > 0
     history = opened.user_history("196")

@@ -74,12 +74,7 @@ def _value_counts(toolbox: Toolbox, history: np.ndarray, limit: int, by_recency:
 def user_profile(toolbox: Toolbox, args: UserProfileInput) -> UserProfileOutput:
     history = toolbox.history(args.user_id, args.history)
     assert history is not None
-    ratings: dict[str, float] = {}
-    if args.user_id is not None and toolbox.ratings is not None:
-        try:
-            ratings = {str(k): float(v) for k, v in toolbox.ratings.loc[args.user_id].items()}
-        except KeyError:  # a user with no ratings in the source
-            ratings = {}
+    ratings = toolbox.dataset.user_ratings(args.user_id) if args.user_id is not None else {}
 
     def entry(dense: int, position: int) -> HistoryItem:
         item = toolbox.dataset.item(dense)

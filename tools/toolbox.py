@@ -23,19 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from rapidfuzz import fuzz, process, utils
 
-from tools.data.fetch import load_dataset
 from tools.data.schema import Item
-from tools.data.sequences import HistorySplit, SequenceDataset, build_sequences
+from tools.data.sequences import HistorySplit, SequenceDataset
 from tools.index.item_index import ItemIndexes
 from tools.index.vector_index import IndexConfig, IndexMismatchError, VectorIndex
 from tools.models.attributes import YEAR, available_attributes, item_values
 from tools.models.base import Recommender
-from tools.models.checkpoint import CheckpointMeta, load_model, read_meta
+from tools.models.checkpoint import CheckpointMeta, load_model, read_meta, run_dataset
 from tools.models.scoring import score_histories
 from tools.models.transitions import Transitions
 from tools.schemas import InvalidArguments, Provenance, ScoredItem, Unavailable, UnknownValue
@@ -86,20 +84,16 @@ def _title_keys(item: Item) -> list[str]:
     return keys
 
 
-def shrunk_mean_ratings(dataset: SequenceDataset, ratings: pd.Series | None, prior: float = SHRINK_RATINGS) -> np.ndarray:
+def shrunk_mean_ratings(dataset: SequenceDataset, prior: float = SHRINK_RATINGS) -> np.ndarray:
     """Each item's mean rating pulled towards the catalogue's mean by `prior` pseudo-ratings, so
     that an item rated 5 by two people does not outrank one rated 4.5 by two thousand (NaN:
     unrated, or data without ratings). Indexed by dense id."""
-    out = np.full(dataset.num_items + 1, np.nan)
-    if ratings is None or ratings.empty:
-        return out
-    by_item = ratings.groupby(level="item_id").agg(["sum", "count"])
-    mean = float(ratings.mean())
-    dense = np.array([dataset.item_index.get(i, 0) for i in by_item.index], dtype=np.int64)
-    known = dense > 0
-    shrunk = (by_item["sum"].to_numpy() + prior * mean) / (by_item["count"].to_numpy() + prior)
-    out[dense[known]] = shrunk[known]
-    return out
+    totals = dataset.rating_totals()
+    if totals is None or not totals[1].any():
+        return np.full(dataset.num_items + 1, np.nan)
+    sums, counts = totals
+    mean = sums.sum() / counts.sum()
+    return np.where(counts > 0, (sums + prior * mean) / (counts + prior), np.nan)
 
 
 class Toolbox:
@@ -111,7 +105,6 @@ class Toolbox:
         run_dir: Path | None = None,
         index_dir: Path | None = None,
         split: HistorySplit = "test",
-        ratings: pd.Series | None = None,
         indexes: ItemIndexes | None = None,
         index_config: IndexConfig | None = None,
         embedding_cache: Path | None = None,
@@ -119,7 +112,7 @@ class Toolbox:
         """Prefer `Toolbox.open`. `variants` maps a name to a model trained on `dataset`; the
         first is the default. `split` decides what a user's history is: "test" (everything but
         the held-out test item, the default, so evaluation never sees its target), "valid", or
-        "full" (the whole sequence, for live use). `ratings` is indexed by (user_id, item_id).
+        "full" (the whole sequence, for live use).
         `indexes` are the item indexes if already loaded; otherwise they are loaded from
         `index_dir` (default RUN/index) or built there on first need, reusing text embeddings
         stored in `embedding_cache` (keyed by encoder and texts) when given."""
@@ -135,7 +128,6 @@ class Toolbox:
         self.run_dir = run_dir
         self.index_dir = index_dir if index_dir is not None else (run_dir / INDEX_DIR if run_dir is not None else None)
         self.split: HistorySplit = split
-        self.ratings = ratings
         self.index_config = index_config or IndexConfig()
         self.embedding_cache = embedding_cache
         self._indexes = indexes
@@ -186,20 +178,19 @@ class Toolbox:
         index_config: IndexConfig | None = None,
         embedding_cache: Path | None = None,
     ) -> Toolbox:
-        """Load a run's dataset (rebuilt from `data_dir`, default TOOLREC_DATA_DIR) and model,
-        plus further variants trained on the same dataset: a mapping name -> run folder, or
-        run folders named by their attribute type. The run's own model is named "plain" (or its
-        attribute type if it is attribute-aware) and is the default variant.
+        """Load a run's dataset (its prepared data, else rebuilt from `data_dir`, default
+        TOOLREC_DATA_DIR) and model, plus further variants trained on the same dataset: a
+        mapping name -> run folder, or run folders named by their attribute type. The run's own
+        model is named "plain" (or its attribute type if it is attribute-aware) and is the
+        default variant.
 
         `threads` sets torch's intra-op threads for the whole process: a batch-1 forward is
         fastest on one thread (2 threads were 7x slower at p50 on a busy 2-core machine);
         None leaves torch's setting alone."""
         if threads is not None:
             torch.set_num_threads(threads)
-        data_dir = data_dir if data_dir is not None else PathSettings().data_dir
         meta = read_meta(run_dir)
-        raw = load_dataset(meta.dataset, data_dir)
-        dataset = build_sequences(raw, min_core=meta.min_core)
+        dataset = run_dataset(run_dir, data_dir if data_dir is not None else PathSettings().data_dir)
         models: dict[str, Recommender] = {variant_name(meta): load_model(run_dir, dataset)}
         named = variants.items() if isinstance(variants, Mapping) else ((variant_name(read_meta(p)), p) for p in variants or ())
         for name, path in named:
@@ -207,25 +198,8 @@ class Toolbox:
                 raise ValueError(f"two variants named {name!r}: name them explicitly (name -> run folder)")
             models[name] = load_model(Path(path), dataset)  # refuses a model of another dataset
         return cls(
-            dataset,
-            models,
-            run_dir=run_dir,
-            index_dir=index_dir,
-            split=split,
-            ratings=cls.ratings_table(raw.interactions),
-            index_config=index_config,
-            embedding_cache=embedding_cache,
+            dataset, models, run_dir=run_dir, index_dir=index_dir, split=split, index_config=index_config, embedding_cache=embedding_cache
         )
-
-    @staticmethod
-    def ratings_table(interactions: pd.DataFrame) -> pd.Series | None:
-        """Ratings indexed by (user_id, item_id), the latest where a user rated an item twice;
-        None for data without ratings."""
-        if "rating" not in interactions or not interactions["rating"].notna().any():
-            return None
-        latest = interactions.sort_values(["timestamp", "order"], kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
-        ratings: pd.Series = latest.set_index(["user_id", "item_id"])["rating"].sort_index()
-        return ratings
 
     # --- users, items, variants -----------------------------------------------------------
 
@@ -510,7 +484,7 @@ class Toolbox:
     def quality(self) -> np.ndarray:
         """Each item's shrunk mean rating (`shrunk_mean_ratings`), computed on first use: only
         the quality order and the wish benchmark read it."""
-        return shrunk_mean_ratings(self.dataset, self.ratings)
+        return shrunk_mean_ratings(self.dataset)
 
     def genres_of(self, item_id: str) -> set[str] | None:
         """The item's values of the primary attribute (its genres); None where the catalogue has

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 
 from tools.data.fetch import load_sequences
+from tools.data.prepared import load_prepared, save_prepared
 from tools.data.schema import DataError
 from tools.data.sequences import SequenceDataset
 from tools.io import atomic_path, write_json
@@ -24,7 +25,7 @@ from tools.models.popularity import Popularity
 from tools.models.sasrec import SASRec
 from tools.models.transitions import Transitions
 
-WEIGHTS, CONFIG, ID_MAPS = "model.safetensors", "config.json", "id_maps.json"
+WEIGHTS, CONFIG, ID_MAPS, PREPARED = "model.safetensors", "config.json", "id_maps.json", "data"
 
 
 class CheckpointMeta(BaseModel):
@@ -86,8 +87,30 @@ def load_model(run_dir: Path, dataset: SequenceDataset) -> Recommender:
     return model.eval()
 
 
-def load_run(run_dir: Path, data_dir: Path) -> tuple[SequenceDataset, Recommender]:
-    """The dataset a run was trained on, rebuilt from `data_dir`, and its best model."""
+def run_dataset(run_dir: Path, data_dir: Path) -> SequenceDataset:
+    """The dataset a run was trained on: its prepared data (RUN/data), else rebuilt from the raw
+    files in `data_dir` and prepared there for the next time (runs trained before it existed)."""
     meta = read_meta(run_dir)
+    prepared = run_dir / PREPARED
+    if (prepared / "meta.json").exists():
+        dataset = load_prepared(prepared)
+        if dataset.name == meta.dataset and fingerprint(dataset) == meta.fingerprint:
+            return dataset
     dataset = load_sequences(meta.dataset, data_dir, min_core=meta.min_core)
+    prepare(run_dir, dataset)
+    return dataset
+
+
+def prepare(run_dir: Path, dataset: SequenceDataset) -> None:
+    """Keep `dataset` with the run; where another process wrote it at the same moment, theirs stays."""
+    try:
+        save_prepared(run_dir / PREPARED, dataset)
+    except OSError as err:
+        if not (run_dir / PREPARED / "meta.json").exists():
+            raise DataError(f"{run_dir / PREPARED}: could not write the prepared data: {err}") from err
+
+
+def load_run(run_dir: Path, data_dir: Path) -> tuple[SequenceDataset, Recommender]:
+    """The dataset a run was trained on (`run_dataset`) and its best model."""
+    dataset = run_dataset(run_dir, data_dir)
     return dataset, load_model(run_dir, dataset)
