@@ -36,6 +36,8 @@ from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
 from eval.config import load_config
 from eval.conversation_sim import chat_sim_command
+from eval.delayed_llm import delayed_llm_command
+from eval.distributed import RayTarget, RayUnavailable, WorkerFailed
 from eval.intents import intents_command
 from eval.metrics import KS
 from eval.report import REPORT_MD, plot_training_curves, write_report
@@ -71,6 +73,7 @@ bench_app.command("serve")(bench_serve_command)
 bench_app.command("chat")(bench_chat_command)
 bench_app.command("steps")(bench_steps_command)
 bench_app.command("wishes")(bench_wishes_command)
+bench_app.command("delayed-llm")(delayed_llm_command)
 eval_app.command("chat-sim")(chat_sim_command)
 eval_app.command("intents")(intents_command)
 
@@ -221,16 +224,30 @@ def run_command(
     retry_errors: Annotated[bool, typer.Option(help="Recompute users whose LLM call failed")] = False,
     report: Annotated[bool, typer.Option(help="Write the report when the run is complete")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars (a log line every 5 users when not a terminal)")] = True,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            metavar="auto|ADDRESS",
+            help="Compute the users on Ray: auto starts a local Ray here, an address joins a cluster (pip install 'toolrec[ray]')",
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray workers, each opening the run once (default: the CPUs of this machine or the cluster)")
+    ] = None,
+    ray_threads: Annotated[int, typer.Option(min=1, help="torch threads per Ray worker")] = 1,
 ) -> None:
-    """Run every method of CONFIG on the same sampled users; rerunning continues where it stopped."""
+    """Run every method of CONFIG on the same sampled users; rerunning continues where it stopped.
+    With --ray, --concurrency is the number of users in flight on each worker."""
     try:
         config = load_config(config_path, users=users, llm=llm, wave=wave)
+        target = None if ray is None else RayTarget(address=ray, workers=ray_workers, threads=ray_threads)
     except (OSError, ValueError, ValidationError) as err:
         eval_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err
     run_dir = out or PathSettings().runs_dir / "eval" / config.name
     eval_console.print(
         f"[bold]{config.name}[/]: {len(config.methods)} methods, {config.users or 'all'} users, LLM {config.llm} -> {run_dir}"
+        + ("" if target is None else f" (on Ray: {target.address})")
     )
     try:
         results = run_eval(
@@ -243,14 +260,17 @@ def run_command(
             progress=progress,
             console=eval_console,
             config_text=(config_path.suffix, config_path.read_text(encoding="utf-8")),
+            ray=target,
         )
-    except (DataError, FileNotFoundError, ValueError, LLMError, RunLocked) as err:
+    except (DataError, FileNotFoundError, ValueError, LLMError, RunLocked, RayUnavailable, WorkerFailed) as err:
         eval_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err
     eval_console.print(_table(results))
     latest = latest_session_seconds(results)
     session = "" if latest is None else f" (this session {latest / 60:.1f} min)"
     eval_console.print(f"wall time {results['wall_seconds'] / 60:.1f} min{session}; results: {run_dir / RESULTS}")
+    if results["usd"] is not None:
+        eval_console.print(f"estimated LLM cost ${results['usd']:,.4f} at the prices set (TOOLREC_LLM_*_USD_PER_MTOK)")
     if report and results["complete"]:
         write_report(run_dir)
         eval_console.print(f"report: {run_dir / REPORT_MD}")

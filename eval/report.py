@@ -227,6 +227,8 @@ def compute(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         "wall_seconds": results["wall_seconds"],
         "session_seconds": results.get("session_seconds", {}),
         "code_versions": results.get("code_versions", []),
+        "prices": results.get("prices"),
+        "usd": results.get("usd"),
         "metrics": table_metrics(results["ks"]),
         "paired_metric": PAIRED_METRIC,
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "95% percentile"},
@@ -251,6 +253,24 @@ def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _price_note(prices: dict[str, float] | None, usd: float | None) -> list[str]:
+    """The estimate's basis: the prices set, and the run's total (each method's tokens as if
+    it ran alone: replies two methods share through the cache count for both)."""
+    if not prices:
+        return []
+    return [
+        "",
+        f"Estimated cost at ${prices['llm_input_usd_per_mtok']:g} per million prompt tokens and "
+        f"${prices['llm_output_usd_per_mtok']:g} per million completion tokens (TOOLREC_LLM_INPUT_USD_PER_MTOK, "
+        f"TOOLREC_LLM_OUTPUT_USD_PER_MTOK): **{_usd(usd)}** for the run, every method's tokens counted as if it ran alone "
+        "(replies it took from the cache at the tokens they cost when first made).",
+    ]
 
 
 def _means_table(methods: dict[str, dict[str, Any]], names: Sequence[str]) -> list[str]:
@@ -417,14 +437,17 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
             *_paired_table(partial["methods"], report["backbone"], report["paired_metric"]),
         ]
 
+    prices = report.get("prices")
     lines += [
         "",
         "## Cost",
         "",
         "Latency is per user (cached LLM replies counted at the latency they had when first made).",
+        *_price_note(prices, report.get("usd")),
         "",
-        "| Method | LLM calls | calls / user | tokens / user | latency p50 | latency p95 | LLM call p50 | LLM call p95 | fallbacks |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Method | LLM calls | calls / user | tokens / user | latency p50 | latency p95 | LLM call p50 | LLM call p95 | fallbacks |"
+        + (" est. USD |" if prices else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if prices else ""),
     ]
     for v in methods.values():
         c = v["cost"]
@@ -433,7 +456,7 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
         lines.append(
             f"| {v['label']} | {c['llm_calls']} | {c['llm_calls_per_user']:.2f} | {c['tokens_per_user']:.0f} | "
             f"{_seconds(c['latency_p50'])} | {_seconds(c['latency_p95'])} | {_seconds(c['llm_call_p50'])} | "
-            f"{_seconds(c['llm_call_p95'])} | {fallbacks} |"
+            f"{_seconds(c['llm_call_p95'])} | {fallbacks} |" + (f" {_usd(c.get('usd'))} |" if prices else "")
         )
 
     agents = {n: v for n, v in methods.items() if v["diagnostics"] and "tool_calls_per_user" in v["diagnostics"]}

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -44,16 +43,21 @@ from agent.llm.base import LLM, NoLLM
 from agent.llm.cache import CachedLLM
 from agent.runtime import make_llm
 from agent.settings import AgentSettings
-from eval.config import AgentMethod, BackboneMethod, EvalConfig, LLMRerankMethod, Method, PopularityMethod
-from eval.methods import AgentRunner, Context, LLMRerank, is_repeat, rank_method, set_threads
+from eval.config import AgentMethod, EvalConfig, Method
+from eval.cost import TokenPrices
+from eval.distributed import RayTarget, check_reachable
+from eval.methods import Context, is_repeat, set_threads
 from eval.metrics import MISSING, summarise
+from eval.ray_run import EvalJob, ray_fanout
 from eval.store import ResultStore, UserResult, read_jsonl
 from eval.training import prepare_runs
+from eval.work import Worker
 from tools.io import write_json
 from tools.settings import PathSettings
 
 RESULTS, CONFIG, VERSIONS, SESSIONS, CACHE_DIR = "results.json", "config.json", "versions.json", "sessions.jsonl", "llm-cache"
 RUNNING_METRIC = "ndcg@10"
+Wave = list[tuple[Method, list[str]]]
 
 
 class RunLocked(RuntimeError):
@@ -185,8 +189,14 @@ def _fell_back(record: UserResult) -> bool:
     return any(not is_repeat(n) for n in notes) if isinstance(notes, list) else record.fallback
 
 
-def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[str], done: dict[str, UserResult]) -> dict[str, Any]:
+def method_summary(
+    config: EvalConfig, method: Method, fp: str, users: Sequence[str], done: dict[str, UserResult], prices: TokenPrices
+) -> dict[str, Any]:
+    """A method's figures on the users it has finished. Its cost estimate counts every call's
+    tokens, cached ones at the tokens they took when first made: what the run costs afresh."""
     got = [done[u] for u in users if u in done]
+    prompt_tokens = sum(r.prompt_tokens for r in got)
+    completion_tokens = sum(r.completion_tokens for r in got)
     ranks = np.array([r.rank if r.rank is not None else MISSING for r in got], dtype=np.int64)
     calls = [s for r in got for s in r.call_seconds]
     seconds = [r.seconds for r in got]
@@ -195,9 +205,10 @@ def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[
     cost = {
         "llm_calls": sum(r.llm_calls for r in got),
         "cached_calls": sum(r.cached_calls for r in got),
-        "prompt_tokens": sum(r.prompt_tokens for r in got),
-        "completion_tokens": sum(r.completion_tokens for r in got),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
         "tokens": tokens,
+        "usd": prices.estimate(prompt_tokens, completion_tokens),
         "llm_calls_per_user": round(sum(r.llm_calls for r in got) / n, 3),
         "tokens_per_user": round(tokens / n, 1),
         "seconds_per_user": round(float(np.mean(seconds)), 4) if seconds else None,
@@ -228,10 +239,16 @@ def method_summary(config: EvalConfig, method: Method, fp: str, users: Sequence[
 
 
 def build_results(
-    config: EvalConfig, run_dir: Path, users: Sequence[str], store: ResultStore, methods: Sequence[Method], fingerprints: dict[str, str]
+    config: EvalConfig,
+    run_dir: Path,
+    users: Sequence[str],
+    store: ResultStore,
+    methods: Sequence[Method],
+    fingerprints: dict[str, str],
+    prices: TokenPrices,
 ) -> dict[str, Any]:
     done = {m.name: store.done(m.name, fingerprints[m.name]) for m in methods}
-    per_method = {m.name: method_summary(config, m, fingerprints[m.name], users, done[m.name]) for m in methods}
+    per_method = {m.name: method_summary(config, m, fingerprints[m.name], users, done[m.name], prices) for m in methods}
     started = [d for d in done.values() if d]
     common = [u for u in users if started and all(u in d for d in started)]
     session_lines = read_jsonl(run_dir / SESSIONS)
@@ -255,6 +272,8 @@ def build_results(
         "user_ids": list(users),
         "common_users": len(common),
         "code_versions": used,
+        "prices": prices.model_dump() if prices.known else None,
+        "usd": round(sum(s["cost"]["usd"] for s in per_method.values()), 6) if prices.known else None,
         "methods": per_method,
     }
 
@@ -419,11 +438,15 @@ def _pending(
     return pending
 
 
-def _list_runner(ctx: Context, method: Method, fp: str, llm: LLM) -> Callable[[str], UserResult]:
-    if isinstance(method, LLMRerankMethod):
-        return LLMRerank(ctx, method, fp, llm)
-    assert isinstance(method, AgentMethod)
-    return AgentRunner(ctx, method, fp, llm)
+def _waves(users: Sequence[str], size: int | None, methods: Sequence[Method], pending: dict[str, list[str]]) -> list[Wave]:
+    """Each wave's pending users per method: a wave is `size` users of the sample (default:
+    all), which every method finishes before the next wave starts."""
+    size = size or max(len(users), 1)
+    waves = []
+    for begin in range(0, len(users), size):
+        members = set(users[begin : begin + size])
+        waves.append([(m, [u for u in pending[m.name] if u in members]) for m in methods])
+    return waves
 
 
 def _run_eval(
@@ -440,6 +463,8 @@ def _run_eval(
     config_text: tuple[str, str] | None = None,
     data_dir: Path | None = None,
     on_user: Callable[[UserResult], None] | None = None,
+    ray: RayTarget | None = None,
+    prices: TokenPrices | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) the evaluation in `run_dir`; returns what results.json holds.
 
@@ -448,13 +473,20 @@ def _run_eval(
     the embedded model and an injected one run one user at a time). `only` restricts the run
     to some methods. `restart` discards the per-user results (the LLM cache stays, so a
     restarted run costs no LLM call); `retry_errors` recomputes users whose call failed.
-    `on_user` sees every new line (tests use it to stop a run midway)."""
+    `on_user` sees every new line (tests use it to stop a run midway). `ray` computes the
+    users on Ray workers (eval.ray_run): the same lines, journalled as each block finishes,
+    `concurrency` users in flight per worker. `prices` (default: the settings) make the
+    cost estimate."""
+    if ray is not None:
+        if llm is not None:
+            raise ValueError("an LLM object cannot be sent to Ray workers: name the LLM in the config instead")
+        check_reachable(ray)  # before any training or loading: a wrong address fails at once
     console = console or Console(stderr=True)
     _open_folder(run_dir, config, restart, config_text)
     methods = _chosen(config, only)
     store = ResultStore(run_dir)
     session = _Session(run_dir, store, on_user)
-    data_dir = data_dir or config.data_dir or PathSettings().data_dir
+    data_dir = (data_dir or config.data_dir or PathSettings().data_dir).resolve()
     _prepare(config, methods, data_dir, console.print)
     set_threads()
     ctx = Context(config, data_dir=data_dir)
@@ -464,50 +496,54 @@ def _run_eval(
     # once per run: a fingerprint hashes the fitted files its method reads
     fingerprints = {m.name: config.fingerprint(m) for m in config.methods}
     pending = _pending(methods, store, fingerprints, ctx.users, retry_errors)
+    settings = AgentSettings().model_copy(update={"llm_cache_dir": None})
     cached: CachedLLM | None = None
-    if any(pending[m.name] and m.uses_llm for m in methods):
-        inner = llm if llm is not None else make_llm(config.llm, AgentSettings().model_copy(update={"llm_cache_dir": None}))
-        cached = CachedLLM(inner, run_dir / CACHE_DIR)
-    workers = concurrency if concurrency is not None else (config.concurrency if llm is None and _remote(config.llm) else 1)
+    if ray is None and any(pending[m.name] and m.uses_llm for m in methods):
+        cached = CachedLLM(llm if llm is not None else make_llm(config.llm, settings), run_dir / CACHE_DIR)
+    slots = concurrency if concurrency is not None else (config.concurrency if llm is None and _remote(config.llm) else 1)
     write_json(run_dir / VERSIONS, versions(cached.name if cached else None))
+    results = partial(build_results, config, run_dir, ctx.users, store, config.methods, fingerprints, prices or TokenPrices())
+    waves = _waves(ctx.users, config.wave, methods, pending)
 
-    wave = config.wave or max(len(ctx.users), 1)
-    runners: dict[str, Callable[[str], UserResult]] = {}
     with Tracker(console, enabled=progress) as tracker:
-        for begin in range(0, len(ctx.users), wave):
-            members = set(ctx.users[begin : begin + wave])
-            for method in methods:
-                fp = fingerprints[method.name]
-                todo = [u for u in pending[method.name] if u in members]
-                tracker.start(method.name, len(ctx.users), store.done(method.name, fp).values())
-                if not todo:
-                    continue
-                if isinstance(method, PopularityMethod | BackboneMethod):
-                    for start in range(0, len(todo), 256):
-                        session.save(tracker, method.name, rank_method(ctx, method, fp, todo[start : start + 256]))
-                    continue
-                if method.name not in runners:
-                    runners[method.name] = _list_runner(ctx, method, fp, cached if cached is not None else NoLLM())
-                _run_users(runners[method.name], todo, workers, partial(session.save, tracker, method.name))
-                write_json(run_dir / RESULTS, build_results(config, run_dir, ctx.users, store, config.methods, fingerprints))
+
+        def start(method: Method) -> None:
+            tracker.start(method.name, len(ctx.users), store.done(method.name, fingerprints[method.name]).values())
+
+        save = partial(session.save, tracker)
+        if ray is None:
+            worker = Worker(ctx, fingerprints, lambda: cached if cached is not None else NoLLM())
+            for wave in waves:
+                for method, todo in wave:
+                    start(method)
+                    if todo:
+                        worker.compute(method, todo, partial(save, method.name), slots)
+                        write_json(run_dir / RESULTS, results())
+        else:
+            job = EvalJob(
+                config=config,
+                data_dir=data_dir,
+                cache_dir=(run_dir / CACHE_DIR).resolve(),
+                cwd=Path.cwd(),
+                fingerprints=fingerprints,
+                settings=settings,
+            )
+            named = False
+            with ray_fanout(ray, job, slots) as run_wave:
+                for wave in waves:
+                    for method, _ in wave:
+                        start(method)
+                    for name, out in run_wave([(m, todo) for m, todo in wave if todo]):
+                        save(name, out.records)
+                        if out.llm is not None and not named:  # the workers built the LLM: its name for the provenance
+                            write_json(run_dir / VERSIONS, versions(out.llm))
+                            named = True
+                    write_json(run_dir / RESULTS, results())
 
     session.end()
-    results = build_results(config, run_dir, ctx.users, store, config.methods, fingerprints)
-    write_json(run_dir / RESULTS, results)
-    return results
-
-
-def _run_users(
-    runner: Callable[[str], UserResult], users: Sequence[str], workers: int, save: Callable[[Sequence[UserResult]], None]
-) -> None:
-    """Each user through `runner`, `workers` at a time, every result saved as it finishes."""
-    if workers <= 1:
-        for user in users:
-            save([runner(user)])
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(runner, user) for user in users]):
-            save([future.result()])
+    final = results()
+    write_json(run_dir / RESULTS, final)
+    return final
 
 
 def clear_run(run_dir: Path, keep_cache: bool = True) -> None:

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Ray, an optional extra: the tests of `eval run --ray` start a local Ray on loopback
+.venv/bin/python -c 'import ray' 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[ray]"
 # the web page's end-to-end test drives Debian's headless Chromium (it skips, saying why, without it)
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
