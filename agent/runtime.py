@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
 from agent.llm.cache import CachedLLM
@@ -29,6 +30,7 @@ from agent.llm.scoring import OptionScorer, OptionScores
 from agent.recommend import Agent, AgentFactory
 from agent.settings import AgentSettings
 from agent.state import AgentConfig, Assembly, Planner
+from tools.cli import parse_variants
 from tools.settings import PathSettings
 from tools.toolbox import HistorySplit, Toolbox
 
@@ -168,3 +170,29 @@ def shared_agent_factory(llm: LLM, toolbox: Toolbox, config: AgentConfig) -> Age
     """One agent (one compiled graph, one model) for every turn."""
     agent = Agent(llm, toolbox, config)
     return lambda: agent
+
+
+class AgentSpec(BaseSettings):
+    """What a command-line entry point builds its agent from. Settings, so that they travel in
+    the environment (TOOLREC_AGENT_RUN, TOOLREC_AGENT_LLM, ...) to server worker processes,
+    which build the same agent there."""
+
+    model_config = SettingsConfigDict(env_prefix="TOOLREC_AGENT_")
+
+    run: Path
+    llm: str = "local"
+    k: int = 10
+    rounds: int | None = None
+    variants: list[str] = []
+    probe_bonus: float = PROBE_BONUS
+
+    def build(self, split: HistorySplit = "full", **overrides: Any) -> tuple[Toolbox, Agent]:
+        """The toolbox and the agent (`overrides`: further AgentConfig settings)."""
+        toolbox = open_toolbox(self.run, parse_variants(self.variants), split=split)
+        model = build_llm(self.llm)
+        return toolbox, Agent(model, toolbox, agent_config(model, k=self.k, rounds=self.rounds, probe_bonus=self.probe_bonus, **overrides))
+
+    def shared(self) -> tuple[Toolbox, AgentFactory]:
+        """The toolbox and one shared agent for every turn of a long-running entry point."""
+        toolbox, agent = self.build()
+        return toolbox, shared_agent_factory(agent.llm, toolbox, agent.config)

@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Ray, an optional extra: the tests of `eval run --ray` start a local Ray on loopback
 .venv/bin/python -c 'import ray' 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[ray]"
+# Sessions in Postgres, an optional extra, tested against a real server that the tests start with
+# initdb on loopback from Debian's postgresql (they skip, saying why, without it)
+.venv/bin/python -c 'import langgraph.checkpoint.postgres' 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[postgres]"
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq postgresql >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } \
+    || echo "postgresql could not be installed: the Postgres session tests will skip"
+fi
 # the web page's end-to-end test drives Debian's headless Chromium (it skips, saying why, without it)
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \

@@ -6,8 +6,9 @@
     conversation.turn("s1", "more like the second one")       # -> similar_items on that item
     conversation.turn("s1", "not that one")                   # rejected, never shown again
 
-One turn is a small LangGraph graph, `interpret -> respond`, compiled with a SQLite checkpointer
-keyed by the session id (the session store), so a conversation survives restarts. The turn's
+One turn is a small LangGraph graph, `interpret -> respond`, compiled with a checkpointer keyed
+by the session id (the session store, `agent.chat.store`: SQLite by default, Postgres for several
+server processes), so a conversation survives restarts. The turn's
 agent reaches the nodes through the run's config. `interpret` turns the message into a
 `TurnIntent` (the deterministic rule reading of `agent.chat.rules` first, then the LLM's JSON
 reading for what the rules left empty: a 0.5B model's slip cannot break a turn) and applies it
@@ -21,7 +22,6 @@ tools run, for whom, or which items may be listed.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,9 +29,6 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -53,6 +50,7 @@ from agent.chat.records import (
 )
 from agent.chat.rules import RuleReader, clean
 from agent.chat.steering import Steering
+from agent.chat.store import SessionStore, SessionStoreError, is_postgres_url, sqlite_store
 from agent.prompts import domain_of, phrase
 from agent.recommend import Agent, AgentFactory
 from agent.request import RecommendError, shown_arguments
@@ -76,28 +74,20 @@ class TurnState(TypedDict, total=False):
     result: TurnResult
 
 
-# The records a checkpoint holds, allowed back by the session store's deserialiser.
-STORED = (ConversationState, SessionConstraints, TurnIntent, TurnResult, Turn, ShownItem, Knowledge)
-
-
-def session_store(connection: sqlite3.Connection) -> SqliteSaver:
-    return SqliteSaver(connection, serde=JsonPlusSerializer(allowed_msgpack_modules=STORED))
-
-
 def agent_of(config: RunnableConfig) -> Agent:
     """The turn's agent, handed to the graph's nodes through the run's config."""
     return config["configurable"]["agent"]
 
 
 class Conversation:
-    """Turns over an agent, persisted per session id with a LangGraph SQLite checkpointer."""
+    """Turns over an agent, persisted per session id with a LangGraph checkpointer."""
 
     def __init__(
         self,
         agent_factory: AgentFactory,
         toolbox: Toolbox | None = None,
         *,
-        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        store: SessionStore | None = None,
         config: ConversationConfig | None = None,
     ) -> None:
         self.agent_factory = agent_factory
@@ -106,14 +96,11 @@ class Conversation:
         self.rules = RuleReader(self.toolbox, self.config.title_match)
         self.domain = domain_of(self.toolbox.dataset.name)
         self.steering = Steering(self.toolbox, self.rules, self.config)
-        self.checkpointer = (
-            checkpointer if checkpointer is not None else session_store(sqlite3.connect(":memory:", check_same_thread=False))
-        )
+        self.store = store if store is not None else sqlite_store(None)
+        self.checkpointer = self.store.checkpointer
         self.graph = self._build()
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._kept_guard = threading.Lock()
         self._recommendations: OrderedDict[str, Recommendation | None] = OrderedDict()
-        self._connection: sqlite3.Connection | None = None
 
     @classmethod
     def open(
@@ -122,19 +109,25 @@ class Conversation:
         db: Path | str | None = None,
         toolbox: Toolbox | None = None,
         config: ConversationConfig | None = None,
+        *,
+        connections: int = 4,
+        lock_timeout_s: float = 120.0,
     ) -> Conversation:
-        """Sessions in the SQLite file `db` (created with its folder), or in memory when None."""
-        if db is not None and str(db) != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(str(db) if db is not None else ":memory:", check_same_thread=False)
-        conversation = cls(agent_factory, toolbox, checkpointer=session_store(connection), config=config)
-        conversation._connection = connection
-        return conversation
+        """Sessions in the SQLite file `db` (created with its folder), in memory when None, or in
+        Postgres for a `postgresql://` URL (`connections` for turn locks at once, a turn waiting
+        at most `lock_timeout_s` for another of its session)."""
+        if isinstance(db, str) and is_postgres_url(db):
+            try:
+                from agent.chat.postgres import postgres_store
+            except ImportError as exc:
+                raise SessionStoreError(f"sessions in Postgres need the postgres extra: pip install 'toolrec[postgres]' ({exc})") from exc
+            store = postgres_store(db, connections=connections, lock_timeout_s=lock_timeout_s)
+        else:
+            store = sqlite_store(db)
+        return cls(agent_factory, toolbox, store=store, config=config)
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self.store.close()
 
     # --- public API ------------------------------------------------------------------------
 
@@ -143,14 +136,14 @@ class Conversation:
         return snapshot.values.get("session") if snapshot and snapshot.values else None
 
     def reset(self, session_id: str) -> None:
-        with self._lock(session_id):
+        with self.store.locks.hold(session_id):
             self.checkpointer.delete_thread(session_id)
 
     def update(self, session_id: str, change: Callable[[ConversationState], None]) -> ConversationState:
         """Apply `change` to the session's state (a new session if there is none) and store it,
         under the session's turn lock so that no turn runs meanwhile; `change` may raise to
         leave the session as it was."""
-        with self._lock(session_id):
+        with self.store.locks.hold(session_id):
             session = self.state(session_id) or ConversationState(session_id=session_id)
             change(session)
             self.graph.update_state(self._thread(session_id), {"session": session}, as_node="respond")
@@ -184,7 +177,7 @@ class Conversation:
             raise ConversationError(f"the message is too long ({len(message)} characters; at most {self.config.max_message_chars})")
         if not session_id or len(session_id) > 200:
             raise ConversationError("a session id of 1 to 200 characters is needed")
-        with self._lock(session_id):
+        with self.store.locks.hold(session_id):
             current = self.state(session_id)
             if user_id is not None:
                 if user_id not in self.toolbox.dataset.user_index:
@@ -204,14 +197,8 @@ class Conversation:
     def _thread(self, session_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": session_id}}
 
-    def _lock(self, session_id: str) -> threading.Lock:
-        with self._locks_guard:
-            if len(self._locks) > 10_000:  # forget the locks nobody holds
-                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-            return self._locks.setdefault(session_id, threading.Lock())
-
     def _keep(self, session_id: str, recommendation: Recommendation | None) -> None:
-        with self._locks_guard:
+        with self._kept_guard:
             self._recommendations[session_id] = recommendation
             self._recommendations.move_to_end(session_id)
             while len(self._recommendations) > KEPT_RECOMMENDATIONS:

@@ -9,6 +9,8 @@ import os
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,13 +22,14 @@ from rich.table import Table
 
 from agent.assembly import ASSEMBLY_FILE
 from agent.chat import Conversation, ConversationConfig, ConversationError, TurnResult
+from agent.chat.store import SessionStoreError, is_postgres_url
 from agent.fitting.files import ASSEMBLY_USERS, PRIOR_USERS, SEED, draw_users, fit_assembly_file, fit_prior_file
 from agent.llm.base import LLMError
 from agent.llm.fetch import EMBEDDED_MODELS, FetchError, fetch_embedded_model
 from agent.prior import PRIOR_FILE
 from agent.recommend import Agent, AgentFactory
 from agent.request import RecommendError, RecommendRequest, shown_arguments
-from agent.runtime import PROBE_BONUS, DebiasOption, OrderingsOption, agent_config, build_llm, open_toolbox, shared_agent_factory
+from agent.runtime import PROBE_BONUS, AgentSpec, DebiasOption, OrderingsOption, build_llm, open_toolbox
 from agent.state import AgentConfig
 from tools.cli import VariantOption, parse_variants
 from tools.settings import PathSettings
@@ -43,6 +46,16 @@ ProbeBonusOption = Annotated[
 ]
 
 
+@contextmanager
+def _exit_on_bad_option(out: Console) -> Iterator[None]:
+    """A missing run, an unknown LLM or a bad value: said in one line, exit 1."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError, LLMError) as exc:
+        out.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
 def _agent(
     run: Path,
     llm: str,
@@ -52,29 +65,20 @@ def _agent(
     out: Console,
     *,
     probe_bonus: float,
-    assembly: str = "fused",
-    planner: str = "menu",
     split: HistorySplit = "full",
     **overrides: Any,
 ) -> tuple[Toolbox, Agent]:
     """The toolbox and the agent of one entry point, from its options (`overrides`: further
     AgentConfig settings); a bad option exits 1."""
-    try:
-        toolbox = open_toolbox(run, parse_variants(variant), split=split)
-        model = build_llm(llm)
-        config = agent_config(model, k=k, rounds=rounds, probe_bonus=probe_bonus, assembly=assembly, planner=planner, **overrides)  # type: ignore[arg-type]
-        return toolbox, Agent(model, toolbox, config)
-    except (FileNotFoundError, ValueError, LLMError) as exc:
-        out.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    with _exit_on_bad_option(out):
+        spec = AgentSpec(run=run, llm=llm, k=k, rounds=rounds, variants=variant or [], probe_bonus=probe_bonus)
+        return spec.build(split, **overrides)
 
 
-def _factory(
-    run: Path, llm: str, k: int, rounds: int | None, variant: list[str] | None, out: Console, *, probe_bonus: float
-) -> tuple[Toolbox, AgentFactory]:
-    """One shared agent for every turn of a long-running entry point."""
-    toolbox, agent = _agent(run, llm, k, rounds, variant, out, probe_bonus=probe_bonus)
-    return toolbox, shared_agent_factory(agent.llm, toolbox, agent.config)
+def _factory(spec: AgentSpec, out: Console) -> tuple[Toolbox, AgentFactory]:
+    """One shared agent for every turn of a long-running entry point; a bad option exits 1."""
+    with _exit_on_bad_option(out):
+        return spec.shared()
 
 
 # --- models get ------------------------------------------------------------------------------
@@ -310,7 +314,8 @@ def chat_command(
     Sessions persist across restarts."""
     if intent not in ("auto", "rules", "llm", "both"):
         raise typer.BadParameter("auto | rules | llm | both", param_hint="--intent")
-    toolbox, factory = _factory(run, llm, k, rounds, variant, console, probe_bonus=probe_bonus)
+    spec = AgentSpec(run=run, llm=llm, k=k, rounds=rounds, variants=variant or [], probe_bonus=probe_bonus)
+    toolbox, factory = _factory(spec, console)
     db = db or default_sessions_db()
     conversation = Conversation.open(factory, db=db, toolbox=toolbox, config=ConversationConfig(intent=intent))
     session_id = session or (f"chat-{user}" if user else "chat-new")
@@ -371,26 +376,57 @@ def serve_command(
     k: Annotated[int, typer.Option(help="Items per chat answer")] = 5,
     rounds: Annotated[int | None, typer.Option(help="Agent plan steps per turn (default: settings)")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="TOOLREC_SERVE_API_KEY", help="Require this bearer key on /v1/*")] = None,
-    sessions_db: Annotated[
-        Path | None, typer.Option(help="Sessions database (default .toolrec/sessions.sqlite; ':memory:' for none)")
+    sessions: Annotated[
+        str | None,
+        typer.Option(
+            "--sessions",
+            "--sessions-db",
+            help="Where sessions live: a SQLite file (default .toolrec/sessions.sqlite), ':memory:', or a postgresql:// URL",
+        ),
     ] = None,
-    max_concurrency: Annotated[int, typer.Option(help="Agent runs at once")] = 2,
-    rate_per_minute: Annotated[float, typer.Option(help="Requests per minute per client")] = 120.0,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes on the port (more than 1 needs --sessions postgresql://...)")] = 1,
+    max_concurrency: Annotated[int, typer.Option(help="Agent runs at once, per worker")] = 2,
+    rate_per_minute: Annotated[float, typer.Option(help="Requests per minute per client, per worker")] = 120.0,
     variant: VariantOption = None,
     probe_bonus: ProbeBonusOption = PROBE_BONUS,
 ) -> None:
     """Serve the OpenAI-compatible chat API, /v1/recommend, /v1/models, /healthz, the OpenAPI
     schema (/docs) and a chat page at /."""
     from agent.serve.app import ServerSettings, create_app, serve
+    from agent.serve.workers import serve_workers
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err_console.print("[yellow]warning:[/] serving beyond loopback without --api-key: anyone who can reach the port can use it")
-    toolbox, factory = _factory(run, llm, k, rounds, variant, err_console, probe_bonus=probe_bonus)
-    db = None if sessions_db is not None and str(sessions_db) == ":memory:" else (sessions_db or default_sessions_db())
-    settings = ServerSettings(
-        host=host, port=port, api_key=api_key, sessions_db=db, max_concurrency=max_concurrency, rate_per_minute=rate_per_minute
-    )
-    app = create_app(settings, factory)
+    url = sessions if sessions is not None and is_postgres_url(sessions) else None
+    if workers > 1 and url is None:
+        err_console.print(
+            f"[red]error:[/] --workers {workers} needs --sessions postgresql://...: SQLite sessions are one process's, "
+            "whose turn lock would not hold two turns of one session on two workers apart"
+        )
+        raise typer.Exit(1)
+    db = None if url is not None or sessions == ":memory:" else Path(sessions or default_sessions_db())
+    with _exit_on_bad_option(err_console):
+        settings = ServerSettings(
+            host=host,
+            port=port,
+            api_key=api_key,
+            sessions_db=db,
+            sessions_url=url,
+            max_concurrency=max_concurrency,
+            rate_per_minute=rate_per_minute,
+        )
+    spec = AgentSpec(run=run, llm=llm, k=k, rounds=rounds, variants=variant or [], probe_bonus=probe_bonus)
+    if workers > 1:
+        err_console.print(f"[bold]toolrec[/] on {escape(str(run))}, {workers} workers: http://{host}:{port}/ (docs at /docs)")
+        if not serve_workers(settings, spec, workers):
+            raise typer.Exit(1)
+        return
+    toolbox, factory = _factory(spec, err_console)
+    try:
+        app = create_app(settings, factory)
+    except SessionStoreError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
     err_console.print(f"[bold]toolrec[/] on {escape(toolbox.dataset.name)}: http://{host}:{port}/ (docs at /docs)")
     serve(app, host=host, port=port)
 
@@ -415,7 +451,8 @@ def mcp_command(
 
     if transport not in ("stdio", "streamable-http"):
         raise typer.BadParameter("stdio | streamable-http", param_hint="--transport")
-    toolbox, factory = _factory(run, llm, k, rounds, variant, err_console, probe_bonus=probe_bonus)  # stdout is the protocol's
+    spec = AgentSpec(run=run, llm=llm, k=k, rounds=rounds, variants=variant or [], probe_bonus=probe_bonus)
+    toolbox, factory = _factory(spec, err_console)  # stdout is the protocol's
     server = build_mcp_server(toolbox, factory)
     if transport == "stdio":
         server.run("stdio")
@@ -432,18 +469,38 @@ def bench_serve_command(
     sessions: Annotated[int, typer.Option(help="Concurrent conversations (at most 256)")] = 16,
     turns: Annotated[int, typer.Option(help="Turns per conversation (at most 12)")] = 4,
     concurrency: Annotated[int, typer.Option(help="Sessions in flight at once")] = 8,
-    server_concurrency: Annotated[int, typer.Option(help="Agent runs at once in the server")] = 4,
+    server_concurrency: Annotated[int, typer.Option(help="Agent runs at once in the in-process server")] = 4,
+    url: Annotated[
+        str | None, typer.Option(help="A server started apart (toolrec serve --run RUN ...) to load instead of one in process")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TOOLREC_SERVE_API_KEY", help="--url: the server's bearer key")] = None,
     max_seconds: Annotated[float, typer.Option(help="Stop starting turns after this long")] = 60.0,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
 ) -> None:
-    """Load test over loopback with the scripted LLM: N concurrent sessions, p50/p99 latency,
-    errors, and a check that no session sees another's state. Prints one JSON object."""
-    from agent.cli.bench import run_bench
+    """Load test over HTTP: N concurrent sessions, p50/p99 latency, errors, and a check that no
+    session sees another's state. Prints one JSON object. Without --url the server runs in
+    process with the scripted LLM; with it, the server started apart answers with its own."""
+    from agent.cli.bench import BenchError, bench_server, run_bench
 
-    toolbox = open_toolbox(run)
-    report = run_bench(
-        toolbox, sessions=sessions, turns=turns, concurrency=concurrency, max_seconds=max_seconds, server_concurrency=server_concurrency
-    )
+    with _exit_on_bad_option(err_console):
+        toolbox = open_toolbox(run)
+    try:
+        if url is None:
+            report = run_bench(
+                toolbox,
+                sessions=sessions,
+                turns=turns,
+                concurrency=concurrency,
+                max_seconds=max_seconds,
+                server_concurrency=server_concurrency,
+            )
+        else:
+            report = bench_server(
+                url, toolbox, sessions=sessions, turns=turns, concurrency=concurrency, max_seconds=max_seconds, api_key=api_key
+            )
+    except BenchError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
     text = json.dumps(report, indent=2)
     print(text)
     if out is not None:

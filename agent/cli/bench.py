@@ -5,7 +5,8 @@ whether "like X" lists are like X, beside the backbone's own list).
 
 The server runs in process (uvicorn on a free 127.0.0.1 port) over a real toolbox with a
 scripted LLM, so the numbers measure the service (HTTP, sessions, the agent graph, the tools),
-not a language model. Each session is a short conversation of its own (a known user, or a cold
+not a language model; or it is a server started apart (`toolrec serve`, any number of workers,
+any session store), reached at its URL (`bench_server`). Each session is a short conversation of its own (a known user, or a cold
 start from a title; then its own genre exclusion, "older films", "more like the second one",
 "not that one", ...); sessions run concurrently, bounded in number and time. Afterwards every
 session's stored state is checked against what that session alone said: its user, its
@@ -20,6 +21,7 @@ import json
 import os
 import statistics
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +39,7 @@ from agent.recommend import Agent, AgentFactory
 from agent.request import shown_arguments
 from agent.runtime import PROBE_BONUS, agent_config, shared_agent_factory
 from agent.serve.app import ServerSettings, create_app, running
+from agent.serve.openai import Health
 from agent.state import AgentConfig, Recommendation, TraceCode
 from tools.registry import call_tool
 from tools.schemas import ItemsOutput
@@ -206,7 +209,8 @@ async def _bench(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     problems: list[str] = []
-    plans = {f"bench-{n}": _plan(toolbox, n) for n in range(sessions)}
+    run = uuid.uuid4().hex[:8]  # a server started apart keeps earlier runs' sessions
+    plans = {f"bench-{run}-{n}": _plan(toolbox, n) for n in range(sessions)}
     gate = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
     deadline = time.monotonic() + max_seconds
@@ -256,7 +260,7 @@ def run_bench(
     api_key: str | None = "bench-key",
 ) -> dict[str, Any]:
     """Run the benchmark against an in-process server; returns the JSON-ready report."""
-    sessions, turns = max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
+    sessions, turns = _bounded(sessions, turns)
     config = AgentConfig(k=k, max_rounds=2, probe_bonus=PROBE_BONUS, planner="tools")  # the scripted LLM probes twice
     settings = ServerSettings(
         api_key=api_key,
@@ -271,6 +275,39 @@ def run_bench(
         report = asyncio.run(_bench(base_url, toolbox, sessions, turns, concurrency, max_seconds, api_key))
     report = {"dataset": toolbox.dataset.name, "llm": "scripted", "server_concurrency": server_concurrency, **report}
     return report
+
+
+def bench_server(
+    url: str,
+    toolbox: Toolbox,
+    *,
+    sessions: int = 16,
+    turns: int = 4,
+    concurrency: int = 8,
+    max_seconds: float = 60.0,
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark against a server started apart on the same run as `toolbox` (its users
+    and titles make the sessions' plans); returns the JSON-ready report with what the server
+    says of itself (its LLM, its session store)."""
+    sessions, turns = _bounded(sessions, turns)
+    url = url.rstrip("/")
+    try:
+        health = Health.model_validate(httpx.get(f"{url}/healthz", timeout=10).raise_for_status().json())
+    except (httpx.HTTPError, ValueError) as exc:
+        raise BenchError(f"no toolrec server answers at {url}/healthz: {exc}") from exc
+    if health.dataset != toolbox.dataset.name:
+        raise BenchError(f"the server at {url} serves {health.dataset}, the run given serves {toolbox.dataset.name}")
+    report = asyncio.run(_bench(url, toolbox, sessions, turns, concurrency, max_seconds, api_key))
+    return {"dataset": health.dataset, "llm": health.llm, "server": url, "session_store": health.sessions, **report}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _bounded(sessions: int, turns: int) -> tuple[int, int]:
+    return max(1, min(sessions, MAX_SESSIONS)), max(1, min(turns, MAX_TURNS))
 
 
 # --- bench chat ----------------------------------------------------------------------------

@@ -43,10 +43,11 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.chat import Conversation, ConversationConfig, ConversationError, ConversationState, SessionConflict, TurnResult, UnknownUser
+from agent.chat.store import SessionBusy, is_postgres_url
 from agent.recommend import AgentFactory
 from agent.request import RecommendError, RecommendRequest
 from agent.serve.guards import APIError, BodyLimit, RateLimiter, RunLimiter, error_body, error_response
@@ -80,6 +81,9 @@ class ServerSettings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="Bearer key required on /v1/*; none: open (loopback use)")
     model_name: str = "toolrec"
     sessions_db: Path | None = Field(None, description="SQLite file for conversation sessions; none: in memory")
+    sessions_url: str | None = Field(
+        None, description="postgresql:// URL: sessions in Postgres, shared by several workers or hosts (instead of sessions_db)"
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_message_chars: int = Field(2000, ge=1)
     max_messages: int = Field(100, ge=1)
@@ -88,6 +92,13 @@ class ServerSettings(BaseSettings):
     max_concurrency: int = Field(4, ge=1, description="Agent runs at once")
     max_queue: int = Field(64, ge=0, description="Requests waiting for a run slot before 503")
     request_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("sessions_url")
+    @classmethod
+    def _postgres(cls, url: str | None) -> str | None:
+        if url is not None and not is_postgres_url(url):
+            raise ValueError("sessions_url must be a postgresql:// URL (a SQLite file goes in sessions_db)")
+        return url
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -109,7 +120,11 @@ def create_app(
         if agent_factory is None:
             raise ValueError("create_app needs an agent_factory or a conversation")
         conversation = Conversation.open(
-            agent_factory, db=settings.sessions_db, config=ConversationConfig(max_message_chars=settings.max_message_chars)
+            agent_factory,
+            db=settings.sessions_url or settings.sessions_db,
+            config=ConversationConfig(max_message_chars=settings.max_message_chars),
+            connections=settings.max_concurrency + 2,  # the turns, and a removal or a reset meanwhile
+            lock_timeout_s=settings.request_timeout_s,
         )
     factory = agent_factory or conversation.agent_factory
     conversation.agent_factory = observed(conversation.agent_factory)  # the stream reports the agent's steps
@@ -146,6 +161,10 @@ def create_app(
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(SessionBusy)
+    async def _busy(_: Request, exc: SessionBusy) -> JSONResponse:
+        return error_response(busy(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -198,7 +217,7 @@ def create_app(
             items=toolbox.num_items,
             users=len(toolbox.dataset.user_ids),
             llm=llm_name,
-            sessions="sqlite-file" if settings.sessions_db else "sqlite-memory",
+            sessions=conversation.store.kind,
         )
 
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(guard)], tags=["openai"])
@@ -419,6 +438,8 @@ def create_app(
 async def _turn(limiter: RunLimiter, run: Callable[[], TurnResult], acquired: bool = False) -> TurnResult:
     try:
         return await (limiter.run_acquired(run) if acquired else limiter.run(run))
+    except SessionBusy as exc:
+        raise busy(exc) from exc
     except UnknownUser as exc:
         raise APIError(404, str(exc), code="unknown_user") from exc
     except SessionConflict as exc:
@@ -427,6 +448,10 @@ async def _turn(limiter: RunLimiter, run: Callable[[], TurnResult], acquired: bo
         raise APIError(400, str(exc), code="invalid_message") from exc
     except ValidationError as exc:
         raise APIError(422, str(exc), code="invalid_request") from exc
+
+
+def busy(exc: SessionBusy) -> APIError:
+    return APIError(503, str(exc), kind="server_error", code="session_busy", headers={"Retry-After": "1"})
 
 
 def event(name: str, payload: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.chat import TurnResult
+from agent.chat.store import StoreKind
 from agent.request import RecommendRequest
 from tools.constraints import Filters
 
@@ -115,7 +116,7 @@ class Health(BaseModel):
     items: int
     users: int
     llm: str
-    sessions: Literal["sqlite-file", "sqlite-memory"]
+    sessions: StoreKind
 
 
 def completion(completion_id: str, model: str, message: str, result: TurnResult) -> ChatCompletion:
