@@ -45,7 +45,7 @@ from eval.runner import RESULTS, RunLocked, latest_session_seconds, run_eval
 from eval.step_bench import bench_steps_command
 from eval.training import METRICS, TrainSpec, train_run
 from eval.wishes import bench_wishes_command
-from tools.cli import bench_tools_command, data_app, index_app, tool_command
+from tools.cli import bench_tools_command, data_app, index_app, score_command, tool_command
 from tools.data.schema import DataError
 from tools.io import write_json
 from tools.models.checkpoint import load_run
@@ -65,6 +65,7 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("agent")(bench_agent)
 app.add_typer(index_app, name="index")
 app.command("tool")(tool_command)
+app.command("score")(score_command)
 bench_app.command("tools")(bench_tools_command)
 app.command("chat")(chat_command)
 app.command("serve")(serve_command)

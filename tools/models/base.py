@@ -87,6 +87,25 @@ class Recommender(nn.Module):
         return None
 
 
+class Embedded(Recommender):
+    """A model whose score is a product: a user's vector against every item's output vector.
+    That product is what an inner-product index can search without scoring the catalogue
+    (`toolrec score --ann`)."""
+
+    def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """[batch, d]: each history's query vector."""
+        raise NotImplementedError
+
+    def output_vectors(self) -> torch.Tensor:
+        """[num_items + 1, d]: the vectors a user's vector scores (row 0 is padding)."""
+        raise NotImplementedError
+
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        scores = self.user_vectors(histories) @ self.output_vectors().T
+        scores[:, 0] = -torch.inf
+        return scores
+
+
 class Counted(Recommender):
     """A model counted from the training sequences in one pass, not trained by gradient."""
 
@@ -135,7 +154,9 @@ def shared_negatives_ce(hidden: torch.Tensor, vectors: torch.Tensor, targets: to
     return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device))
 
 
-def log_q_ce(hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, negatives: int, sampler: PopularitySampler) -> torch.Tensor:
+def log_q_ce(
+    hidden: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor, negatives: int, sampler: PopularitySampler
+) -> torch.Tensor:
     """Sampled softmax cross-entropy with log-Q correction: each target against one popularity
     sample shared by the batch, each sampled logit less the log of its expected count in the
     sample, so that the sample's exponentials estimate the rest of the softmax's normaliser

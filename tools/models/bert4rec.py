@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tools.models.base import ModelConfig, Recommender, sampled_loss
+from tools.models.base import Embedded, ModelConfig, sampled_loss
 from tools.models.layers import Encoder, ItemEmbedding, Layout, left_pad
 
 
-class BERT4Rec(Recommender):
+class BERT4Rec(Embedded):
     def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None) -> None:
         super().__init__()
         self.config = config
@@ -45,12 +45,12 @@ class BERT4Rec(Recommender):
         ones = torch.ones((*hidden.shape[:-1], 1), dtype=hidden.dtype, device=hidden.device)
         return torch.cat([hidden, ones], -1), torch.cat([vectors, self.bias[:, None]], -1)
 
-    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+    def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         tokens, layout = left_pad([np.append(h[-(self.config.max_len - 1) :], self.mask_token) for h in histories], self.config.max_len)
-        hidden, vectors = self._output(self.encode(tokens.to(self.device), layout, last_only=True)[:, -1])
-        scores = hidden @ vectors.T
-        scores[:, 0] = -torch.inf
-        return scores
+        return self._output(self.encode(tokens.to(self.device), layout, last_only=True)[:, -1])[0]
+
+    def output_vectors(self) -> torch.Tensor:
+        return self._output(self._item_vectors()[:1])[1]
 
     def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
         capped = [s[-self.config.max_len :] for s in sequences]

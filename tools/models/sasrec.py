@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tools.models.base import ModelConfig, Recommender, sampled_loss
+from tools.models.base import Embedded, ModelConfig, sampled_loss
 from tools.models.layers import Encoder, ItemEmbedding, Layout, left_pad
 
 
-class SASRec(Recommender):
+class SASRec(Embedded):
     def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None) -> None:
         super().__init__()
         if config.output_head != "tied":
@@ -27,12 +27,12 @@ class SASRec(Recommender):
         scale = self.config.dim**0.5
         return self.encoder(self.embedding(tokens) * scale, layout.to(tokens.device), last_only=last_only)
 
-    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+    def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
         tokens, layout = left_pad(histories, self.config.max_len)
-        last = self.encode(tokens.to(self.device), layout, last_only=True)[:, -1]
-        scores = last @ self.embedding.all().T
-        scores[:, 0] = -torch.inf
-        return scores
+        return self.encode(tokens.to(self.device), layout, last_only=True)[:, -1]
+
+    def output_vectors(self) -> torch.Tensor:
+        return self.embedding.all()
 
     def loss(self, sequences: list[np.ndarray]) -> torch.Tensor:
         capped = [s[-(self.config.max_len + 1) :] for s in sequences]

@@ -1,0 +1,168 @@
+"""Every user's top-k, streamed to Parquet in bounded memory: the batch job a service runs
+nightly (`toolrec score`).
+
+Users are taken in order of history length (batches pad little) in blocks whose score matrix
+stays near CHUNK_SCORES floats, whatever the catalogue. Exact by default: the backbone scores
+the whole catalogue, the history is masked, the top k kept (ties: lower id first, as the
+evaluation ranks them). With `ann`, the user's vector searches an inner-product HNSW index over
+the item vectors instead (`tools.index.mips`), and recall@k against exact scoring is measured on
+a sample of users and reported with the run.
+
+The file has one row per user: `user_id`, `items` (item ids, best first) and `scores`.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from pydantic import BaseModel, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tools.data.sequences import HistorySplit
+from tools.index.mips import MipsConfig, MipsIndex
+from tools.io import atomic_path
+from tools.models.base import Embedded, Recommender
+from tools.models.checkpoint import WEIGHTS, load_run
+from tools.models.scoring import by_length
+
+TopK = Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray]]
+CHUNK_SCORES = 2**25  # a block of users x the catalogue: 128 MB of float32
+SCHEMA = pa.schema([("user_id", pa.string()), ("items", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))])
+
+
+class ScoreSettings(BaseModel):
+    k: int = Field(100, ge=1, le=10_000)
+    ann: bool = Field(False, description="Search an inner-product HNSW index instead of scoring every item")
+    split: HistorySplit = Field("full", description="full: each user's whole history (live use); test/valid: the evaluation's inputs")
+    mips: MipsConfig = Field(default_factory=MipsConfig)
+    recall_users: int = Field(1000, ge=0, description="--ann: users whose top-k is also scored exactly, for recall@k")
+    seed: int = 0
+
+
+class ScoreReport(BaseModel):
+    users: int
+    k: int
+    ann: bool
+    seconds: float
+    users_per_second: float
+    index_seconds: float | None = Field(None, description="--ann: building the index (0 when it was reused)")
+    recall_at_k: float | None = Field(None, description="--ann: mean overlap with the exact top-k on the sampled users")
+    recall_users: int = 0
+    peak_rss_mb: float
+    out: str
+
+
+def score_run(run_dir: Path, out: Path, data_dir: Path, settings: ScoreSettings, progress: bool = True) -> ScoreReport:
+    dataset, model = load_run(run_dir, data_dir)
+    model.eval()
+    histories = [dataset.history(user, settings.split) for user in dataset.user_ids]
+    index, index_seconds = None, None
+    top_k = partial(exact_top_k, model)
+    if settings.ann:
+        if not isinstance(model, Embedded):
+            raise ValueError(f"--ann needs a model that scores by a product of vectors (sasrec, bert4rec), not {model.config.kind}")
+        index, index_seconds = _index(run_dir, model, settings.mips)
+        top_k = partial(ann_top_k, model, index)
+    order = by_length(histories)
+    block = int(np.clip(CHUNK_SCORES // (dataset.num_items + 1), 16, 1024))
+    started = time.perf_counter()
+    item_ids = np.array(["", *(item.id for item in dataset.items)], dtype=object)  # by dense id
+    columns = [TextColumn("scoring users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer, Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("users", total=len(order))
+        for rows in _blocks(order, block):
+            chunk = [histories[i] for i in rows]
+            ids, scores = top_k(chunk, settings.k)
+            writer.write_table(_table(dataset.user_ids, item_ids, rows, ids, scores), row_group_size=len(rows))
+            bar.update(task, advance=len(rows))
+    seconds = time.perf_counter() - started
+    recall = _recall(top_k, partial(exact_top_k, model), histories, settings) if index else None
+    return ScoreReport(
+        users=len(order),
+        k=settings.k,
+        ann=settings.ann,
+        seconds=round(seconds, 2),
+        users_per_second=round(len(order) / max(seconds, 1e-9), 1),
+        index_seconds=None if index_seconds is None else round(index_seconds, 1),
+        recall_at_k=None if recall is None else round(recall, 4),
+        recall_users=min(settings.recall_users, len(order)) if index else 0,
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        out=str(out),
+    )
+
+
+@torch.inference_mode()
+def exact_top_k(model: Recommender, histories: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """([users, k] dense ids, their scores), the history masked; 0 / -inf pad a short list."""
+    scores = model.score(histories).float()
+    for row, history in enumerate(histories):
+        scores[row, torch.as_tensor(np.array(history, dtype=np.int64))] = -torch.inf
+    values, ids = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return _ties_by_id(ids.numpy(), values.numpy())
+
+
+@torch.inference_mode()
+def ann_top_k(model: Embedded, index: MipsIndex, histories: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """As `exact_top_k`, from the index: k plus the longest history are searched, so that k
+    remain once the history is dropped."""
+    queries = model.user_vectors(histories).float()
+    found = index.search(queries.numpy(), k + max(len(h) for h in histories))
+    vectors = model.output_vectors().float()
+    ids = np.zeros((len(histories), k), dtype=np.int64)
+    for row, history in enumerate(histories):
+        kept = found[row][(found[row] > 0) & ~np.isin(found[row], history)][:k]
+        ids[row, : len(kept)] = kept
+    scores = torch.einsum("ud,ukd->uk", queries, vectors[torch.from_numpy(ids)]).numpy()
+    scores[ids == 0] = -np.inf
+    return _ties_by_id(ids, scores)
+
+
+def _ties_by_id(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row by descending score, equal scores by ascending id (the evaluation's order)."""
+    order = np.lexsort((ids, -scores), axis=1)
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+
+
+def _index(run_dir: Path, model: Embedded, config: MipsConfig) -> tuple[MipsIndex, float]:
+    weights = run_dir / WEIGHTS
+    stamp = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
+    directory = run_dir / "index"
+    index = MipsIndex.load(directory, stamp, config)
+    if index is not None:
+        return index, 0.0
+    with torch.inference_mode():
+        index = MipsIndex.build(model.output_vectors().float().numpy(), config, stamp)
+    index.save(directory)
+    return index, index.meta.build_seconds
+
+
+def _recall(approximate: TopK, exact: TopK, histories: list[np.ndarray], settings: ScoreSettings) -> float | None:
+    if not settings.recall_users:
+        return None
+    sample = np.random.default_rng(settings.seed).choice(len(histories), min(settings.recall_users, len(histories)), replace=False)
+    hits = []
+    for rows in _blocks(sample[by_length([histories[i] for i in sample])], 64):
+        chunk = [histories[i] for i in rows]
+        truth, _ = exact(chunk, settings.k)
+        found, _ = approximate(chunk, settings.k)
+        hits += [len(np.intersect1d(t[t > 0], f[f > 0])) / max((t > 0).sum(), 1) for t, f in zip(truth, found, strict=True)]
+    return float(np.mean(hits))
+
+
+def _blocks(order: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def _table(user_ids: list[str], item_ids: np.ndarray, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+    items = [item_ids[row[row > 0]].tolist() for row in ids]
+    kept = [row[: len(names)].tolist() for row, names in zip(scores, items, strict=True)]
+    return pa.table({"user_id": [user_ids[i] for i in rows], "items": items, "scores": kept}, schema=SCHEMA)
