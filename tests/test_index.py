@@ -13,6 +13,8 @@ import pytest
 
 from tools.data.schema import Item
 from tools.data.sequences import SequenceDataset
+from tools.index import encoder as encoder_module
+from tools.index import vector_index
 from tools.index.encoder import EncoderConfig, TextEncoder, resolve_model
 from tools.index.item_index import ItemIndexes
 from tools.index.vector_index import IndexConfig, IndexMismatchError, VectorIndex
@@ -265,3 +267,37 @@ def test_item_indexes_reject_another_catalogue(encoder: TextEncoder, tmp_path: P
             ItemIndexes.load(tmp_path / "index", other, encoder)
     with pytest.raises(ValueError):
         ItemIndexes.build(catalogue(MOVIES), encoder, item_embeddings=np.zeros((3, 4), dtype=np.float32))
+
+
+def test_the_index_kind_follows_the_catalogue_size_and_measures_its_recall(monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors = np.random.default_rng(0).standard_normal((3_000, 16)).astype(np.float32)
+    assert VectorIndex.build(vectors).config.kind == "flat"  # small: exact
+    assert VectorIndex.build(vectors).meta.recall_at_20 is None
+    monkeypatch.setattr(vector_index, "FLAT_UP_TO", 1_000)
+    large = VectorIndex.build(vectors)
+    assert large.config.kind == "hnsw" and large.meta.recall_at_20 is not None and large.meta.recall_at_20 >= 0.9
+    worse = VectorIndex.build(vectors, config=IndexConfig(hnsw_m=4, ef_construction=8, ef_search=8))
+    assert worse.meta.recall_at_20 is not None and worse.meta.recall_at_20 < large.meta.recall_at_20  # measured, not assumed
+
+
+def test_embedding_a_catalogue_resumes_from_its_saved_parts(encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [item.text() for item in MOVIES] * 3
+    monkeypatch.setattr(encoder_module, "CACHE_PART", 2)
+    real, calls = encoder.encode, []
+
+    def killed_after_two_parts(batch: list[str]) -> np.ndarray:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(encoder, "encode", killed_after_two_parts)
+    with pytest.raises(KeyboardInterrupt):
+        encoder.encode_cached(texts, tmp_path, progress=False)
+    assert len(list(next(tmp_path.glob("*.parts")).glob("*.npy"))) == 2
+    calls.clear()
+    monkeypatch.setattr(encoder, "encode", lambda batch: calls.append(len(batch)) or real(batch))
+    resumed = encoder.encode_cached(texts, tmp_path, progress=False)
+    assert sum(calls) == len(texts) - 4  # the two saved parts are not embedded again
+    np.testing.assert_allclose(resumed, real(texts), atol=1e-5)
+    assert not list(tmp_path.glob("*.parts")) and len(list(tmp_path.glob("embeddings-*.npy"))) == 1

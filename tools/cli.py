@@ -12,13 +12,16 @@ from typing import Annotated, cast
 import faiss
 import torch
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from tools.bench import bench_tools
 from tools.data.fetch import KNOWN_DATASETS, DatasetName, fetch_dataset, read_manifest
 from tools.data.schema import DataError
 from tools.data.sequences import HistorySplit
+from tools.data.synth import SHAPES, SynthSpec, synthesize
 from tools.index.item_index import ItemIndexes
 from tools.index.mips import MipsConfig
 from tools.index.vector_index import IndexConfig
@@ -56,6 +59,45 @@ def get(
         table.add_row(field.replace("_", " "), f"{value:,}")
     console.print(table)
     console.print("[green]verified[/green]: counts match the published figures")
+
+
+@data_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write: items.parquet, interactions.parquet and synth.json")],
+    shape: Annotated[
+        str | None, typer.Option(help="100k: 100,000 items, 50,000 users, 2M interactions; 1m: 1M items, 1M users, 20M interactions")
+    ] = None,
+    items: Annotated[int | None, typer.Option(help="Catalogue size (instead of the shape's)")] = None,
+    users: Annotated[int | None, typer.Option(help="Users (instead of the shape's)")] = None,
+    interactions: Annotated[int | None, typer.Option(help="Interactions in all (instead of the shape's)")] = None,
+    seed: Annotated[int, typer.Option(help="Same arguments and seed, same data")] = 0,
+) -> None:
+    """Write a synthetic catalogue in the own-catalogue format, for cost benchmarks: Zipf
+    popularity, items in latent topics that their attributes reflect, users drifting between
+    favourite topics. Prints its counts, seconds and file sizes."""
+    if shape is not None and shape not in SHAPES:
+        raise typer.BadParameter(f"{shape!r}: the shapes are {', '.join(SHAPES)}", param_hint="--shape")
+    preset = SHAPES[shape] if shape else (None, None, None)
+    given = [value if value is not None else default for value, default in zip((items, users, interactions), preset, strict=True)]
+    if None in given:
+        raise typer.BadParameter("give --shape, or --items, --users and --interactions")
+    try:
+        spec = SynthSpec(items=given[0], users=given[1], interactions=given[2], seed=seed)
+    except ValidationError as err:
+        console.print(f"[red]error:[/red] {'; '.join(str(e['msg']).removeprefix('Value error, ') for e in err.errors())}")
+        raise typer.Exit(1) from err
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("interactions", total=spec.interactions)
+        manifest = synthesize(spec, out, lambda done, _: progress.update(task, completed=done))
+    table = Table(title=f"synthetic catalogue  [dim]{out.resolve()}[/dim]", show_header=False)
+    for field in ("items", "users", "interactions", "seed"):
+        table.add_row(field, f"{getattr(spec, field):,}")
+    table.add_row("topics / categories / cities", f"{manifest.topics} / {manifest.categories} / {manifest.cities}")
+    table.add_row("longest user", f"{manifest.max_user_length:,}")
+    for name, size in manifest.files.items():
+        table.add_row(name, f"{size / 2**20:,.1f} MiB")
+    table.add_row("seconds", f"{manifest.seconds:,.1f}")
+    console.print(table)
 
 
 # --- item indexes, tool calls, benchmarks ----------------------------------------------------
@@ -101,10 +143,11 @@ def _open_toolbox(run: Path, variants: list[str] | None, data_dir: Path | None, 
 @index_app.command("build")
 def index_build(
     run: Annotated[Path, typer.Option(help="Run folder written by `toolrec train`; the index goes to RUN/index")],
-    kind: Annotated[str, typer.Option(help="flat (exact) | ivf | hnsw")] = "flat",
+    kind: Annotated[str, typer.Option(help="auto (flat up to 200,000 items, hnsw above) | flat (exact) | ivf | hnsw")] = "auto",
     data_dir: DataDirOption = None,
     embedding_cache: Annotated[
-        Path | None, typer.Option(help="Reuse item text embeddings stored here (keyed by encoder and texts)")
+        Path | None,
+        typer.Option(help="Item text embeddings stored here, in parts as they are made: a rerun resumes (default RUN/embeddings)"),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(help="torch CPU threads for the encoder (default: torch's choice; 1 is fastest on a busy machine)")
@@ -116,8 +159,8 @@ def index_build(
 
     if threads:
         torch.set_num_threads(threads)
-    if kind not in ("flat", "ivf", "hnsw"):
-        raise typer.BadParameter("kind is flat, ivf or hnsw", param_hint="--kind")
+    if kind not in ("auto", "flat", "ivf", "hnsw"):
+        raise typer.BadParameter("kind is auto, flat, ivf or hnsw", param_hint="--kind")
     try:
         dataset, model = load_run(run, data_dir if data_dir is not None else PathSettings().data_dir)
         encoder = TextEncoder()
@@ -125,13 +168,16 @@ def index_build(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
     config = IndexConfig(kind=kind, nlist=max(1, min(IndexConfig().nlist, dataset.num_items // 39)))
-    indexes = ItemIndexes.build(dataset, encoder, item_embeddings=model.item_vectors(), config=config, cache_dir=embedding_cache)
+    cache = embedding_cache or run / "embeddings"
+    indexes = ItemIndexes.build(dataset, encoder, item_embeddings=model.item_vectors(), config=config, cache_dir=cache)
     indexes.save(run / INDEX_DIR)
     stats = {k: round(v, 3) for k, v in indexes.build_stats.items()}
     report = {
         "run": str(run),
         "index_dir": str(run / INDEX_DIR),
-        "kind": kind,
+        "kind": indexes.text.config.kind,
+        "text_recall_at_20": indexes.text.meta.recall_at_20,
+        "model_recall_at_20": None if indexes.model is None else indexes.model.meta.recall_at_20,
         "encoder": encoder.name,
         "encoder_load_s": round(encoder.load_seconds, 3),
         "has_model_index": indexes.model is not None,

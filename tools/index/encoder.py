@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections import OrderedDict
@@ -26,9 +27,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModel, AutoTokenizer
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+CACHE_PART = 10_000  # texts embedded and saved together: about 20 s each here
 # The files a BertModel + tokenizer need; the hub repo also holds ONNX/OpenVINO copies.
 _HUB_FILES = [
     "config.json",
@@ -167,20 +170,39 @@ class TextEncoder:
             self._query_cache.move_to_end(text)
         return cached
 
-    def encode_cached(self, texts: Sequence[str], cache_dir: Path) -> np.ndarray:
+    def encode_cached(self, texts: Sequence[str], cache_dir: Path, progress: bool = True) -> np.ndarray:
         """Embed a fixed text list (an item catalogue) once; later calls with the same encoder,
-        texts and order read the stored array instead of running the model."""
+        texts and order read the stored array instead of running the model. The work is done
+        in parts of CACHE_PART texts, each saved as it is made, so that a build killed after
+        hours resumes where it stopped (a million texts take over two hours here)."""
         digest = hashlib.sha256(self.name.encode())
         for text in texts:
             digest.update(text.encode())
             digest.update(b"\0")
-        path = cache_dir / f"embeddings-{digest.hexdigest()[:24]}.npy"
+        key = digest.hexdigest()[:24]
+        path = cache_dir / f"embeddings-{key}.npy"
         if path.is_file():
             stored: np.ndarray = np.load(path)
             return stored
-        vectors = self.encode(texts)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as handle:
-            np.save(handle, vectors)
-        os.replace(handle.name, path)
+        parts_dir = cache_dir / f"embeddings-{key}.parts"
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        starts = range(0, len(texts), CACHE_PART)
+        columns = [TextColumn("embedding item texts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("texts", total=len(texts))
+            for start in starts:
+                part = parts_dir / f"{start:010d}.npy"
+                if not part.is_file():
+                    _save(part, self.encode(texts[start : start + CACHE_PART]))
+                bar.update(task, advance=min(CACHE_PART, len(texts) - start))
+        vectors = np.concatenate([np.load(parts_dir / f"{start:010d}.npy") for start in starts]) if texts else np.empty((0, self.dimension))
+        _save(path, vectors.astype(np.float32, copy=False))
+        shutil.rmtree(parts_dir)
         return vectors
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """Through a temporary file, so that a kill never leaves half an array."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        np.save(handle, array)
+    os.replace(handle.name, path)

@@ -30,10 +30,16 @@ class IndexMismatchError(ValueError):
     """Stored index files that do not fit together or do not fit the data they serve."""
 
 
+# Up to this many vectors a flat scan is exact and fast (MiniLM's 384 dimensions at 200,000
+# items: about 10 ms); above, "auto" builds HNSW and measures its recall (docs/scale.md)
+FLAT_UP_TO = 200_000
+RECALL_QUERIES, RECALL_K = 200, 20
+
+
 class IndexConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    kind: Literal["auto", "flat", "ivf", "hnsw"] = Field("auto", description=f"auto: flat up to {FLAT_UP_TO:,} vectors, hnsw above")
     nlist: int = Field(default=64, ge=1, description="IVF cells, about sqrt(n) to 4*sqrt(n)")
     nprobe: int = Field(default=16, ge=1, description="IVF cells visited per query")
     hnsw_m: int = Field(default=32, ge=4, description="HNSW links per node")
@@ -46,6 +52,12 @@ class IndexConfig(BaseModel):
         "scans it exactly (filtered ANN loses recall on selective masks; the scan is cheap)",
     )
 
+    def for_count(self, count: int) -> IndexConfig:
+        """The configuration with "auto" resolved for `count` vectors."""
+        if self.kind != "auto":
+            return self
+        return self.model_copy(update={"kind": "flat" if count <= FLAT_UP_TO else "hnsw"})
+
 
 class IndexMeta(BaseModel):
     format: int = FORMAT_VERSION
@@ -53,6 +65,9 @@ class IndexMeta(BaseModel):
     dimension: int
     count: int
     encoder: str | None = Field(default=None, description="what produced the vectors")
+    recall_at_20: float | None = Field(
+        default=None, description=f"an approximate index: its recall@{RECALL_K} against exact search on {RECALL_QUERIES} item vectors"
+    )
 
 
 class SearchHits(NamedTuple):
@@ -135,16 +150,28 @@ class VectorIndex:
         encoder: str | None = None,
     ) -> VectorIndex:
         """Index `vectors`; row i belongs to `ids[i]`, by default dense id i + 1."""
-        config = config or IndexConfig()
         normed = _normalized(vectors)
         count, dimension = normed.shape
         if count == 0:
             raise ValueError("cannot index an empty set of vectors")
+        config = (config or IndexConfig()).for_count(count)
         ids = np.arange(1, count + 1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         if ids.shape != (count,) or ids.min() < 1 or len(np.unique(ids)) != count:
             raise ValueError("ids must be unique item ids >= 1 (0 is padding), one per vector")
         meta = IndexMeta(config=config, dimension=dimension, count=count, encoder=encoder)
-        return cls(_new_faiss_index(normed, config), normed, ids, meta)
+        built = cls(_new_faiss_index(normed, config), normed, ids, meta)
+        if config.kind != "flat":
+            built.meta.recall_at_20 = built.recall()
+        return built
+
+    def recall(self, queries: int = RECALL_QUERIES, k: int = RECALL_K) -> float:
+        """Mean share of the exact top-k that the index returns, for a fixed sample of the
+        indexed vectors as queries."""
+        rows = np.random.default_rng(0).choice(self.count, min(queries, self.count), replace=False)
+        q = self._vectors[rows]
+        _, exact = faiss.knn(q, self._vectors, min(k, self.count), metric=faiss.METRIC_INNER_PRODUCT)
+        found = self.search(q, min(k, self.count)).ids
+        return float(np.mean([len(np.intersect1d(self._ids[e], f)) / len(e) for e, f in zip(exact, found, strict=True)]))
 
     @property
     def config(self) -> IndexConfig:
