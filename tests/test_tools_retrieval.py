@@ -5,11 +5,16 @@ history item is ever returned."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from tools import toolbox as toolbox_module
 from tools.data.schema import Item
+from tools.index import vector_index
 from tools.registry import call_tool
 from tools.retrieval import RetrieveInput, SemanticSearchInput, SimilarItemsInput, retrieve, semantic_search, similar_items
 from tools.schemas import ItemsOutput, NoMatch
@@ -250,3 +255,38 @@ def test_top_items_orders_what_the_constraints_admit_by_the_catalogues_own_ratin
     seen = call_tool(toolbox, "top_items", {"k": 10, "user_id": "1"})
     history = {toolbox.dataset.item(int(d)).id for d in toolbox.user_history("1")}
     assert not history & {item.id for item in seen.output.items}  # a given user's history is left out
+
+
+def test_a_large_catalogue_is_searched_through_indexes_with_the_same_answers(
+    toolbox: Toolbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FLAT_UP_TO items the tools search the run's indexes instead of scoring every item:
+    forced here on ML-100K, the lists stay the exact ones (constraints and history kept)."""
+    monkeypatch.setattr(toolbox_module, "FLAT_UP_TO", 100)
+    monkeypatch.setattr(toolbox_module, "EXACT_BELOW", 50)
+    monkeypatch.setattr(vector_index, "FLAT_UP_TO", 100)
+    run = tmp_path / "run"
+    shutil.copytree(toolbox.run_dir, run, ignore=shutil.ignore_patterns("index"))  # type: ignore[arg-type]
+    large = Toolbox(toolbox.dataset, toolbox.variants, run_dir=run)
+    assert large.large and not toolbox.large
+    same = []
+    for row in range(0, 600, 20):
+        user_id, history = user(toolbox, row)
+        for constraints in ({}, {"genres": ["Comedy"], "year_from": 1990}, {"genres": ["Film-Noir"]}):
+            args = RetrieveInput(user_id=user_id, k=10, **constraints)
+            approximate, exact = retrieve(large, args), retrieve(toolbox, args)
+            assert approximate.matched == exact.matched
+            ids = dense_ids(large, approximate)
+            assert not set(ids) & set(history.tolist()) and len(ids) == 10
+            assert all(
+                matches(large.dataset.item(d), set(constraints.get("genres", [])) or None, set(), constraints.get("year_from"), None)
+                for d in ids
+            )
+            same.append(len(set(ids) & set(dense_ids(toolbox, exact))) / 10)
+    assert np.mean(same) >= 0.95
+    assert (run / "index" / "mips-hnsw.faiss").exists()  # built once, kept with the run
+    seeds = SimilarItemsInput(items=["50"], k=10, space="model", genres=["Drama"])
+    found = similar_items(large, seeds)
+    assert large.space("plain").config.kind == "hnsw" and (run / "index" / "space-plain" / "meta.json").exists()
+    assert len(found.items) == 10 and all("Drama" in item.attributes["genre"] for item in found.items)
+    assert len({i.id for i in found.items} & {i.id for i in similar_items(toolbox, seeds).items}) >= 8

@@ -27,10 +27,10 @@ from pydantic import BaseModel, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tools.data.sequences import HistorySplit
-from tools.index.mips import MipsConfig, MipsIndex
+from tools.index.mips import MipsConfig, MipsIndex, run_index
 from tools.io import atomic_path
 from tools.models.base import Embedded, Recommender
-from tools.models.checkpoint import WEIGHTS, load_run
+from tools.models.checkpoint import load_run
 from tools.models.scoring import by_length
 
 TopK = Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray]]
@@ -69,7 +69,7 @@ def score_run(run_dir: Path, out: Path, data_dir: Path, settings: ScoreSettings,
     if settings.ann:
         if not isinstance(model, Embedded):
             raise ValueError(f"--ann needs a model that scores by a product of vectors (sasrec, bert4rec), not {model.config.kind}")
-        index, index_seconds = _index(run_dir, model, settings.mips)
+        index, index_seconds = run_index(run_dir, lambda: _vectors(model), settings.mips)
         top_k = partial(ann_top_k, model, index)
     order = by_length(histories)
     block = int(np.clip(CHUNK_SCORES // (dataset.num_items + 1), 16, 1024))
@@ -131,19 +131,6 @@ def _ties_by_id(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
 
 
-def _index(run_dir: Path, model: Embedded, config: MipsConfig) -> tuple[MipsIndex, float]:
-    weights = run_dir / WEIGHTS
-    stamp = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
-    directory = run_dir / "index"
-    index = MipsIndex.load(directory, stamp, config)
-    if index is not None:
-        return index, 0.0
-    with torch.inference_mode():
-        index = MipsIndex.build(model.output_vectors().float().numpy(), config, stamp)
-    index.save(directory)
-    return index, index.meta.build_seconds
-
-
 def _recall(approximate: TopK, exact: TopK, histories: list[np.ndarray], settings: ScoreSettings) -> float | None:
     if not settings.recall_users:
         return None
@@ -155,6 +142,12 @@ def _recall(approximate: TopK, exact: TopK, histories: list[np.ndarray], setting
         found, _ = approximate(chunk, settings.k)
         hits += [len(np.intersect1d(t[t > 0], f[f > 0])) / max((t > 0).sum(), 1) for t, f in zip(truth, found, strict=True)]
     return float(np.mean(hits))
+
+
+@torch.inference_mode()
+def _vectors(model: Embedded) -> np.ndarray:
+    vectors: np.ndarray = model.output_vectors().float().numpy()
+    return vectors
 
 
 def _blocks(order: np.ndarray, size: int) -> Iterator[np.ndarray]:

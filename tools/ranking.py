@@ -97,7 +97,7 @@ def rank(toolbox: Toolbox, args: RankInput) -> ItemsOutput:
     if args.by == "model" or (args.by == "diversity" and history is not None):
         assert history is not None
         variant = toolbox.variant(args.variant)
-        scores[f"model:{variant}"] = toolbox.score(variant, history)[unique]
+        scores[f"model:{variant}"] = toolbox.score_items(variant, history, unique)
     if args.query and args.by in ("text", "diversity"):
         scores["text"] = toolbox.text_scores(args.query)[unique]
     if args.by == "popularity" or (args.by == "diversity" and not scores):

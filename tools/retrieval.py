@@ -73,6 +73,14 @@ def retrieve(toolbox: Toolbox, args: RetrieveInput) -> ItemsOutput:
     history = toolbox.history(args.user_id, args.history)
     assert history is not None
     candidates = to_mask(toolbox, args.filters(), exclude=history)
+    found = None if args.query else toolbox.approximate_top(variant, history, candidates.mask, args.k)
+    if found is not None:
+        provenance = Provenance(tool="retrieve", variant=variant, constraints=candidates.applied)
+        return ItemsOutput(
+            items=[toolbox.scored_item(int(d), {f"model:{variant}": s}, provenance) for d, s in zip(*found, strict=True)],
+            matched=candidates.count,
+            notes=_notes(candidates.count, args.k),
+        )
     scores = toolbox.score(variant, history)
     named = {f"model:{variant}": scores}
     order = scores
@@ -146,18 +154,25 @@ def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
     history = toolbox.history(args.user_id, args.history, required=False)
     exclude = seeds if history is None else np.concatenate([seeds, history])
     candidates = to_mask(toolbox, args.filters(), exclude=exclude, exclude_name="items and history")
-    if space == BLEND_SPACE:
-        similarity = blend_similarity(toolbox, seeds, candidates.mask)
-    else:
-        index = toolbox.space(space)
-        similarity = index.scores(index.vectors(seeds).mean(axis=0))
-    if not np.isfinite(similarity[candidates.mask]).all():
-        raise InvalidArguments(f"space {space!r} lacks vectors for some items", field="space")
     provenance = Provenance(
         tool="similar_items",
         variant=space,
         constraints={"items": [toolbox.dataset.item(int(d)).id for d in seeds], **candidates.applied},
     )
+    if space == BLEND_SPACE:
+        similarity = blend_similarity(toolbox, seeds, candidates.mask)
+    else:
+        index = toolbox.space(space)
+        if index.config.kind != "flat":  # a large catalogue: the graph, not a pass over every item
+            hits = index.search(index.vectors(seeds).mean(axis=0), args.k, allowed=candidates.mask)
+            return ItemsOutput(
+                items=[toolbox.scored_item(int(d), {"similarity": s}, provenance) for s, d in zip(*hits, strict=True) if d > 0],
+                matched=candidates.count,
+                notes=_notes(candidates.count, args.k),
+            )
+        similarity = index.scores(index.vectors(seeds).mean(axis=0))
+    if not np.isfinite(similarity[candidates.mask]).all():
+        raise InvalidArguments(f"space {space!r} lacks vectors for some items", field="space")
     top = top_k(similarity, candidates.mask, args.k)
     return ItemsOutput(
         items=[toolbox.scored_item(int(d), {"similarity": similarity[d]}, provenance) for d in top],

@@ -30,9 +30,10 @@ from rapidfuzz import fuzz, process, utils
 from tools.data.schema import Item
 from tools.data.sequences import HistorySplit, SequenceDataset
 from tools.index.item_index import ItemIndexes
-from tools.index.vector_index import IndexConfig, IndexMismatchError, VectorIndex
+from tools.index.mips import MipsIndex, run_index
+from tools.index.vector_index import FLAT_UP_TO, IndexConfig, IndexMismatchError, VectorIndex
 from tools.models.attributes import YEAR, available_attributes, item_values
-from tools.models.base import Recommender
+from tools.models.base import Embedded, Recommender
 from tools.models.checkpoint import CheckpointMeta, load_model, read_meta, run_dataset
 from tools.models.scoring import score_histories
 from tools.models.transitions import Transitions
@@ -51,6 +52,9 @@ TEXT_SPACE = "text"
 BLEND_SPACE = "blend"
 # The attribute `genres` / `exclude_genres` stand for, first one the catalogue has
 PRIMARY_ATTRIBUTES = ("genre", "category", "categories")
+# a large catalogue's allowed set this small is scored exactly; deeper index searches than
+# MAX_SEARCH_DEPTH give way to the exact pass
+EXACT_BELOW, MAX_SEARCH_DEPTH = 4096, 20_000
 
 
 def normalize(text: str) -> str:
@@ -137,6 +141,9 @@ class Toolbox:
 
         n = dataset.num_items
         self.num_items = n
+        # past FLAT_UP_TO items a pass over the whole catalogue costs tens of milliseconds: the
+        # tools then search indexes and score only the items they return
+        self.large = n > FLAT_UP_TO
         self.popularity = dataset.popularity()
         self.years = np.full(n + 1, -1, dtype=np.int64)  # -1: unknown
         for dense, item in enumerate(dataset.items, start=1):
@@ -365,6 +372,54 @@ class Toolbox:
             scores: np.ndarray = model.score([history])[0].float().cpu().numpy()
         return scores
 
+    def score_items(self, variant: str | None, history: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The model's scores of the given items alone (a large catalogue is not scored whole)."""
+        model = self.model(variant)
+        if not (self.large and isinstance(model, Embedded)):
+            return self.score(variant, history)[ids]
+        with torch.inference_mode():
+            user = model.user_vectors([history])[0]
+            scores: np.ndarray = (model.output_vectors()[torch.as_tensor(ids, dtype=torch.long)] @ user).float().numpy()
+        return scores
+
+    def approximate_top(self, variant: str | None, history: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(dense ids, scores) of the model's top k among `mask` from the run's inner-product
+        index, or None where the exact full pass applies (a small catalogue, a model without
+        vectors, another variant than the run's own). An allowed set of at most EXACT_BELOW
+        items is scored exactly; a larger one is searched deeper and deeper until k of the
+        found items pass the mask (the index's recall is measured by `toolrec bench tools`)."""
+        model = self.model(variant)
+        if not (self.large and isinstance(model, Embedded) and self.variant(variant) == self.default_variant and self.run_dir):
+            return None
+        allowed = int(mask.sum())
+        if allowed <= EXACT_BELOW:
+            ids = np.flatnonzero(mask)
+        else:
+            index = self.mips
+            with torch.inference_mode():
+                user = model.user_vectors([history]).float().numpy()
+            depth = int((k + len(history)) * 2 * self.num_items / allowed)
+            while True:
+                if depth > MAX_SEARCH_DEPTH:
+                    return None
+                found = index.search(user, depth)[0]
+                ids = found[mask[found]][:k]
+                if len(ids) == min(k, allowed):
+                    break
+                depth *= 4
+        scores = self.score_items(variant, history, ids)
+        order = np.lexsort((ids, -scores))[:k]
+        return ids[order], scores[order]
+
+    @cached_property
+    def mips(self) -> MipsIndex:
+        """The main variant's inner-product index (RUN/index), loaded or built on first need."""
+        assert self.run_dir is not None
+        model = self.variants[self.default_variant]
+        assert isinstance(model, Embedded)
+        index, _ = run_index(self.run_dir, lambda: model.output_vectors().detach().float().numpy())
+        return index
+
     def score_batch(self, variant: str | None, histories: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
         return score_histories(self.model(variant), histories, batch_size=batch_size, exclude_history=False)
 
@@ -447,8 +502,23 @@ class Toolbox:
             vectors = self.variants[variant].item_vectors()
             if vectors is None:
                 raise Unavailable(f"variant {variant!r} has no item embeddings", field="space", valid=[TEXT_SPACE])
-            self._spaces[variant] = VectorIndex.build(vectors[1:], encoder=f"model:{variant}")
+            self._spaces[variant] = self._space_index(variant, vectors[1:])
         return self._spaces[variant]
+
+    def _space_index(self, variant: str, vectors: np.ndarray) -> VectorIndex:
+        """A variant's item space. A large catalogue's graph takes minutes to build, so it is
+        kept in RUN/index/space-VARIANT and reused while it holds these very vectors."""
+        folder = None if self.index_dir is None or not self.large else self.index_dir / f"space-{variant}"
+        if folder is not None and (folder / "meta.json").exists():
+            stored = VectorIndex.load(folder)
+            sample = np.linspace(1, self.num_items, 64, dtype=np.int64)
+            normed = vectors[sample - 1] / np.maximum(np.linalg.norm(vectors[sample - 1], axis=1, keepdims=True), 1e-12)
+            if stored.count == self.num_items and np.allclose(stored.vectors(sample), normed, atol=1e-4):
+                return stored
+        index = VectorIndex.build(vectors, config=self.index_config, encoder=f"model:{variant}")
+        if folder is not None:
+            index.save(folder)
+        return index
 
     def audience_scores(self, seeds: np.ndarray) -> np.ndarray:
         """Who watched them: per dense id 0..n, the cosine co-occurrence of each item with the
