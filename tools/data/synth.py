@@ -10,9 +10,12 @@ counted transitions cannot read alone:
   city and an era, so attributes carry the topic. Popularity is Zipf over the whole catalogue.
 - Each user has a few favourite topics. At every step the user stays in the current topic with
   probability 1 - P_SWITCH, else moves to a favourite (now and then to any topic). Within a
-  topic the next item is often a few places after the previous one in the topic's own order (a
-  series), else drawn by the topic's popularity. The favourites are read from the whole history,
-  which a transition model over the last few items does not see.
+  topic the next item is now and then a few places from the previous one in the topic's own
+  order (a series; back in a favourite, from the last item seen there), else drawn by the
+  topic's popularity. The favourites are read from the whole history, which a transition model
+  over the last few items does not see. The probabilities were set so that on 2,000 items a
+  SASRec trained for 6 epochs leads the transition model by 0.03-0.05 NDCG@10 (seeds 0-2): with
+  more or longer series steps the counted transitions catch up (tests/test_synth.py).
 - A user never repeats an item (a held-out repeat would be masked by every evaluation).
 
 Everything is vectorised over users, and interactions are generated and written in user chunks
@@ -26,7 +29,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.io import atomic_path, write_json
 
-ShapeName = Literal["100k", "1m"]
 # (items, users, interactions)
 SHAPES: dict[str, tuple[int, int, int]] = {"100k": (100_000, 50_000, 2_000_000), "1m": (1_000_000, 1_000_000, 20_000_000)}
 ITEMS, INTERACTIONS, MANIFEST = "items.parquet", "interactions.parquet", "synth.json"
@@ -44,9 +45,9 @@ ITEMS, INTERACTIONS, MANIFEST = "items.parquet", "interactions.parquet", "synth.
 MIN_ITEMS, MIN_LENGTH = 20, 3
 P_SWITCH = 0.2  # leave the current topic at a step
 P_EXPLORE = 0.1  # a switch goes to any topic (by popularity) rather than a favourite
-P_SERIES = 0.15  # staying: the next item follows the previous one in the topic's order
-P_RESUME = 0.3  # back in a favourite: the next item follows the last one seen there
-SERIES_STEP = 3  # ... 1 to this many places further
+P_SERIES = 0.15  # staying: the next item lies near the previous one in the topic's order
+P_RESUME = 0.3  # back in a favourite: the next item lies near the last one seen there
+SERIES_STEP = 3  # ... 1 to this many places either way
 FAVOURITES = 3  # topics per user
 ZIPF = 0.9  # item popularity ~ rank^-ZIPF
 LENGTH_SIGMA, LENGTH_CAP = 0.8, 8.0  # lognormal user lengths, capped at this many times the mean
@@ -103,11 +104,6 @@ class SynthSpec(BaseModel):
                 f"{self.items:,} items each on average (no user repeats an item)"
             )
         return self
-
-    @classmethod
-    def shape(cls, name: ShapeName, seed: int = 0) -> SynthSpec:
-        items, users, interactions = SHAPES[name]
-        return cls(items=items, users=users, interactions=interactions, seed=seed)
 
 
 class SynthManifest(BaseModel):
