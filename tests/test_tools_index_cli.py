@@ -113,6 +113,12 @@ def test_bench_report(toolbox: Toolbox, tool_runs: dict[str, Path]) -> None:
         "retrieve_p99_ms",
         "constrained_retrieve_p50_ms",
         "semantic_search_p50_ms",
+        "similar_items_p99_ms",
+        "rank_100_p99_ms",
+        "item_info_p99_ms",
+        "user_profile_p99_ms",
+        "lookup_p99_ms",
+        "top_items_p50_ms",
         "checkpoint_load_ms",
         "users_per_second",
     ):
