@@ -163,12 +163,20 @@ class Toolbox:
         self._value_keys = {attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()}
         self.primary_attribute = next((a for a in PRIMARY_ATTRIBUTES if a in self.attribute_items), None)
 
-        self._titles: dict[str, list[int]] = {}
-        for dense, item in enumerate(dataset.items, start=1):
+    # the title tables are made on first use: seconds at a million items, and a recommendation
+    # for a known user never reads them
+    @cached_property
+    def _titles(self) -> dict[str, list[int]]:
+        titles: dict[str, list[int]] = {}
+        for dense, item in enumerate(self.dataset.items, start=1):
             for key in dict.fromkeys(_title_keys(item)):
-                self._titles.setdefault(key, []).append(dense)
+                titles.setdefault(key, []).append(dense)
+        return titles
+
+    @cached_property
+    def _choices(self) -> list[str]:
         # fuzzy matching sees "The Matrix (1999)", not "Matrix, The (1999)"
-        self._choices = [utils.default_process(titled(item.title, item.year, natural=True)) for item in dataset.items]
+        return [utils.default_process(titled(item.title, item.year, natural=True)) for item in self.dataset.items]
 
     # --- construction ---------------------------------------------------------------------
 
@@ -477,9 +485,9 @@ class Toolbox:
 
     def warm(self) -> Toolbox:
         """Load (or build) everything that is otherwise loaded on first use: the item
-        indexes with the text encoder, and each variant's item-vector space. Call it before
-        serving calls from several threads."""
-        _ = self.indexes
+        indexes with the text encoder, each variant's item-vector space and the title tables.
+        Call it before serving calls from several threads."""
+        _ = self.indexes, self._titles, self._choices
         for name, model in self.variants.items():
             if model.item_vectors() is not None:
                 self.space(name)

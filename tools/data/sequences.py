@@ -98,10 +98,8 @@ class SequenceDataset:
 
     def popularity(self) -> np.ndarray:
         """Training-split interaction counts per dense id (index 0 is padding, count 0)."""
-        counts = np.zeros(self.num_items + 1, dtype=np.int64)
-        for seq in self.train_sequences():
-            np.add.at(counts, seq, 1)
-        return counts
+        train = self.train_sequences()
+        return np.bincount(np.concatenate(train) if train else np.empty(0, dtype=np.int64), minlength=self.num_items + 1)
 
 
 def k_core(frame: pd.DataFrame, k: int) -> pd.DataFrame:
