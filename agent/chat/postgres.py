@@ -11,8 +11,10 @@ turn holding its lock must always be able to read and write its checkpoint.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg import Connection, Error
@@ -28,6 +30,7 @@ NAMESPACE = 0x746F6F6C
 SETUP = 0
 LOCK = "SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))"
 CONNECT_TIMEOUT_S = 10
+SETUP_WAIT_S = 120
 
 
 class AdvisoryLocks:
@@ -63,11 +66,9 @@ def postgres_store(url: str, *, connections: int, lock_timeout_s: float) -> Sess
     saver = PostgresSaver(saves, serde=serializer())
     try:
         # one connection first: it says at once why the database cannot be used, and holds the
-        # set-up lock so that workers starting together create the tables once. A lock of the
-        # connection's session, not of a transaction: the set-up's CREATE INDEX CONCURRENTLY
-        # waits for every open transaction, this one's too.
+        # set-up lock so that workers starting together create the tables once
         with Connection.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as first:
-            first.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", (NAMESPACE, SETUP))
+            _take_setup_lock(first, url)
             saves.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             locks.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             saver.setup()
@@ -75,3 +76,17 @@ def postgres_store(url: str, *, connections: int, lock_timeout_s: float) -> Sess
         close()
         raise SessionStoreError(f"cannot use the sessions database {shown_url(url)}: {exc}") from exc
     return SessionStore(saver, AdvisoryLocks(locks, lock_timeout_s), "postgres", close)
+
+
+def _take_setup_lock(connection: Connection[Any], url: str) -> None:
+    """The set-up lock, for this connection's session. Tried again and again rather than waited
+    for: a statement waiting for it would hold a snapshot, which the set-up's CREATE INDEX
+    CONCURRENTLY in the worker holding the lock waits for in turn (both would wait forever)."""
+    deadline = time.monotonic() + SETUP_WAIT_S
+    while True:
+        row = connection.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (NAMESPACE, SETUP)).fetchone()
+        if row is not None and row[0]:
+            return
+        if time.monotonic() > deadline:
+            raise SessionStoreError(f"another process has been setting up the sessions database {shown_url(url)} for {SETUP_WAIT_S} s")
+        time.sleep(0.1)
