@@ -24,5 +24,4 @@ class TokenPrices(BaseSettings):
         """US dollars for these tokens, or None without both prices."""
         if self.llm_input_usd_per_mtok is None or self.llm_output_usd_per_mtok is None:
             return None
-        usd = (prompt_tokens * self.llm_input_usd_per_mtok + completion_tokens * self.llm_output_usd_per_mtok) / MILLION
-        return round(usd, 6)
+        return (prompt_tokens * self.llm_input_usd_per_mtok + completion_tokens * self.llm_output_usd_per_mtok) / MILLION

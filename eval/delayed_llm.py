@@ -24,7 +24,9 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+
+from agent.serve.openai import ChatCompletionRequest
 
 MENU_LINE = re.compile(r"^(\d+)\. (.+)$", re.M)
 MENU_LAST = re.compile(r"1 to (\d+)\.")
@@ -41,18 +43,9 @@ class Stats(BaseModel):
     peak_in_flight: int = 0
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatRequest(ChatCompletionRequest):
+    """OpenAI's chat request as toolrec's server reads it, with the option scorer's fields."""
 
-    role: str
-    content: str | None = None
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    messages: list[Message] = Field(min_length=1)
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
@@ -76,10 +69,10 @@ def _option_logprobs(question: str, top: int) -> list[tuple[str, float]]:
 def _plan_step(request: ChatRequest) -> str:
     """Round n retrieves the n-th genre the user watches most; no such genre: finish."""
     rounds = sum(1 for m in request.messages if m.role == "assistant")
-    first_user = next((m.content or "" for m in request.messages if m.role == "user"), "")
+    first_user = next((m.text() for m in request.messages if m.role == "user"), "")
     found = TOP_GENRES.search(first_user)
     genres = [g.rsplit(" (", 1)[0].strip() for g in found.group(1).split(",")] if found else []
-    system = request.messages[0].content or ""
+    system = request.messages[0].text()
     if rounds < len(genres) and "- retrieve(" in system and genres[rounds] != "-":
         return json.dumps({"name": "retrieve", "arguments": {"genres": [genres[rounds]]}})
     return json.dumps({"name": "finish", "arguments": {}})
@@ -87,7 +80,7 @@ def _plan_step(request: ChatRequest) -> str:
 
 def reply(request: ChatRequest) -> dict[str, Any]:
     """The completion for `request` (OpenAI's chat.completion object)."""
-    last = request.messages[-1].content or ""
+    last = request.messages[-1].text()
     logprobs = None
     if request.logprobs:
         ranked = _option_logprobs(last, request.top_logprobs or 1)
@@ -98,7 +91,7 @@ def reply(request: ChatRequest) -> dict[str, Any]:
         text = json.dumps({"items": list(range(len(CANDIDATE.findall(last)), 0, -1))})
     else:
         text = _plan_step(request)
-    prompt_tokens = sum(len((m.content or "").split()) for m in request.messages)
+    prompt_tokens = sum(len(m.text().split()) for m in request.messages)
     completion_tokens = len(text.split())
     return {
         "id": "chatcmpl-delayed",

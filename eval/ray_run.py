@@ -43,7 +43,7 @@ class EvalJob(BaseModel):
     cache_dir: Path
     cwd: Path
     fingerprints: dict[str, str]
-    settings: AgentSettings
+    settings: AgentSettings  # the LLM's endpoint and key as the driver read them: a cluster's hosts may lack the environment
 
 
 class Block(BaseModel):

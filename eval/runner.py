@@ -273,7 +273,7 @@ def build_results(
         "common_users": len(common),
         "code_versions": used,
         "prices": prices.model_dump() if prices.known else None,
-        "usd": round(sum(s["cost"]["usd"] for s in per_method.values()), 6) if prices.known else None,
+        "usd": sum(s["cost"]["usd"] for s in per_method.values()) if prices.known else None,
         "methods": per_method,
     }
 
