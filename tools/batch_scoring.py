@@ -43,6 +43,7 @@ class ScoreSettings(BaseModel):
     ann: bool = Field(False, description="Search an inner-product HNSW index instead of scoring every item")
     split: HistorySplit = Field("full", description="full: each user's whole history (live use); test/valid: the evaluation's inputs")
     mips: MipsConfig = Field(default_factory=MipsConfig)
+    users: int | None = Field(None, ge=1, description="A seeded sample of this many users (a benchmark); None: every user")
     recall_users: int = Field(1000, ge=0, description="--ann: users whose top-k is also scored exactly, for recall@k")
     seed: int = 0
 
@@ -71,7 +72,10 @@ def score_run(run_dir: Path, out: Path, data_dir: Path, settings: ScoreSettings,
             raise ValueError(f"--ann needs a model that scores by a product of vectors (sasrec, bert4rec), not {model.config.kind}")
         index, index_seconds = run_index(run_dir, lambda: _vectors(model), settings.mips)
         top_k = partial(ann_top_k, model, index)
-    order = by_length(histories)
+    rows = np.arange(len(histories))
+    if settings.users is not None and settings.users < len(rows):
+        rows = np.sort(np.random.default_rng(settings.seed).choice(len(rows), settings.users, replace=False))
+    order = rows[by_length([histories[i] for i in rows])]
     block = int(np.clip(CHUNK_SCORES // (dataset.num_items + 1), 16, 1024))
     started = time.perf_counter()
     item_ids = np.array(["", *(item.id for item in dataset.items)], dtype=object)  # by dense id

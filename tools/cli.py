@@ -243,6 +243,7 @@ def score_command(
     ann: Annotated[bool, typer.Option("--ann", help="Search an inner-product HNSW index over the item vectors (recall reported)")] = False,
     split: Annotated[str, typer.Option(help="full (whole histories, live use) | test | valid (the evaluation's inputs)")] = "full",
     ef_search: Annotated[int, typer.Option(help="--ann: HNSW search width (recall against speed)")] = MipsConfig().ef_search,
+    users: Annotated[int | None, typer.Option(min=1, help="A seeded sample of this many users (for a benchmark; default: all)")] = None,
     data_dir: DataDirOption = None,
     threads: Annotated[int | None, typer.Option(help="torch and faiss CPU threads (default: all)")] = None,
 ) -> None:
@@ -254,7 +255,7 @@ def score_command(
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
     try:
-        settings = ScoreSettings(k=k, ann=ann, split=cast(HistorySplit, split), mips=MipsConfig(ef_search=ef_search))
+        settings = ScoreSettings(k=k, ann=ann, split=cast(HistorySplit, split), mips=MipsConfig(ef_search=ef_search), users=users)
         report = score_run(run, out, data_dir if data_dir is not None else PathSettings().data_dir, settings)
     except (DataError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
