@@ -20,7 +20,9 @@ Guards: a bearer key when one is configured (compared in constant time), a reque
 (413) enforced while reading, a message-length limit, a per-client token bucket (429 with
 Retry-After), a bounded number of agent runs at once with a bounded queue (503 beyond it) and a
 time limit per run (504). Agent runs happen in worker threads; errors come back as OpenAI-style
-JSON, `{"error": {"message", "type", "param", "code"}}`, and the server keeps serving.
+JSON, `{"error": {"message", "type", "param", "code"}}`, and the server keeps serving. Run slots
+and token buckets are the process's: with several workers (`agent.serve.workers`) each has its
+own, while sessions and the lock that keeps one session's turns apart are the session store's.
 """
 
 from __future__ import annotations
