@@ -239,6 +239,18 @@ def test_turns_sent_at_once_to_two_servers_are_all_stored_in_order(servers: tupl
     assert set(state["constraints"]["exclude_genres"]) == {"Horror", "Western", "Musical", "Documentary", "War", "Animation"}
 
 
+def test_the_load_test_runs_against_a_server_started_apart(servers: tuple[str, str], toolbox: Toolbox) -> None:
+    """`toolrec bench serve --url`: sessions against the two-worker server, each checked afterwards
+    against what it alone said, with what the server says of itself."""
+    from agent.cli.bench import BenchError, bench_server
+
+    report = bench_server(servers[0], toolbox, sessions=4, turns=3, concurrency=4, max_seconds=120)
+    assert report["session_store"] == "postgres" and report["llm"] == "none"
+    assert report["requests"] == 12 and report["errors"] == 0 and report["isolation_violations"] == 0, report["problems"]
+    with pytest.raises(BenchError, match="no toolrec server answers"):
+        bench_server(f"http://127.0.0.1:{free_port()}", toolbox, sessions=1, turns=1)
+
+
 # --- without Postgres ------------------------------------------------------------------------
 
 
