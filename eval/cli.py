@@ -34,6 +34,7 @@ from agent.cli.app import (
 )
 from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
+from eval.batch import score_command
 from eval.config import load_config
 from eval.conversation_sim import chat_sim_command
 from eval.delayed_llm import delayed_llm_command
@@ -45,7 +46,7 @@ from eval.runner import RESULTS, RunLocked, latest_session_seconds, run_eval
 from eval.step_bench import bench_steps_command
 from eval.training import METRICS, TrainSpec, train_run
 from eval.wishes import bench_wishes_command
-from tools.cli import bench_tools_command, data_app, index_app, score_command, tool_command
+from tools.cli import bench_tools_command, data_app, index_app, tool_command
 from tools.data.schema import DataError
 from tools.io import write_json
 from tools.models.checkpoint import load_run

@@ -3,10 +3,14 @@ through the inner-product index with its recall measured."""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from eval.backbone import backbone_ranks
@@ -62,3 +66,29 @@ def test_ann_refuses_a_model_without_vectors(tmp_path: Path, data_dir: Path, ml1
     assert not (tmp_path / "x.parquet").exists()
     exact = score_run(tmp_path / "pop", tmp_path / "pop.parquet", data_dir, ScoreSettings(k=5), progress=False)
     assert exact.users == len(ml100k.user_ids) and np.isfinite(exact.users_per_second)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install '.[ray]'; scripts/test.sh installs it)"
+)
+def test_ray_scores_every_user_as_one_process_does(tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+    run = ["score", "--run", str(tool_runs["plain"]), "--k", "20", "--users", "300", "--data-dir", str(data_dir)]
+    alone = CliRunner().invoke(app, [*run, "--out", str(tmp_path / "one.parquet"), "--threads", "1"])
+    assert alone.exit_code == 0, alone.output
+    spread = CliRunner().invoke(app, [*run, "--out", str(tmp_path / "ray.parquet"), "--ray", "auto", "--ray-workers", "2"])
+    assert spread.exit_code == 0, spread.output
+    one, ray = (pq.read_table(tmp_path / f"{name}.parquet").to_pandas().set_index("user_id").sort_index() for name in ("one", "ray"))
+    assert len(one) == 300 and list(one.index) == list(ray.index)
+    assert [list(i) for i in one["items"]] == [list(i) for i in ray["items"]]
+
+
+def test_scoring_imports_no_ray_unless_asked(tool_runs: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nimport eval.cli, eval.batch\n"
+        f"done = CliRunner().invoke(eval.cli.app, ['score', '--run', {str(tool_runs['plain'])!r}, '--users', '20', "
+        f"'--out', {str(tmp_path / 'x.parquet')!r}, '--data-dir', {str(data_dir)!r}])\n"
+        "assert done.exit_code == 0, done.output\n"
+        "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

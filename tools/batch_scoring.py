@@ -61,43 +61,72 @@ class ScoreReport(BaseModel):
     out: str
 
 
-def score_run(run_dir: Path, out: Path, data_dir: Path, settings: ScoreSettings, progress: bool = True) -> ScoreReport:
-    dataset, model = load_run(run_dir, data_dir)
-    model.eval()
-    histories = [dataset.history(user, settings.split) for user in dataset.user_ids]
-    index, index_seconds = None, None
-    top_k = partial(exact_top_k, model)
-    if settings.ann:
-        if not isinstance(model, Embedded):
-            raise ValueError(f"--ann needs a model that scores by a product of vectors (sasrec, bert4rec), not {model.config.kind}")
-        index, index_seconds = run_index(run_dir, lambda: _vectors(model), settings.mips)
-        top_k = partial(ann_top_k, model, index)
-    rows = np.arange(len(histories))
-    if settings.users is not None and settings.users < len(rows):
-        rows = np.sort(np.random.default_rng(settings.seed).choice(len(rows), settings.users, replace=False))
-    order = rows[by_length([histories[i] for i in rows])]
-    block = int(np.clip(CHUNK_SCORES // (dataset.num_items + 1), 16, 1024))
+class Scorer:
+    """What scoring a block of users needs, opened once per process (a Ray worker opens its own:
+    the run's prepared data is memory-mapped, the index read from RUN/index)."""
+
+    def __init__(self, run_dir: Path, data_dir: Path, settings: ScoreSettings) -> None:
+        self.settings = settings
+        self.dataset, model = load_run(run_dir, data_dir)
+        self.model = model.eval()
+        self.histories = [self.dataset.history(user, settings.split) for user in self.dataset.user_ids]
+        self.item_ids = np.array(["", *(item.id for item in self.dataset.items)], dtype=object)  # by dense id
+        self.exact: TopK = partial(exact_top_k, self.model)
+        self.top_k, self.index_seconds = self.exact, None
+        if settings.ann:
+            if not isinstance(model, Embedded):
+                raise ValueError(f"--ann needs a model that scores by a product of vectors (sasrec, bert4rec), not {model.config.kind}")
+            index, self.index_seconds = run_index(run_dir, lambda: _vectors(model), settings.mips)
+            self.top_k = partial(ann_top_k, model, index)
+
+    def blocks(self) -> list[np.ndarray]:
+        """The users to score (all, or the seeded sample) by history length, in blocks whose
+        score matrix stays near CHUNK_SCORES floats."""
+        rows = np.arange(len(self.histories))
+        if self.settings.users is not None and self.settings.users < len(rows):
+            rows = np.sort(np.random.default_rng(self.settings.seed).choice(len(rows), self.settings.users, replace=False))
+        order = rows[by_length([self.histories[i] for i in rows])]
+        return list(_blocks(order, int(np.clip(CHUNK_SCORES // (self.dataset.num_items + 1), 16, 1024))))
+
+    def block(self, rows: np.ndarray) -> pa.Table:
+        ids, scores = self.top_k([self.histories[i] for i in rows], self.settings.k)
+        items = [self.item_ids[row[row > 0]].tolist() for row in ids]
+        kept = [row[: len(names)].tolist() for row, names in zip(scores, items, strict=True)]
+        return pa.table({"user_id": [self.dataset.user_ids[i] for i in rows], "items": items, "scores": kept}, schema=SCHEMA)
+
+
+# runs the scorer's blocks, in process or elsewhere (eval.batch: on Ray), yielding their tables
+BlockRunner = Callable[[Scorer, list[np.ndarray]], Iterator[pa.Table]]
+
+
+def in_process(scorer: Scorer, blocks: list[np.ndarray]) -> Iterator[pa.Table]:
+    return (scorer.block(rows) for rows in blocks)
+
+
+def score_run(
+    run_dir: Path, out: Path, data_dir: Path, settings: ScoreSettings, progress: bool = True, runner: BlockRunner = in_process
+) -> ScoreReport:
+    scorer = Scorer(run_dir, data_dir, settings)
+    blocks = scorer.blocks()
+    users = sum(len(b) for b in blocks)
     started = time.perf_counter()
-    item_ids = np.array(["", *(item.id for item in dataset.items)], dtype=object)  # by dense id
     columns = [TextColumn("scoring users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer, Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("users", total=len(order))
-        for rows in _blocks(order, block):
-            chunk = [histories[i] for i in rows]
-            ids, scores = top_k(chunk, settings.k)
-            writer.write_table(_table(dataset.user_ids, item_ids, rows, ids, scores), row_group_size=len(rows))
-            bar.update(task, advance=len(rows))
+        task = bar.add_task("users", total=users)
+        for table in runner(scorer, blocks):
+            writer.write_table(table, row_group_size=max(len(table), 1))
+            bar.update(task, advance=len(table))
     seconds = time.perf_counter() - started
-    recall = _recall(top_k, partial(exact_top_k, model), histories, settings) if index else None
+    recall = _recall(scorer.top_k, scorer.exact, scorer.histories, settings) if settings.ann else None
     return ScoreReport(
-        users=len(order),
+        users=users,
         k=settings.k,
         ann=settings.ann,
         seconds=round(seconds, 2),
-        users_per_second=round(len(order) / max(seconds, 1e-9), 1),
-        index_seconds=None if index_seconds is None else round(index_seconds, 1),
+        users_per_second=round(users / max(seconds, 1e-9), 1),
+        index_seconds=None if scorer.index_seconds is None else round(scorer.index_seconds, 1),
         recall_at_k=None if recall is None else round(recall, 4),
-        recall_users=min(settings.recall_users, len(order)) if index else 0,
+        recall_users=min(settings.recall_users, users) if settings.ann else 0,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         out=str(out),
     )
@@ -157,9 +186,3 @@ def _vectors(model: Embedded) -> np.ndarray:
 def _blocks(order: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(order), size):
         yield order[start : start + size]
-
-
-def _table(user_ids: list[str], item_ids: np.ndarray, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    items = [item_ids[row[row > 0]].tolist() for row in ids]
-    kept = [row[: len(names)].tolist() for row, names in zip(scores, items, strict=True)]
-    return pa.table({"user_id": [user_ids[i] for i in rows], "items": items, "scores": kept}, schema=SCHEMA)

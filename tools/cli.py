@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated, cast
 
-import faiss
 import torch
 import typer
 from pydantic import ValidationError
@@ -23,7 +22,6 @@ from tools.data.schema import DataError
 from tools.data.sequences import HistorySplit
 from tools.data.synth import SHAPES, SynthSpec, synthesize
 from tools.index.item_index import ItemIndexes
-from tools.index.mips import MipsConfig
 from tools.index.vector_index import IndexConfig
 from tools.io import write_text
 from tools.models.checkpoint import load_run
@@ -234,30 +232,3 @@ def bench_tools_command(
     if out is not None:
         write_text(out, text + "\n")
     typer.echo(text)
-
-
-def score_command(
-    run: Annotated[Path, typer.Option(help="Run folder written by `toolrec train`")],
-    out: Annotated[Path, typer.Option(help="Parquet file to write: user_id, items (best first), scores")] = Path("topk.parquet"),
-    k: Annotated[int, typer.Option(min=1, max=10_000, help="Items per user")] = 100,
-    ann: Annotated[bool, typer.Option("--ann", help="Search an inner-product HNSW index over the item vectors (recall reported)")] = False,
-    split: Annotated[str, typer.Option(help="full (whole histories, live use) | test | valid (the evaluation's inputs)")] = "full",
-    ef_search: Annotated[int, typer.Option(help="--ann: HNSW search width (recall against speed)")] = MipsConfig().ef_search,
-    users: Annotated[int | None, typer.Option(min=1, help="A seeded sample of this many users (for a benchmark; default: all)")] = None,
-    data_dir: DataDirOption = None,
-    threads: Annotated[int | None, typer.Option(help="torch and faiss CPU threads (default: all)")] = None,
-) -> None:
-    """Every user's top-k to Parquet, streamed in bounded memory; prints users per second (and
-    with --ann the index build time and recall@k against exact scoring) as JSON."""
-    from tools.batch_scoring import ScoreSettings, score_run
-
-    if threads:
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(threads)
-    try:
-        settings = ScoreSettings(k=k, ann=ann, split=cast(HistorySplit, split), mips=MipsConfig(ef_search=ef_search), users=users)
-        report = score_run(run, out, data_dir if data_dir is not None else PathSettings().data_dir, settings)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from err
-    console.print_json(report.model_dump_json())
