@@ -152,11 +152,12 @@ def _exit_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, leave)
 
 
-def split(rows: Sequence[T], size: int) -> list[list[T]]:
-    """`rows` in consecutive blocks of `size` (the last may be shorter)."""
+def split(rows: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`rows` in consecutive blocks of `size` (the last may be shorter), each a slice of `rows`
+    (a list stays a list, a NumPy array an array)."""
     if size < 1:
         raise ValueError(f"block size must be at least 1, not {size}")
-    return [list(rows[start : start + size]) for start in range(0, len(rows), size)]
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
 class _Worker:
@@ -180,6 +181,8 @@ class WorkerPool(Generic[S]):
         if workers < 1 or per_worker < 1:
             raise ValueError("workers and per_worker must be at least 1")
         self.ray = import_ray(loopback=False)  # already imported by connect
+        if not self.ray.is_initialized():
+            raise RayUnavailable("a WorkerPool runs inside connect(...), which starts or joins Ray")
         actor = self.ray.remote(num_cpus=1, max_concurrency=per_worker)(_Worker)
         self.per_worker = per_worker
         self.actors = [actor.remote(open_state, threads) for _ in range(workers)]
