@@ -8,6 +8,7 @@ Loading against another dataset is refused: dense ids would silently mean other 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ from tools.models.popularity import Popularity
 from tools.models.sasrec import SASRec
 from tools.models.transitions import Transitions
 
+log = logging.getLogger(__name__)
 WEIGHTS, CONFIG, ID_MAPS, PREPARED = "model.safetensors", "config.json", "id_maps.json", "data"
 
 
@@ -93,9 +95,13 @@ def run_dataset(run_dir: Path, data_dir: Path) -> SequenceDataset:
     meta = read_meta(run_dir)
     prepared = run_dir / PREPARED
     if (prepared / "meta.json").exists():
-        dataset = load_prepared(prepared)
-        if dataset.name == meta.dataset and fingerprint(dataset) == meta.fingerprint:
-            return dataset
+        try:
+            dataset = load_prepared(prepared)
+        except DataError as err:  # an older format, or damaged: made again below
+            log.warning("%s", err)
+        else:
+            if dataset.name == meta.dataset and fingerprint(dataset) == meta.fingerprint:
+                return dataset
     dataset = load_sequences(meta.dataset, data_dir, min_core=meta.min_core)
     prepare(run_dir, dataset)
     return dataset
