@@ -290,3 +290,13 @@ def test_a_large_catalogue_is_searched_through_indexes_with_the_same_answers(
     assert large.space("plain").config.kind == "hnsw" and (run / "index" / "space-plain" / "meta.json").exists()
     assert len(found.items) == 10 and all("Drama" in item.attributes["genre"] for item in found.items)
     assert len({i.id for i in found.items} & {i.id for i in similar_items(toolbox, seeds).items}) >= 8
+
+
+def test_a_large_catalogue_never_embeds_its_texts_inside_a_call(toolbox: Toolbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toolbox_module, "FLAT_UP_TO", 100)
+    large = Toolbox(toolbox.dataset, toolbox.variants, index_dir=tmp_path / "no-index")
+    result = call_tool(large, "semantic_search", {"query": "space adventure"})
+    assert not result.ok and result.error is not None and result.error.code == "unavailable"
+    assert "toolrec index build" in result.error.message
+    assert large.warm() is large  # the server still starts; text search stays off
+    assert call_tool(large, "retrieve", {"user_id": toolbox.dataset.user_ids[0], "k": 5}).ok

@@ -123,7 +123,7 @@ def bench_tools(
     started = time.perf_counter()
     try:
         indexes = toolbox.indexes
-    except Unavailable as err:  # no text index yet (a million texts take hours to embed)
+    except Unavailable as err:  # a large catalogue without its text index (a million texts take hours)
         report["text_index"] = str(err)
         indexes = None
     report["index_ready_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -455,6 +455,13 @@ class Toolbox:
             else:
                 self._check_model_index(loaded)
                 return loaded
+        if self.large:
+            # embedding a million texts takes hours: never inside a tool call
+            raise Unavailable(
+                f"text search is unavailable: no text index for these {self.num_items:,} items; build it ahead with "
+                "`toolrec index build --run RUN` (resumable)",
+                field="query",
+            )
         where = f"; saving it to {self.index_dir}" if self.index_dir is not None else ""
         log.warning(
             "no item index for %s: embedding %d item texts now (one-time; `toolrec index build` does it ahead)%s",
@@ -487,7 +494,11 @@ class Toolbox:
         """Load (or build) everything that is otherwise loaded on first use: the item
         indexes with the text encoder, each variant's item-vector space and the title tables.
         Call it before serving calls from several threads."""
-        _ = self.indexes, self._titles, self._choices
+        _ = self._titles, self._choices
+        try:
+            _ = self.indexes
+        except Unavailable as err:  # text search stays off; every other tool works
+            log.warning("%s", err)
         for name, model in self.variants.items():
             if model.item_vectors() is not None:
                 self.space(name)
