@@ -40,7 +40,10 @@ LEGACY_POSITION_STD = 1.0
 # validates on a fixed sample of users (docs/scale.md)
 FULL_SOFTMAX_UP_TO = 20_000
 SAMPLED_NEGATIVES = 2048
-SMALL_BATCH, LARGE_BATCH = 32, 256
+SMALL_BATCH = 32
+# the optimiser walks the whole item table every step, so a large catalogue's batch grows with
+# it (a tenth of a step's work, not most of it): 256 users at 100,000 items, 2,500 at a million
+ITEMS_PER_BATCH_ROW, LARGE_BATCH = 400, (256, 4096)
 LARGE_EVAL_USERS = 10_000
 
 
@@ -77,7 +80,9 @@ class TrainSpec(BaseModel):
     seed: int = 42
     # a CPU epoch costs the same at batch 32, 64 or 128 (the work is per position), so the
     # smaller batch's twice as many updates an epoch come free (docs/benchmarks.md)
-    batch_size: int | None = Field(None, ge=1, description=f"None: {SMALL_BATCH}, or {LARGE_BATCH} above {FULL_SOFTMAX_UP_TO:,} items")
+    batch_size: int | None = Field(
+        None, ge=1, description=f"None: {SMALL_BATCH}, or one row per {ITEMS_PER_BATCH_ROW} items above {FULL_SOFTMAX_UP_TO:,} items"
+    )
     eval_users: int | None = Field(
         None, ge=1, description=f"Users validated and tested (a seeded sample); None: all, or {LARGE_EVAL_USERS:,} at scale"
     )
@@ -97,7 +102,7 @@ class TrainSpec(BaseModel):
         chosen = {
             "loss": loss,
             "negatives": self.negatives or (SAMPLED_NEGATIVES if loss in ("sce", "logq") else 1),
-            "batch_size": self.batch_size or (LARGE_BATCH if large else SMALL_BATCH),
+            "batch_size": self.batch_size or (int(np.clip(num_items // ITEMS_PER_BATCH_ROW, *LARGE_BATCH)) if large else SMALL_BATCH),
             "eval_users": self.eval_users or (LARGE_EVAL_USERS if large else None),
         }
         return self.model_copy(update=chosen)

@@ -4,6 +4,7 @@ alike, bad rows are named by file and line, and a run opens from its prepared da
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,12 @@ def test_prepared_data_of_another_format_is_made_again(tmp_path: Path) -> None:
     dataset, _ = load_run(run, tmp_path)
     assert dataset.user_ids == ["u1", "u2"]
     assert json.loads((run / PREPARED / "meta.json").read_text())["format"] == meta["format"]
+
+
+def test_another_model_trains_on_a_runs_prepared_data(tmp_path: Path) -> None:
+    folder = write(tmp_path / "shop", ".csv", ITEMS, INTERACTIONS)
+    train_run(TrainSpec(dataset=str(folder), model="popularity"), tmp_path / "first", tmp_path)
+    shutil.rmtree(folder)  # no raw file is read again
+    train_run(TrainSpec(dataset=str(tmp_path / "first" / PREPARED), model="popularity"), tmp_path / "second", tmp_path)
+    first, second = (json.loads((tmp_path / run / "config.json").read_text()) for run in ("first", "second"))
+    assert (first["dataset"], first["fingerprint"]) == (second["dataset"], second["fingerprint"]) == ("shop", first["fingerprint"])

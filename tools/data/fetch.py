@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast, get_args
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from tools.data.loaders import load_directory
+from tools.data.prepared import is_prepared, load_prepared
 from tools.data.schema import DataError, RawDataset
 from tools.data.sequences import SequenceDataset, build_sequences
 from tools.io import pip_download
@@ -130,7 +132,16 @@ def load_dataset(name_or_path: str | Path, data_dir: Path | None = None) -> RawD
 
 
 def load_sequences(name: str | Path, data_dir: Path | None = None, min_core: int = 0) -> SequenceDataset:
-    return build_sequences(load_dataset(name, data_dir), min_core=min_core)
+    """A dataset's sequences: built from its raw files, or read as they are from a run's
+    prepared data (`--dataset runs/NAME/data` trains another model without reparsing)."""
+    if is_prepared(Path(name)):
+        dataset = load_prepared(Path(name))
+        if dataset.min_core != min_core:
+            raise DataError(f"{name}: prepared with min_core {dataset.min_core}, not {min_core}")
+        return dataset
+    dataset = build_sequences(load_dataset(name, data_dir), min_core=min_core)
+    pa.default_memory_pool().release_unused()  # Arrow keeps the raw columns' memory otherwise
+    return dataset
 
 
 def _source(name: str) -> Source:

@@ -65,6 +65,10 @@ def save_prepared(directory: Path, dataset: SequenceDataset) -> None:
         write_json(tmp / META, meta.model_dump())
 
 
+def is_prepared(directory: Path) -> bool:
+    return (directory / META).is_file() and (directory / "sequences.npy").is_file()
+
+
 def load_prepared(directory: Path) -> SequenceDataset:
     """The dataset `save_prepared` wrote, its arrays memory-mapped."""
     try:
