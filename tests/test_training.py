@@ -144,7 +144,7 @@ def test_automatic_choices_follow_the_catalogue_and_runs_recorded_before_stay_re
     small, large = TrainSpec().resolved(3_706), TrainSpec().resolved(100_000)
     assert (small.loss, small.negatives, small.batch_size, small.eval_users) == ("ce", 1, 32, None)
     assert (large.loss, large.negatives, large.batch_size, large.eval_users) == ("logq", 2048, 256, 10_000)
-    assert TrainSpec().resolved(1_000_000).batch_size == 2_500  # the item table's step amortised
+    assert TrainSpec().resolved(1_000_000).batch_size == 1_000  # the item table's step amortised
     forced = TrainSpec(loss="logq").resolved(3_706)  # forced on a small catalogue: its batch stays the default
     assert (forced.loss, forced.negatives, forced.batch_size) == ("logq", 2048, 32)
     # a run recorded before the automatic choices: full softmax, batch 32, every user validated
