@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel, Field
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tools.data.sequences import HistorySplit
@@ -111,7 +112,8 @@ def score_run(
     users = sum(len(b) for b in blocks)
     started = time.perf_counter()
     columns = [TextColumn("scoring users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer, Progress(*columns, disable=not progress) as bar:
+    bars = Progress(*columns, disable=not progress, console=Console(stderr=True))  # stdout carries the JSON report
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer, bars as bar:
         task = bar.add_task("users", total=users)
         for table in runner(scorer, blocks):
             writer.write_table(table, row_group_size=max(len(table), 1))
