@@ -11,7 +11,7 @@ shape=${1:?100k or 1m}
 data=data/synth-$shape run=runs/synth-$shape-sasrec out=runs/bench/scale-$shape
 mkdir -p "$out"
 toolrec=.venv/bin/toolrec
-timed() { /usr/bin/time -f '{"wall_s": %e, "peak_rss_mb": %M}' -o "$out/$1.time.json" "${@:2}"; }
+timed() { /usr/bin/time -f '{"wall_s": %e, "peak_rss_kb": %M}' -o "$out/$1.time.json" "${@:2}"; }
 [ -f "$data/synth.json" ] || timed synth $toolrec data synth --shape "$shape" --out "$data"
 timed train $toolrec train --dataset "$data" --out "$run" ${EPOCHS:+--epochs $EPOCHS} > "$out/train.log"
 timed popularity $toolrec train --dataset "$data" --model popularity --out "runs/synth-$shape-pop" > "$out/popularity.log"
