@@ -18,6 +18,8 @@ from tools.data.prepared import load_prepared, save_prepared
 from tools.data.schema import DataError, Item
 from tools.data.sequences import build_sequences
 from tools.models.checkpoint import PREPARED, load_run
+from tools.registry import call_tool
+from tools.toolbox import Toolbox
 
 ITEMS = [
     {
@@ -180,3 +182,14 @@ def test_another_model_trains_on_a_runs_prepared_data(tmp_path: Path) -> None:
     train_run(TrainSpec(dataset=str(tmp_path / "first" / PREPARED), model="popularity"), tmp_path / "second", tmp_path)
     first, second = (json.loads((tmp_path / run / "config.json").read_text()) for run in ("first", "second"))
     assert (first["dataset"], first["fingerprint"]) == (second["dataset"], second["fingerprint"]) == ("shop", first["fingerprint"])
+
+
+def test_values_made_of_symbols_stay_apart(tmp_path: Path) -> None:
+    """Price bands "$" and "$$" normalise to nothing: they are matched as written."""
+    folder = write(tmp_path / "shop", ".csv", ITEMS, INTERACTIONS)
+    train_run(TrainSpec(dataset=str(folder), model="popularity"), tmp_path / "run", tmp_path)
+    toolbox = Toolbox.open(tmp_path / "run", tmp_path)
+    assert toolbox.values("price", ["$$"], "attributes.price") == ["$$"]
+    assert toolbox.values("price", ["$"], "attributes.price") == ["$"]
+    found = call_tool(toolbox, "retrieve", {"history": ["b3"], "k": 5, "attributes": {"price": ["$$"]}})
+    assert found.ok and found.output is not None and [i.id for i in found.output.items] == ["b1"]

@@ -62,6 +62,12 @@ def normalize(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
+def value_key(value: str) -> str:
+    """How a value is matched: `normalize`d, or as written where that leaves nothing (price
+    bands "$" and "$$" must not meet)."""
+    return normalize(value) or "".join(value.split()).casefold()
+
+
 def variant_name(meta: CheckpointMeta) -> str:
     """An attribute-aware model is named by its attribute type ("genre"), any other "plain"."""
     return meta.model.attribute or PLAIN
@@ -160,7 +166,7 @@ class Toolbox:
                 for value in item_values(item, attribute):
                     members.setdefault(value, []).append(dense)
             self.attribute_items[attribute] = {v: np.asarray(ids, dtype=np.int64) for v, ids in sorted(members.items())}
-        self._value_keys = {attribute: {normalize(v): v for v in values} for attribute, values in self.attribute_items.items()}
+        self._value_keys = {attribute: {value_key(v): v for v in values} for attribute, values in self.attribute_items.items()}
         self.primary_attribute = next((a for a in PRIMARY_ATTRIBUTES if a in self.attribute_items), None)
 
     # the title tables are made on first use: seconds at a million items, and a recommendation
@@ -349,11 +355,11 @@ class Toolbox:
         out: list[str] = []
         unknown: list[str] = []
         for value in given:
-            canonical = keys.get(normalize(value))
+            canonical = keys.get(value_key(value))
             if canonical is not None:
                 out.append(canonical)
                 continue
-            parts = [keys.get(normalize(p)) for p in value.replace("|", ",").split(",")]
+            parts = [keys.get(value_key(p)) for p in value.replace("|", ",").split(",")]
             if len(parts) > 1 and all(parts):
                 out += [p for p in parts if p]
             else:
