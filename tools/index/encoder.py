@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModel, AutoTokenizer
 
@@ -188,7 +189,7 @@ class TextEncoder:
         parts_dir.mkdir(parents=True, exist_ok=True)
         starts = range(0, len(texts), CACHE_PART)
         columns = [TextColumn("embedding item texts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-        with Progress(*columns, disable=not progress) as bar:
+        with Progress(*columns, disable=not progress, console=Console(stderr=True)) as bar:  # stdout may carry a JSON report
             task = bar.add_task("texts", total=len(texts))
             for start in starts:
                 part = parts_dir / f"{start:010d}.npy"
