@@ -10,17 +10,14 @@ import numpy as np
 from eval.metrics import KS, summarise, target_ranks
 from tools.data.sequences import SequenceDataset, Split
 from tools.models.base import Recommender
-from tools.models.scoring import score_histories
-
-# scores held at once while ranking: a chunk of users x the catalogue, 256 MB of float32
-CHUNK_SCORES = 2**26
+from tools.models.scoring import score_histories, users_per_block
 
 
 def backbone_ranks(model: Recommender, dataset: SequenceDataset, split: Split, users: Sequence[int] | None = None) -> np.ndarray:
     """The target's rank for each user (all users, or the dataset rows `users`), in that order."""
     inputs, targets = dataset.split(split)
     rows = np.arange(len(targets)) if users is None else np.asarray(users, dtype=np.int64)
-    chunk_size = int(np.clip(CHUNK_SCORES // (dataset.num_items + 1), 16, 1024))
+    chunk_size = users_per_block(dataset.num_items)
     ranks = []
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]

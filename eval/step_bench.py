@@ -35,8 +35,8 @@ def time_steps(spec: TrainSpec, steps: int, data_dir: Path, heap: bool) -> dict[
     optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr)
     sequences = [s for s in data.train_sequences() if len(s) >= 2]
     rng = np.random.default_rng(spec.seed)
-    size = spec.batch_size or 0  # resolved above
-    batches = [[sequences[i] for i in rng.choice(len(sequences), size, replace=False)] for _ in range(WARMUP + steps)]
+    assert spec.batch_size is not None  # resolved above
+    batches = [[sequences[i] for i in rng.choice(len(sequences), spec.batch_size, replace=False)] for _ in range(WARMUP + steps)]
     bf16 = use_bf16("auto", model.device)
     started = 0.0
     for n, batch in enumerate(batches):

@@ -25,7 +25,7 @@ from tools.data.fetch import load_sequences
 from tools.data.sequences import SequenceDataset
 from tools.io import write_json
 from tools.models.base import ModelConfig, ModelKind, Recommender
-from tools.models.checkpoint import PREPARED, build_model, load_model, new_config, prepare, read_meta
+from tools.models.checkpoint import CONFIG, PREPARED, build_model, load_model, new_config, prepare, read_meta
 from tools.models.train import MONITOR, TrainConfig, TrainProgress, seed_everything, train
 
 SPEC, METRICS = "train_spec.json", "metrics.json"
@@ -36,8 +36,7 @@ RUNTIME_ONLY = frozenset({"threads", "device"})
 LEGACY_POSITION_STD = 1.0
 # Above this many items the full softmax, whose cost per position grows with the catalogue,
 # outweighs the rest of a step many times over: "auto" then trains the logq sampled softmax on
-# larger batches (the optimiser walks the whole item table each step, whatever the batch) and
-# validates on a fixed sample of users (docs/scale.md)
+# larger batches and validates on a fixed sample of users (docs/size.md)
 FULL_SOFTMAX_UP_TO = 20_000
 SAMPLED_NEGATIVES = 2048
 SMALL_BATCH = 32
@@ -136,7 +135,7 @@ def check_reusable(run_dir: Path, spec: TrainSpec, num_items: int | None = None)
     saved = read_spec(run_dir)
     if saved is None:
         raise SettingsMismatch(f"{run_dir} has no recorded settings ({SPEC}); retrain it or point the config elsewhere")
-    if num_items is None and (run_dir / "config.json").exists():
+    if num_items is None and (run_dir / CONFIG).exists():
         num_items = read_meta(run_dir).model.num_items
     differing = (spec.resolved(num_items) if num_items else spec).differences(saved)
     if differing:

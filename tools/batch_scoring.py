@@ -2,7 +2,7 @@
 nightly (`toolrec score`).
 
 Users are taken in order of history length (batches pad little) in blocks whose score matrix
-stays near CHUNK_SCORES floats, whatever the catalogue. Exact by default: the backbone scores
+stays near BLOCK_SCORES floats, whatever the catalogue. Exact by default: the backbone scores
 the whole catalogue, the history is masked, the top k kept (ties: lower id first, as the
 evaluation ranks them). With `ann`, the user's vector searches an inner-product HNSW index over
 the item vectors instead (`tools.index.mips`), and recall@k against exact scoring is measured on
@@ -32,10 +32,9 @@ from tools.index.mips import MipsConfig, MipsIndex, run_index
 from tools.io import atomic_path
 from tools.models.base import Embedded, Recommender
 from tools.models.checkpoint import load_run
-from tools.models.scoring import by_length
+from tools.models.scoring import by_length, users_per_block
 
 TopK = Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray]]
-CHUNK_SCORES = 2**25  # a block of users x the catalogue: 128 MB of float32
 SCHEMA = pa.schema([("user_id", pa.string()), ("items", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))])
 
 
@@ -77,17 +76,17 @@ class Scorer:
         if settings.ann:
             if not isinstance(model, Embedded):
                 raise ValueError(f"--ann needs a model that scores by a product of vectors (sasrec, bert4rec), not {model.config.kind}")
-            index, self.index_seconds = run_index(run_dir, lambda: _vectors(model), settings.mips)
+            index, self.index_seconds = run_index(run_dir, model, settings.mips)
             self.top_k = partial(ann_top_k, model, index)
 
     def blocks(self) -> list[np.ndarray]:
         """The users to score (all, or the seeded sample) by history length, in blocks whose
-        score matrix stays near CHUNK_SCORES floats."""
+        score matrix stays near BLOCK_SCORES floats (tools.models.scoring)."""
         rows = np.arange(len(self.histories))
         if self.settings.users is not None and self.settings.users < len(rows):
             rows = np.sort(np.random.default_rng(self.settings.seed).choice(len(rows), self.settings.users, replace=False))
         order = rows[by_length([self.histories[i] for i in rows])]
-        return list(_blocks(order, int(np.clip(CHUNK_SCORES // (self.dataset.num_items + 1), 16, 1024))))
+        return list(_blocks(order, users_per_block(self.dataset.num_items)))
 
     def block(self, rows: np.ndarray) -> pa.Table:
         ids, scores = self.top_k([self.histories[i] for i in rows], self.settings.k)
@@ -177,12 +176,6 @@ def _recall(approximate: TopK, exact: TopK, histories: list[np.ndarray], setting
         found, _ = approximate(chunk, settings.k)
         hits += [len(np.intersect1d(t[t > 0], f[f > 0])) / max((t > 0).sum(), 1) for t, f in zip(truth, found, strict=True)]
     return float(np.mean(hits))
-
-
-@torch.inference_mode()
-def _vectors(model: Embedded) -> np.ndarray:
-    vectors: np.ndarray = model.output_vectors().float().numpy()
-    return vectors
 
 
 def _blocks(order: np.ndarray, size: int) -> Iterator[np.ndarray]:

@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from tools.constraints import Constraints, Filters, to_mask
-from tools.schemas import MAX_K, Id, InvalidArguments, ItemsOutput, Provenance, StrList, ToolInput, UnknownValue
+from tools.constraints import CandidateMask, Constraints, Filters, to_mask
+from tools.schemas import MAX_K, Id, InvalidArguments, ItemsOutput, Provenance, ScoredItem, StrList, ToolInput, UnknownValue
 from tools.toolbox import BLEND_SPACE, TEXT_SPACE, Toolbox
 
 
@@ -42,8 +42,10 @@ def zscore(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _notes(matched: int, k: int) -> list[str]:
-    return [f"only {matched} item(s) match the constraints, fewer than k={k}"] if matched < k else []
+def _answer(items: list[ScoredItem], candidates: CandidateMask, k: int) -> ItemsOutput:
+    """The tool's output: its items, how many passed the constraints, and a note where fewer than k did."""
+    notes = [f"only {candidates.count} item(s) match the constraints, fewer than k={k}"] if candidates.count < k else []
+    return ItemsOutput(items=items, matched=candidates.count, notes=notes)
 
 
 class _UserArgs(ToolInput):
@@ -76,10 +78,8 @@ def retrieve(toolbox: Toolbox, args: RetrieveInput) -> ItemsOutput:
     found = None if args.query else toolbox.approximate_top(variant, history, candidates.mask, args.k)
     if found is not None:
         provenance = Provenance(tool="retrieve", variant=variant, constraints=candidates.applied)
-        return ItemsOutput(
-            items=[toolbox.scored_item(int(d), {f"model:{variant}": s}, provenance) for d, s in zip(*found, strict=True)],
-            matched=candidates.count,
-            notes=_notes(candidates.count, args.k),
+        return _answer(
+            [toolbox.scored_item(int(d), {f"model:{variant}": s}, provenance) for d, s in zip(*found, strict=True)], candidates, args.k
         )
     scores = toolbox.score(variant, history)
     named = {f"model:{variant}": scores}
@@ -92,11 +92,7 @@ def retrieve(toolbox: Toolbox, args: RetrieveInput) -> ItemsOutput:
         applied["query"] = args.query
     provenance = Provenance(tool="retrieve", variant=variant, constraints=applied)
     top = top_k(order, candidates.mask, args.k)
-    return ItemsOutput(
-        items=[toolbox.scored_item(int(d), {n: s[d] for n, s in named.items()}, provenance) for d in top],
-        matched=candidates.count,
-        notes=_notes(candidates.count, args.k),
-    )
+    return _answer([toolbox.scored_item(int(d), {n: s[d] for n, s in named.items()}, provenance) for d in top], candidates, args.k)
 
 
 class _SearchHead(ToolInput):
@@ -116,11 +112,7 @@ def semantic_search(toolbox: Toolbox, args: SemanticSearchInput) -> ItemsOutput:
     text = toolbox.text_scores(args.query)
     provenance = Provenance(tool="semantic_search", variant=TEXT_SPACE, constraints={"query": args.query, **candidates.applied})
     top = top_k(text, candidates.mask, args.k)
-    return ItemsOutput(
-        items=[toolbox.scored_item(int(d), {"text": text[d]}, provenance) for d in top],
-        matched=candidates.count,
-        notes=_notes(candidates.count, args.k),
-    )
+    return _answer([toolbox.scored_item(int(d), {"text": text[d]}, provenance) for d in top], candidates, args.k)
 
 
 class _SimilarHead(ToolInput):
@@ -165,20 +157,16 @@ def similar_items(toolbox: Toolbox, args: SimilarItemsInput) -> ItemsOutput:
         index = toolbox.space(space)
         if index.config.kind != "flat":  # a large catalogue: the graph, not a pass over every item
             hits = index.search(index.vectors(seeds).mean(axis=0), args.k, allowed=candidates.mask)
-            return ItemsOutput(
-                items=[toolbox.scored_item(int(d), {"similarity": s}, provenance) for s, d in zip(*hits, strict=True) if d > 0],
-                matched=candidates.count,
-                notes=_notes(candidates.count, args.k),
+            return _answer(
+                [toolbox.scored_item(int(d), {"similarity": s}, provenance) for s, d in zip(*hits, strict=True) if d > 0],
+                candidates,
+                args.k,
             )
         similarity = index.scores(index.vectors(seeds).mean(axis=0))
     if not np.isfinite(similarity[candidates.mask]).all():
         raise InvalidArguments(f"space {space!r} lacks vectors for some items", field="space")
     top = top_k(similarity, candidates.mask, args.k)
-    return ItemsOutput(
-        items=[toolbox.scored_item(int(d), {"similarity": similarity[d]}, provenance) for d in top],
-        matched=candidates.count,
-        notes=_notes(candidates.count, args.k),
-    )
+    return _answer([toolbox.scored_item(int(d), {"similarity": similarity[d]}, provenance) for d in top], candidates, args.k)
 
 
 def blend_similarity(toolbox: Toolbox, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -225,8 +213,8 @@ def top_items(toolbox: Toolbox, args: TopItemsInput) -> ItemsOutput:
         )
     provenance = Provenance(tool="top_items", variant=args.by, constraints=candidates.applied)
     top = top_k(order, candidates.mask, args.k)
-    return ItemsOutput(
-        items=[toolbox.scored_item(int(d), {"quality": float(quality[d]), "popularity": float(popularity[d])}, provenance) for d in top],
-        matched=candidates.count,
-        notes=_notes(candidates.count, args.k),
+    return _answer(
+        [toolbox.scored_item(int(d), {"quality": float(quality[d]), "popularity": float(popularity[d])}, provenance) for d in top],
+        candidates,
+        args.k,
     )

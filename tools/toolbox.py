@@ -431,7 +431,8 @@ class Toolbox:
         assert self.run_dir is not None
         model = self.variants[self.default_variant]
         assert isinstance(model, Embedded)
-        index, _ = run_index(self.run_dir, lambda: model.output_vectors().detach().float().numpy())
+        with self._index_lock:  # a server's first calls build it once (minutes at a million items)
+            index, _ = run_index(self.run_dir, model)
         return index
 
     def score_batch(self, variant: str | None, histories: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -488,8 +489,7 @@ class Toolbox:
         vectors = self.variants[self.default_variant].item_vectors()
         if indexes.model is None or vectors is None or indexes.model.count != self.num_items:
             return
-        rows = vectors[1:] / np.maximum(np.linalg.norm(vectors[1:], axis=1, keepdims=True), 1e-12)
-        if not np.allclose(indexes.model.vectors(np.arange(1, self.num_items + 1)), rows, atol=1e-4):
+        if not indexes.model.holds(vectors[1:], np.arange(1, self.num_items + 1)):
             log.warning(
                 "the model-space index in %s was built from other weights than this run's; "
                 "rebuild it with `toolrec index build` (the tools use the weights in memory)",
@@ -498,7 +498,8 @@ class Toolbox:
 
     def warm(self) -> Toolbox:
         """Load (or build) everything that is otherwise loaded on first use: the item
-        indexes with the text encoder, each variant's item-vector space and the title tables.
+        indexes with the text encoder, each variant's item-vector space, the title tables and,
+        for a large catalogue, the inner-product index.
         Call it before serving calls from several threads."""
         _ = self._titles, self._choices
         try:
@@ -508,6 +509,8 @@ class Toolbox:
         for name, model in self.variants.items():
             if model.item_vectors() is not None:
                 self.space(name)
+        if self.large and self.run_dir is not None and isinstance(self.variants[self.default_variant], Embedded):
+            _ = self.mips
         return self
 
     def text_scores(self, query: str) -> np.ndarray:
@@ -537,8 +540,7 @@ class Toolbox:
         if folder is not None and (folder / "meta.json").exists():
             stored = VectorIndex.load(folder)
             sample = np.linspace(1, self.num_items, 64, dtype=np.int64)
-            normed = vectors[sample - 1] / np.maximum(np.linalg.norm(vectors[sample - 1], axis=1, keepdims=True), 1e-12)
-            if stored.count == self.num_items and np.allclose(stored.vectors(sample), normed, atol=1e-4):
+            if stored.count == self.num_items and stored.holds(vectors[sample - 1], sample):
                 return stored
         index = VectorIndex.build(vectors, config=self.index_config, encoder=f"model:{variant}")
         if folder is not None:

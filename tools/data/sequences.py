@@ -79,7 +79,7 @@ class SequenceDataset:
         if self.ratings is None or row is None:
             return {}
         # time order: a later rating of the same item overwrites the earlier one
-        return {self.items[int(d) - 1].id: float(r) for d, r in zip(self.sequences[row], self.ratings[row], strict=True)}
+        return {self.item(int(d)).id: float(r) for d, r in zip(self.sequences[row], self.ratings[row], strict=True)}
 
     def rating_totals(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(sum, count) of each dense item's ratings, one per user (their latest), or None

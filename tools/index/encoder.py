@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +29,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModel, AutoTokenizer
+
+from tools.io import atomic_path
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 CACHE_PART = 10_000  # texts embedded and saved together: about 20 s each here
@@ -204,6 +205,5 @@ class TextEncoder:
 
 def _save(path: Path, array: np.ndarray) -> None:
     """Through a temporary file, so that a kill never leaves half an array."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:  # a handle: np.save appends ".npy" to a bare name
         np.save(handle, array)
-    os.replace(handle.name, path)

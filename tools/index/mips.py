@@ -10,15 +10,16 @@ against the exact product, never assumed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+import torch
 from pydantic import BaseModel, Field
 
 from tools.io import atomic_path, write_json
+from tools.models.base import Embedded
 from tools.models.checkpoint import WEIGHTS
 
 INDEX_FILE, META_FILE = "mips-hnsw.faiss", "mips-hnsw.json"
@@ -85,9 +86,10 @@ class MipsIndex:
         return cls(faiss.read_index(str(directory / INDEX_FILE)), meta)
 
 
-def run_index(run_dir: Path, vectors: Callable[[], np.ndarray], config: MipsConfig | None = None) -> tuple[MipsIndex, float]:
-    """The run's inner-product index (RUN/index), built from `vectors()` and saved when there is
-    none for these weights; with the seconds its build took (0 when it was loaded)."""
+def run_index(run_dir: Path, model: Embedded, config: MipsConfig | None = None) -> tuple[MipsIndex, float]:
+    """The run's inner-product index (RUN/index), built from the model's output vectors and
+    saved when there is none for these weights; with the seconds its build took (0 when it was
+    loaded)."""
     config = config or MipsConfig()
     weights = run_dir / WEIGHTS
     stamp = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
@@ -95,6 +97,8 @@ def run_index(run_dir: Path, vectors: Callable[[], np.ndarray], config: MipsConf
     index = MipsIndex.load(directory, stamp, config)
     if index is not None:
         return index, 0.0
-    index = MipsIndex.build(vectors(), config, stamp)
+    with torch.inference_mode():
+        vectors = model.output_vectors().float().numpy()
+    index = MipsIndex.build(vectors, config, stamp)
     index.save(directory)
     return index, index.meta.build_seconds

@@ -198,6 +198,10 @@ class VectorIndex:
             raise KeyError(f"ids not in the index: {ids[rows < 0].tolist()}")
         return self._vectors[rows]
 
+    def holds(self, vectors: np.ndarray, ids: np.ndarray) -> bool:
+        """Whether the index stores these vectors (before normalising) for these ids."""
+        return bool(np.allclose(self.vectors(ids), _normalized(vectors), atol=1e-4))
+
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
         """Top-k items by cosine similarity to each query.
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 
 from tools.data.fetch import load_sequences
-from tools.data.prepared import load_prepared, save_prepared
+from tools.data.prepared import is_prepared, load_prepared, save_prepared
 from tools.data.schema import DataError
 from tools.data.sequences import SequenceDataset
 from tools.io import atomic_path, write_json
@@ -94,7 +94,7 @@ def run_dataset(run_dir: Path, data_dir: Path) -> SequenceDataset:
     files in `data_dir` and prepared there for the next time (runs trained before it existed)."""
     meta = read_meta(run_dir)
     prepared = run_dir / PREPARED
-    if (prepared / "meta.json").exists():
+    if is_prepared(prepared):
         try:
             dataset = load_prepared(prepared)
         except DataError as err:  # an older format, or damaged: made again below
@@ -112,7 +112,7 @@ def prepare(run_dir: Path, dataset: SequenceDataset) -> None:
     try:
         save_prepared(run_dir / PREPARED, dataset)
     except OSError as err:
-        if not (run_dir / PREPARED / "meta.json").exists():
+        if not is_prepared(run_dir / PREPARED):
             raise DataError(f"{run_dir / PREPARED}: could not write the prepared data: {err}") from err
 
 

@@ -7,6 +7,14 @@ import torch
 
 from tools.models.base import Recommender
 
+# floats of scores held at once for a block of users: 128 MB, whatever the catalogue
+BLOCK_SCORES = 2**25
+
+
+def users_per_block(num_items: int) -> int:
+    """Users whose full-catalogue scores fit in BLOCK_SCORES (16 to 1,024)."""
+    return int(np.clip(BLOCK_SCORES // (num_items + 1), 16, 1024))
+
 
 def by_length(histories: list[np.ndarray]) -> np.ndarray:
     """Indices that order histories by length: batches of similar lengths need little padding."""

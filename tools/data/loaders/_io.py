@@ -8,10 +8,11 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tools.data.schema import DataError
@@ -151,3 +152,21 @@ def unix_seconds(values: pd.Series, path: Path, first_line: int) -> pd.Series:
         problem = "is neither a unix time nor a date" if neither.any() else "is a number among dates"
         raise DataError(f"{path}, line {row + first_line}: timestamp {values.iloc[row]!r} {problem}")
     return (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+
+
+def require_columns(frame: pd.DataFrame, path: Path, columns: Sequence[str]) -> None:
+    """A table's required columns, the missing ones named with the ones it has."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}")
+
+
+def split_values(cell: object, separator: str | None = "|") -> tuple[str, ...]:
+    """An attribute cell's values: "a|b" in text (no separator: one value), or a list where JSON
+    or Parquet hold one; empty parts and missing cells give none."""
+    if isinstance(cell, list | tuple | np.ndarray):
+        return tuple(str(v).strip() for v in cell if str(v).strip())
+    if cell is None or (isinstance(cell, float) and pd.isna(cell)):
+        return ()
+    parts = str(cell).split(separator) if separator else [str(cell)]
+    return tuple(p.strip() for p in parts if p.strip())

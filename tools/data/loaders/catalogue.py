@@ -19,14 +19,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tools.data.loaders._io import json_lines, parse_year, unix_seconds
+from tools.data.loaders._io import json_lines, parse_year, require_columns, split_values, unix_seconds
 from tools.data.schema import INTERACTION_COLUMNS, DataError, Item, RawDataset
 
 ITEMS, INTERACTIONS = "items", "interactions"
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 CHUNK_ROWS = 1_000_000
 ITEM_FIELDS = ("item_id", "title", "year", "description")
-SEPARATOR = "|"
 
 
 def catalogue_files(directory: Path) -> tuple[Path, Path] | None:
@@ -91,12 +90,6 @@ def _json_chunks(path: Path) -> Iterator[tuple[int, pd.DataFrame]]:
         raise DataError(f"{path}: not valid JSON lines ({err})") from err
 
 
-def _require(frame: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(map(str, frame.columns))}")
-
-
 def _ids(frame: pd.DataFrame, column: str, path: Path, first_line: int) -> pd.Series:
     values = frame[column].astype("string[pyarrow]").str.strip()
     empty = (values.isna() | (values == "")).to_numpy()
@@ -112,7 +105,7 @@ def _where(path: Path, line: int) -> str:
 def _interactions(path: Path) -> pd.DataFrame:
     parts = []
     for first, chunk in _chunks(path):
-        _require(chunk, path, ("user_id", "item_id", "timestamp"))
+        require_columns(chunk, path, ("user_id", "item_id", "timestamp"))
         part = pd.DataFrame({"user_id": _ids(chunk, "user_id", path, first), "item_id": _ids(chunk, "item_id", path, first)})
         part["rating"] = _ratings(chunk, path, first)
         part["timestamp"] = unix_seconds(chunk["timestamp"], path, first_line=first).to_numpy(dtype=np.int64)
@@ -139,7 +132,7 @@ def _items(path: Path) -> list[Item]:
     items: list[Item] = []
     seen: dict[str, int] = {}
     for first, chunk in _chunks(path):
-        _require(chunk, path, ("item_id", "title"))
+        require_columns(chunk, path, ("item_id", "title"))
         ids = _ids(chunk, "item_id", path, first).tolist()
         attributes = [c for c in chunk.columns if c not in ITEM_FIELDS]
         columns = {c: chunk[c].tolist() if c in chunk else [None] * len(chunk) for c in (*ITEM_FIELDS[1:], *attributes)}
@@ -157,7 +150,7 @@ def _items(path: Path) -> list[Item]:
                     title=_text(columns["title"][row]) or item_id,
                     year=parse_year(year) if year else None,
                     description=_text(columns["description"][row]) or None,
-                    attributes={kind: _values(columns[kind][row]) for kind in attributes},
+                    attributes={kind: split_values(columns[kind][row]) for kind in attributes},
                 )
             )
     return items
@@ -167,10 +160,3 @@ def _text(cell: object) -> str:
     if cell is None or (isinstance(cell, float) and np.isnan(cell)):
         return ""
     return str(cell).strip()
-
-
-def _values(cell: object) -> tuple[str, ...]:
-    """An attribute cell's values: "a|b" in text, or a list where JSON or Parquet hold one."""
-    if isinstance(cell, list | tuple | np.ndarray):
-        return tuple(str(v).strip() for v in cell if str(v).strip())
-    return tuple(part.strip() for part in _text(cell).split(SEPARATOR) if part.strip())

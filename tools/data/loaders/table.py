@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.data.loaders._io import parse_year, read_text, unix_seconds
+from tools.data.loaders._io import parse_year, read_text, require_columns, split_values, unix_seconds
 from tools.data.schema import DataError, Item, RawDataset, interactions_frame
 
 
@@ -31,7 +31,7 @@ class TableMapping(BaseModel):
 
 def load_table(path: Path, mapping: TableMapping, name: str | None = None, items: Path | None = None) -> RawDataset:
     frame = _read(path, mapping)
-    _require(frame, path, [mapping.user, mapping.item, mapping.timestamp] + ([mapping.rating] if mapping.rating else []))
+    require_columns(frame, path, [mapping.user, mapping.item, mapping.timestamp] + ([mapping.rating] if mapping.rating else []))
     for column in (mapping.user, mapping.item):
         empty = (frame[column].astype(str).str.strip() == "").to_numpy()
         if empty.any():
@@ -71,12 +71,6 @@ def _read(path: Path, mapping: TableMapping) -> pd.DataFrame:
     return frame
 
 
-def _require(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}")
-
-
 def _ratings(frame: pd.DataFrame, column: str, path: Path) -> list[float]:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna().to_numpy()
@@ -88,20 +82,13 @@ def _ratings(frame: pd.DataFrame, column: str, path: Path) -> list[float]:
 
 def _catalogue(frame: pd.DataFrame, mapping: TableMapping, path: Path) -> list[Item]:
     columns = [c for c in (mapping.title, mapping.year, *mapping.attributes.values()) if c]
-    _require(frame, path, [mapping.item, *columns])
+    require_columns(frame, path, [mapping.item, *columns])
     items = []
     for row in frame.drop_duplicates(mapping.item)[[mapping.item, *columns]].itertuples(index=False):
         cells = dict(zip([mapping.item, *columns], row, strict=True))
         item_id = str(cells[mapping.item])
-        attributes = {kind: _values(cells[column], mapping.list_separator) for kind, column in mapping.attributes.items()}
+        attributes = {kind: split_values(cells[column], mapping.list_separator) for kind, column in mapping.attributes.items()}
         title = str(cells[mapping.title]).strip() if mapping.title else ""
         year = parse_year(cells[mapping.year]) if mapping.year else None
         items.append(Item(id=item_id, title=title or item_id, year=year, attributes=attributes))
     return items
-
-
-def _values(cell: object, separator: str | None) -> tuple[str, ...]:
-    if cell is None or (isinstance(cell, float) and pd.isna(cell)):
-        return ()
-    parts = str(cell).split(separator) if separator else [str(cell)]
-    return tuple(p.strip() for p in parts if p.strip())
