@@ -25,7 +25,6 @@ from agent.llm.base import LLM, ChatMessage, LLMReply, NoLLM, uses_llm
 from agent.llm.cache import CachedLLM
 from agent.llm.embedded import load_embedded
 from agent.llm.fetch import EmbeddedModelName
-from agent.llm.openai_compat import OpenAICompatLLM
 from agent.llm.scoring import OptionScorer, OptionScores
 from agent.recommend import Agent, AgentFactory
 from agent.settings import AgentSettings
@@ -99,6 +98,8 @@ def make_llm(spec: str, settings: AgentSettings | None = None, paths: PathSettin
             default_timeout=settings.llm_timeout_s,
         )
     elif spec == "openai" or spec.startswith("openai:"):
+        from agent.llm.openai_compat import OpenAICompatLLM  # the openai client: a second to import
+
         model = spec.partition(":")[2] or settings.openai_model
         llm = OpenAICompatLLM(
             model,

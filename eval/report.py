@@ -19,21 +19,19 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+from agent.api import ASSEMBLY_FILE, LearnedAssembly
+from eval.methods import is_repeat
+from eval.metrics import MISSING, per_user
+from eval.runner import CONFIG, RESULTS, VERSIONS, latest_session_seconds
+from eval.store import USERS_FILE, UserResult
+from tools.io import write_json, write_text
 
-from agent.api import ASSEMBLY_FILE, LearnedAssembly  # noqa: E402
-from eval.methods import is_repeat  # noqa: E402
-from eval.metrics import MISSING, per_user  # noqa: E402
-from eval.runner import CONFIG, RESULTS, VERSIONS, latest_session_seconds  # noqa: E402
-from eval.store import USERS_FILE, UserResult  # noqa: E402
-from tools.io import write_json, write_text  # noqa: E402
+if TYPE_CHECKING:
+    from types import ModuleType
 
 REPORT_MD, REPORT_JSON, METRICS_PNG, COST_PNG = "report.md", "report.json", "metrics.png", "cost_quality.png"
 PAIRED_METRIC = "ndcg@10"
@@ -78,6 +76,8 @@ def paired_test(method: np.ndarray, base: np.ndarray, rng: np.random.Generator, 
     lo, hi = np.percentile(means, [2.5, 97.5])
     p_boot = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
     nonzero = diff[diff != 0]
+    from scipy import stats  # seconds to import: only where a report is written
+
     p_wilcoxon = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) else 1.0
     return {
         "users": int(n),
@@ -525,6 +525,7 @@ def markdown(report: dict[str, Any], config: dict[str, Any], versions: dict[str,
 def plot_metrics(report: dict[str, Any], path: Path) -> None:
     methods = list(report["methods"].values())
     wanted = [m for m in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if m in report["metrics"]] or report["metrics"][:4]
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(wanted), figsize=(4.2 * len(wanted), 0.45 * len(methods) + 1.8), sharey=True, squeeze=False)
     labels = [v["label"] for v in methods]
     y = np.arange(len(methods))
@@ -547,6 +548,7 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
 def plot_cost(report: dict[str, Any], path: Path) -> None:
     """NDCG@10 with its interval against seconds per user; one marker per method, named in the
     legend (methods sharing a cost would hide each other's labels)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.2))
     markers = "osD^vP*Xhp<>"
     for n, v in enumerate(report["methods"].values()):
@@ -591,6 +593,7 @@ def write_report(run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, 
 def plot_training_curves(curves: dict[str, list[dict[str, float]]], path: Path, threshold: float | None = 0.18) -> None:
     """Validation NDCG@10 against elapsed training seconds, one line per labelled run (the
     `curve` of each run's metrics.json)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for label, curve in curves.items():
         ax.plot([p["seconds"] / 60 for p in curve], [p["ndcg@10"] for p in curve], marker=".", label=label)
@@ -604,3 +607,13 @@ def plot_training_curves(curves: dict[str, list[dict[str, float]]], path: Path, 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot, drawing to files (imported here: a second, and most commands plot nothing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot

@@ -17,7 +17,7 @@ import typer
 from eval.training import TrainSpec, build_network
 from tools.data.fetch import load_sequences
 from tools.models.heap import keep_heap
-from tools.models.train import attach_sampler, fit_step, use_bf16
+from tools.models.train import attach_sampler, fit_step, table_bytes, use_bf16
 from tools.settings import PathSettings
 
 WARMUP = 3
@@ -27,10 +27,10 @@ def time_steps(spec: TrainSpec, steps: int, data_dir: Path, heap: bool) -> dict[
     """Mean seconds of `steps` optimiser steps (forward, backward, AdamW) after a warm-up."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    kept = keep_heap() if heap else False
     data = load_sequences(spec.dataset, data_dir, min_core=spec.min_core)
     spec = spec.resolved(data.num_items)
     model = build_network(spec, data).train()
+    kept = keep_heap(table_bytes(model)) if heap else False
     attach_sampler(model, data)
     optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr)
     sequences = [s for s in data.train_sequences() if len(s) >= 2]

@@ -144,7 +144,7 @@ def test_prepared_data_round_trips_and_is_memory_mapped(tmp_path: Path) -> None:
     dataset = build_sequences(load_directory(write(tmp_path / "shop", ".csv", ITEMS, INTERACTIONS)))
     save_prepared(tmp_path / "data", dataset)
     back = load_prepared(tmp_path / "data")
-    assert back.items == dataset.items and back.user_ids == dataset.user_ids
+    assert list(back.items) == list(dataset.items) and back.user_ids == dataset.user_ids
     assert all(np.array_equal(a, b) for a, b in zip(back.sequences, dataset.sequences, strict=True))
     assert back.user_ratings("u2") == dataset.user_ratings("u2")
     assert not back.sequences[0].flags.writeable and not back.sequences[0].flags.owndata  # the mapped pages, read-only

@@ -325,14 +325,16 @@ def test_a_hostile_message_changes_no_rights(toolbox: Toolbox) -> None:
 
 @contextmanager
 def retitled(toolbox: Toolbox, item_id: str, title: str) -> Iterator[None]:
-    """The catalogue with one item's title replaced, for the length of a test."""
+    """The catalogue with one item's record retitled, for the length of a test (the records are
+    what the tools show; the columns behind them stay as they are)."""
     index = toolbox.dataset.item_index[item_id] - 1
+    records = toolbox.dataset.items._records
     original = toolbox.dataset.items[index]
-    toolbox.dataset.items[index] = original.model_copy(update={"title": title})
+    records[index] = original.model_copy(update={"title": title})
     try:
         yield
     finally:
-        toolbox.dataset.items[index] = original
+        records[index] = original
 
 
 def test_a_hostile_item_title_is_data(toolbox: Toolbox) -> None:

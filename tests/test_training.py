@@ -22,7 +22,7 @@ from eval.training import METRICS, SPEC, SettingsMismatch, TrainSpec, check_reus
 from tools.data.sequences import SequenceDataset
 from tools.models.base import PopularitySampler, log_q_ce, shared_negatives_ce
 from tools.models.checkpoint import build_model, new_config
-from tools.models.heap import keep_heap
+from tools.models.heap import KEEP_UP_TO_BYTES, keep_heap
 from tools.models.softmax import full_softmax_ce
 from tools.models.train import TrainConfig, _batch_order
 
@@ -78,8 +78,9 @@ def test_log_q_softmax_is_the_full_one_when_every_item_is_scored_and_draws_by_po
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_the_heap_is_kept_for_training() -> None:
-    assert keep_heap()  # both mallopt calls accepted
+def test_the_heap_is_kept_for_training_a_small_item_table() -> None:
+    assert not keep_heap(KEEP_UP_TO_BYTES + 1)  # a million items' table would fragment it
+    assert keep_heap(3707 * 64 * 4)  # both mallopt calls accepted (ML-1M)
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])

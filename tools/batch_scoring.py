@@ -70,7 +70,7 @@ class Scorer:
         self.dataset, model = load_run(run_dir, data_dir)
         self.model = model.eval()
         self.histories = [self.dataset.history(user, settings.split) for user in self.dataset.user_ids]
-        self.item_ids = np.array(["", *(item.id for item in self.dataset.items)], dtype=object)  # by dense id
+        self.item_ids = np.array(["", *self.dataset.items.ids], dtype=object)  # by dense id
         self.exact: TopK = partial(exact_top_k, self.model)
         self.top_k, self.index_seconds = self.exact, None
         if settings.ann:

@@ -32,7 +32,7 @@ from tools.data.sequences import HistorySplit, SequenceDataset
 from tools.index.item_index import ItemIndexes
 from tools.index.mips import MipsIndex, run_index
 from tools.index.vector_index import FLAT_UP_TO, IndexConfig, IndexMismatchError, VectorIndex
-from tools.models.attributes import YEAR, available_attributes, item_values
+from tools.models.attributes import YEAR, year_bucket
 from tools.models.base import Embedded, Recommender
 from tools.models.checkpoint import CheckpointMeta, load_model, read_meta, run_dataset
 from tools.models.scoring import score_histories
@@ -144,6 +144,7 @@ class Toolbox:
         self._index_lock = threading.Lock()
         self._spaces: dict[str, VectorIndex] = {}
         self._audience: sp.csc_matrix | None = None
+        self._mips: MipsIndex | None = None
 
         n = dataset.num_items
         self.num_items = n
@@ -151,21 +152,20 @@ class Toolbox:
         # tools then search indexes and score only the items they return
         self.large = n > FLAT_UP_TO
         self.popularity = dataset.popularity()
-        self.years = np.full(n + 1, -1, dtype=np.int64)  # -1: unknown
-        for dense, item in enumerate(dataset.items, start=1):
-            if item.year is not None:
-                self.years[dense] = item.year
-        known = self.years[1:][self.years[1:] >= 0]
-        self.year_span: tuple[int, int] | None = (int(known.min()), int(known.max())) if known.size else None
+        self.years = np.concatenate([[-1], dataset.items.years()])  # by dense id; -1: unknown
+        dated = np.flatnonzero(self.years >= 0)
+        self.year_span: tuple[int, int] | None = (int(self.years[dated].min()), int(self.years[dated].max())) if dated.size else None
 
-        # attribute type -> value -> dense ids having it; "year" holds decades ("1990s")
-        self.attribute_items: dict[str, dict[str, np.ndarray]] = {}
-        for attribute in available_attributes(dataset.items):
-            members: dict[str, list[int]] = {}
-            for dense, item in enumerate(dataset.items, start=1):
-                for value in item_values(item, attribute):
-                    members.setdefault(value, []).append(dense)
-            self.attribute_items[attribute] = {v: np.asarray(ids, dtype=np.int64) for v, ids in sorted(members.items())}
+        # attribute type -> value -> dense ids having it (from the catalogue's columns: a loop
+        # over a million records took seconds); "year" holds decades ("1990s")
+        self.attribute_items: dict[str, dict[str, np.ndarray]] = {
+            kind: {value: rows + 1 for value, rows in dataset.items.members(kind).items()}
+            for kind in sorted(dataset.items.present_attributes())
+        }
+        if dated.size:
+            decades = self.years[dated] // 10 * 10
+            buckets = {str(year_bucket(decade)): dated[decades == decade] for decade in np.unique(decades).tolist()}
+            self.attribute_items[YEAR] = dict(sorted(buckets.items()))
         self._value_keys = {attribute: {value_key(v): v for v in values} for attribute, values in self.attribute_items.items()}
         self.primary_attribute = next((a for a in PRIMARY_ATTRIBUTES if a in self.attribute_items), None)
 
@@ -399,7 +399,7 @@ class Toolbox:
     def approximate_top(self, variant: str | None, history: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(dense ids, scores) of the model's top k among `mask` from the run's inner-product
         index, or None where the exact full pass applies (a small catalogue, a model without
-        vectors, another variant than the run's own). An allowed set of at most EXACT_BELOW
+        vectors, another variant than the run's own, an index not loaded). An allowed set of at most EXACT_BELOW
         items is scored exactly; a larger one is searched deeper and deeper until k of the
         found items pass the mask (the index's recall is measured by `toolrec bench tools`)."""
         model = self.model(variant)
@@ -409,7 +409,9 @@ class Toolbox:
         if allowed <= EXACT_BELOW:
             ids = np.flatnonzero(mask)
         else:
-            index = self.mips
+            index = self._mips
+            if index is None:  # not loaded (`load_mips`): one exact pass beats reading the graph
+                return None
             with torch.inference_mode():
                 user = model.user_vectors([history]).float().numpy()
             depth = int((k + len(history)) * 2 * self.num_items / allowed)
@@ -425,15 +427,17 @@ class Toolbox:
         order = np.lexsort((ids, -scores))[:k]
         return ids[order], scores[order]
 
-    @cached_property
-    def mips(self) -> MipsIndex:
-        """The main variant's inner-product index (RUN/index), loaded or built on first need."""
+    def load_mips(self) -> MipsIndex:
+        """The main variant's inner-product index (RUN/index), loaded or built (minutes at a
+        million items) and kept: until then `approximate_top` scores exactly, so a one-shot
+        command never reads the graph (hundreds of MB) for a single call."""
         assert self.run_dir is not None
         model = self.variants[self.default_variant]
         assert isinstance(model, Embedded)
-        with self._index_lock:  # a server's first calls build it once (minutes at a million items)
-            index, _ = run_index(self.run_dir, model)
-        return index
+        with self._index_lock:  # a server's first calls build it once
+            if self._mips is None:
+                self._mips, _ = run_index(self.run_dir, model)
+        return self._mips
 
     def score_batch(self, variant: str | None, histories: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
         return score_histories(self.model(variant), histories, batch_size=batch_size, exclude_history=False)
@@ -510,7 +514,7 @@ class Toolbox:
             if model.item_vectors() is not None:
                 self.space(name)
         if self.large and self.run_dir is not None and isinstance(self.variants[self.default_variant], Embedded):
-            _ = self.mips
+            self.load_mips()
         return self
 
     def text_scores(self, query: str) -> np.ndarray:

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.assembly import ASSEMBLY_FILE
-from agent.fitting.assembly import AssemblyReport, fit_assembly
 from agent.fitting.prior import PriorReport, fit_prior
 from agent.llm.base import LLM, NoLLM
 from agent.prior import PRIOR_FILE
 from agent.request import MenuChoice
 from agent.state import AgentConfig
 from tools.toolbox import Toolbox
+
+if TYPE_CHECKING:
+    from agent.fitting.assembly import AssemblyReport
 
 PRIOR_USERS = 500
 ASSEMBLY_USERS = 6040  # every ML-1M user: the ranker has one relevant item per user to learn from
@@ -55,6 +58,8 @@ def fit_assembly_file(
     """The menu runs for every user (one round), weighted by `llm` or as `menu_choice` says."""
     toolbox = Toolbox.open(run, data_dir, variants=variants, split="valid")
     config = AgentConfig(k=10, max_rounds=1, menu_choice=menu_choice)
+    from agent.fitting.assembly import fit_assembly  # lightgbm and scikit-learn, as above
+
     report = fit_assembly(toolbox, draw_users(toolbox.dataset.user_ids, users, seed), config, llm or NoLLM())
     report.assembly.save(run)
     return report

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sklearn.linear_model import LogisticRegression
 
 from agent.intents import MenuEntry
 from agent.llm.base import NoLLM
@@ -70,6 +69,8 @@ def fit_prior(toolbox: Toolbox, users: Sequence[str], config: AgentConfig | None
         labels += hits
     if len(set(labels)) < 2:
         raise ValueError("every intent hit, or none did: too few users to fit a prior")
+    from sklearn.linear_model import LogisticRegression  # seconds to import: only when a prior is fitted
+
     model = LogisticRegression(C=c, max_iter=2000).fit(np.array(rows), np.array(labels))
     prior = IntentPrior(
         features=feature_names(),

@@ -7,13 +7,15 @@ timestamps keep the file's order and splits are stable across runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import pandas as pd
 
+from tools.data.item_table import ItemTable
 from tools.data.schema import DataError, Item, RawDataset
 
 Split = Literal["valid", "test"]
@@ -23,15 +25,64 @@ HistorySplit = Literal["valid", "test", "full"]
 HOLDOUT: dict[str, int] = {"test": 1, "valid": 2, "full": 0}
 
 
+class Ragged(Sequence[np.ndarray]):
+    """Rows of one flat array cut at `offsets` (one more than rows), each row a view made when
+    asked for: a million views cost a second to make, and on a memory-mapped array most of a
+    minute (np.split)."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        self.flat: np.ndarray = flat.view(np.ndarray)  # no copy: still the mapped pages
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    @classmethod
+    def of(cls, rows: Sequence[np.ndarray], dtype: type) -> Ragged:
+        if isinstance(rows, Ragged):
+            return rows
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        flat: np.ndarray = np.concatenate(list(rows)).astype(dtype, copy=False) if len(rows) else np.empty(0, dtype=dtype)
+        return cls(flat, np.concatenate([[0], np.cumsum(lengths)]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, row: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, row: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, row: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} out of range ({len(self)} rows)")
+        view: np.ndarray = self.flat[self.offsets[row] : self.offsets[row + 1]]
+        return view
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        bounds = self.offsets.tolist()
+        return (self.flat[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True))
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
 @dataclass
 class SequenceDataset:
+    """Lists given for `items`, `sequences` or `ratings` are kept as an ItemTable and Ragged rows."""
+
     name: str
-    items: list[Item]  # items[i - 1] is dense item i
+    items: ItemTable  # items[i - 1] is dense item i
     user_ids: list[str]
-    sequences: list[np.ndarray]  # dense item ids, oldest first
+    sequences: Ragged  # dense item ids, oldest first
     user_features: dict[str, dict[str, str]] = field(default_factory=dict)
     min_core: int = 0  # the k-core filter it was built with, so a run can rebuild it
-    ratings: list[np.ndarray] | None = None  # each interaction's rating, parallel to `sequences`; None: data without ratings
+    ratings: Ragged | None = None  # each interaction's rating, parallel to `sequences`; None: data without ratings
+
+    def __post_init__(self) -> None:
+        self.items = ItemTable.from_items(self.items)
+        self.sequences = Ragged.of(self.sequences, np.int64)
+        self.ratings = None if self.ratings is None else Ragged.of(self.ratings, np.float32)
 
     @property
     def num_items(self) -> int:
@@ -39,11 +90,11 @@ class SequenceDataset:
 
     @cached_property
     def item_index(self) -> dict[str, int]:
-        return {item.id: i + 1 for i, item in enumerate(self.items)}
+        return dict(zip(self.items.ids, range(1, len(self.items) + 1), strict=True))
 
     @cached_property
     def user_index(self) -> dict[str, int]:
-        return {user: i for i, user in enumerate(self.user_ids)}
+        return dict(zip(self.user_ids, range(len(self.user_ids)), strict=True))
 
     def item(self, dense_id: int) -> Item:
         return self.items[dense_id - 1]
@@ -84,11 +135,11 @@ class SequenceDataset:
     def rating_totals(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(sum, count) of each dense item's ratings, one per user (their latest), or None
         for data without ratings."""
-        if self.ratings is None or not self.sequences:
+        if self.ratings is None or not len(self.sequences):
             return None
-        lengths = np.array([len(s) for s in self.sequences])
+        lengths = self.sequences.lengths()
         users = np.repeat(np.arange(len(lengths)), lengths)
-        items, ratings = np.concatenate(self.sequences), np.concatenate(self.ratings).astype(np.float64)
+        items, ratings = self.sequences.flat, self.ratings.flat.astype(np.float64)
         # the last occurrence of each (user, item) pair, as user_ratings keeps it
         pairs = users * (self.num_items + 1) + items
         _, first_from_end = np.unique(pairs[::-1], return_index=True)
@@ -98,16 +149,13 @@ class SequenceDataset:
 
     def popularity(self) -> np.ndarray:
         """Training-split interaction counts per dense id (index 0 is padding, count 0)."""
-        train = self.train_sequences()
-        return np.bincount(np.concatenate(train) if train else np.empty(0, dtype=np.int64), minlength=self.num_items + 1)
-
-
-def cut(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    """`flat` cut at `offsets` (one more than pieces) into views: np.split spends seconds per
-    million pieces, and on a memory-mapped array most of a minute making memmap views."""
-    plain = flat.view(np.ndarray)  # no copy: still the mapped pages
-    bounds = offsets.tolist()
-    return [plain[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+        flat, offsets = self.sequences.flat, self.sequences.offsets
+        counts = np.bincount(flat, minlength=self.num_items + 1)
+        # less each row's held-out positions (valid and test: its last two, where it has them)
+        for back in range(1, HOLDOUT["valid"] + 1):
+            held = offsets[1:] - back
+            counts -= np.bincount(flat[held[held >= offsets[:-1]]], minlength=self.num_items + 1)
+        return counts
 
 
 def k_core(frame: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -153,10 +201,10 @@ def build_sequences(raw: RawDataset, min_core: int = 0, min_length: int = 3) -> 
     kept_users = set(user_ids)
     return SequenceDataset(
         name=raw.name,
-        items=items,
+        items=ItemTable.from_items(items),
         user_ids=user_ids,
-        sequences=cut(dense.astype(np.int64)[order], offsets),
+        sequences=Ragged(dense.astype(np.int64)[order], offsets),
         user_features={u: f for u, f in raw.user_features.items() if u in kept_users},
         min_core=min_core,
-        ratings=cut(frame["rating"].to_numpy(dtype=np.float32)[order], offsets) if rated else None,
+        ratings=Ragged(frame["rating"].to_numpy(dtype=np.float32)[order], offsets) if rated else None,
     )

@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import AutoModel, AutoTokenizer
 
 from tools.io import atomic_path
 
@@ -127,6 +126,8 @@ class TextEncoder:
         self.config = config or EncoderConfig()
         started = time.perf_counter()
         self.model_info = resolve_model(self.config)
+        from transformers import AutoModel, AutoTokenizer  # a second to import: only where texts are embedded
+
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_info.path, local_files_only=True)
         self._model = AutoModel.from_pretrained(self.model_info.path, local_files_only=True).eval()
         self.load_seconds = time.perf_counter() - started

@@ -61,7 +61,7 @@ def fingerprint(dataset: SequenceDataset) -> CatalogueFingerprint:
     return CatalogueFingerprint(
         dataset=dataset.name,
         num_items=dataset.num_items,
-        item_ids_sha256=_sha256([item.id for item in dataset.items]),
+        item_ids_sha256=_sha256(dataset.items.ids),
         texts_sha256=_sha256([item.text() for item in dataset.items]),
     )
 

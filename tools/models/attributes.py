@@ -7,6 +7,8 @@ model can embed an item's values with one lookup and a masked mean.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -27,7 +29,7 @@ def item_values(item: Item, attribute: str) -> tuple[str, ...]:
     return item.attributes.get(attribute, ())
 
 
-def available_attributes(items: list[Item]) -> list[str]:
+def available_attributes(items: Sequence[Item]) -> list[str]:
     kinds = sorted({kind for item in items for kind in item.attributes})
     return kinds + ([YEAR] if any(item.year is not None for item in items) else [])
 
@@ -39,14 +41,14 @@ class AttributeVocab(BaseModel):
     values: list[str]
 
     @classmethod
-    def from_items(cls, items: list[Item], attribute: str) -> AttributeVocab:
+    def from_items(cls, items: Sequence[Item], attribute: str) -> AttributeVocab:
         known = available_attributes(items)
         if attribute not in known:
             raise DataError(f"unknown attribute {attribute!r}; this dataset has {known}")
         values = sorted({v for item in items for v in item_values(item, attribute)})
         return cls(attribute=attribute, values=values)
 
-    def table(self, items: list[Item]) -> np.ndarray:
+    def table(self, items: Sequence[Item]) -> np.ndarray:
         """Value ids per dense item id (row 0 is padding), right-padded with 0."""
         index = {v: i + 1 for i, v in enumerate(self.values)}
         rows = [[index[v] for v in item_values(item, self.attribute) if v in index] for item in items]

@@ -15,11 +15,17 @@ import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 NEVER = 2**31 - 1  # mallopt takes an int
+# Past glibc's largest mmap threshold a step's dense item-table gradients, made afresh each step,
+# fragment a kept heap: at a million items (256 MB a table) it grew to 19 GB within one epoch,
+# against about 5 GB with glibc's defaults, which map them afresh at 2.2x the time a step
+# (docs/size.md)
+KEEP_UP_TO_BYTES = 32 * 2**20
 
 
-def keep_heap() -> bool:
-    """Configure glibc's allocator for a long training loop; False where it is not glibc."""
-    if not sys.platform.startswith("linux"):
+def keep_heap(table_bytes: int) -> bool:
+    """Configure glibc's allocator for a long training loop over an item table of
+    `table_bytes`; False where it is not glibc or the table is too large to keep."""
+    if table_bytes > KEEP_UP_TO_BYTES or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     if name is None:

@@ -30,9 +30,11 @@ class ItemEmbedding(nn.Module):
         self.values: nn.Embedding | None = None
         self._cached: tuple[tuple[int, int, int], torch.Tensor] | None = None
         if attribute_table is not None:
-            table = torch.zeros((num_tokens, attribute_table.shape[1]), dtype=torch.long)
-            table[: len(attribute_table)] = torch.from_numpy(attribute_table)
-            self.register_buffer("table", table, persistent=False)
+            # made in numpy: a buffer that no checkpoint holds must be real even where the
+            # weights are built on the meta device (load_model)
+            table = np.zeros((num_tokens, attribute_table.shape[1]), dtype=np.int64)
+            table[: len(attribute_table)] = attribute_table
+            self.register_buffer("table", torch.from_numpy(table), persistent=False)
             self.values = nn.Embedding(num_values + 1, dim, padding_idx=0)
             nn.init.normal_(self.values.weight, std=0.02)
 

@@ -80,7 +80,7 @@ def train(
         save_model(run_dir, model, dataset)
         return TrainProgress(best=validate(model), done=True, train_seconds=time.perf_counter() - started)
 
-    keep_heap()  # a step's large buffers are reused rather than faulted in afresh
+    keep_heap(table_bytes(model))  # a step's large buffers are reused rather than faulted in afresh
     attach_sampler(model, dataset)
     state_dir = run_dir / "state"
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -126,6 +126,11 @@ def train(
             _save_state(state_dir, model, optimiser, progress, config)
             bars.update(epochs, completed=progress.epoch, info=_info(progress, total / steps, metrics), refresh=True)
     return progress
+
+
+def table_bytes(model: Recommender) -> int:
+    """The size of the model's item table (and of its gradient): float32 rows of `dim`."""
+    return (model.config.num_items + 1) * model.config.dim * 4
 
 
 def attach_sampler(model: Recommender, dataset: SequenceDataset) -> None:

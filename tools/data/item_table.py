@@ -1,0 +1,125 @@
+"""The catalogue in columns, its `Item` records made when one is asked for.
+
+A million pydantic records take about fifteen seconds to build and gigabytes to hold, while a
+recommendation reads a few dozen of them. So a dataset's items are an `ItemTable`: an Arrow table
+(`item_id`, `title`, `year`, `description`, and one `attribute:KIND` column per attribute type,
+its values joined by JOIN) that is read as a sequence of `Item`s, each made on first access and
+kept. What the tools need of every item (ids, years, which items carry each attribute value) is
+computed from the columns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tools.data.schema import Item
+
+# joins an item's values of one attribute: a million lists read back from Parquet took seconds,
+# a million strings a fraction of one (the unit separator never occurs in a value)
+JOIN = "\x1f"
+ATTRIBUTE_PREFIX = "attribute:"
+
+
+class ItemTable(Sequence[Item]):
+    """`table[i]` is the catalogue's i-th item (dense id i + 1); `attributes` the attribute
+    types in column order."""
+
+    def __init__(self, table: pa.Table, attributes: list[str], records: list[Item] | None = None) -> None:
+        self.table = table
+        self.attributes = attributes
+        self._records: list[Item | None] = list(records) if records is not None else [None] * table.num_rows
+
+    @classmethod
+    def from_items(cls, items: Sequence[Item]) -> ItemTable:
+        if isinstance(items, ItemTable):
+            return items
+        attributes = list(dict.fromkeys(kind for item in items for kind in item.attributes))
+        columns: dict[str, pa.Array] = {
+            "item_id": pa.array([i.id for i in items], pa.string()),
+            "title": pa.array([i.title for i in items], pa.string()),
+            "year": pa.array([i.year for i in items], pa.int32()),
+            "description": pa.array([i.description for i in items], pa.string()),
+        }
+        for kind in attributes:
+            # null where an item lacks the attribute type, the joined values (maybe none) where it has it
+            values = [i.attributes.get(kind) for i in items]
+            columns[ATTRIBUTE_PREFIX + kind] = pa.array([None if v is None else JOIN.join(v) for v in values], pa.string())
+        return cls(pa.table(columns), attributes, records=list(items))
+
+    # --- the sequence of records ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @overload
+    def __getitem__(self, row: int) -> Item: ...
+    @overload
+    def __getitem__(self, row: slice) -> list[Item]: ...
+    def __getitem__(self, row: int | slice) -> Item | list[Item]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(f"item row {row} out of range ({len(self)} items)")
+        record = self._records[row]
+        if record is None:
+            record = self._records[row] = self._record(row)
+        return record
+
+    def __iter__(self) -> Iterator[Item]:
+        return (self[i] for i in range(len(self)))
+
+    def _record(self, row: int) -> Item:
+        attributes: dict[str, tuple[str, ...]] = {}
+        for kind in self.attributes:
+            joined = self.table.column(ATTRIBUTE_PREFIX + kind)[row].as_py()
+            if joined is not None:
+                attributes[kind] = tuple(joined.split(JOIN)) if joined else ()
+        # validated when the raw files were read
+        return Item.model_construct(
+            id=self.ids[row],
+            title=self.table.column("title")[row].as_py(),
+            year=self.table.column("year")[row].as_py(),
+            description=self.table.column("description")[row].as_py(),
+            attributes=attributes,
+        )
+
+    # --- whole columns ----------------------------------------------------------------------
+
+    @cached_property
+    def ids(self) -> list[str]:
+        ids: list[str] = self.table.column("item_id").to_pylist()
+        return ids
+
+    def years(self) -> np.ndarray:
+        """Each item's year, -1 where unknown."""
+        years: np.ndarray = self.table.column("year").fill_null(-1).to_numpy().astype(np.int64)
+        return years
+
+    def has_descriptions(self) -> bool:
+        longest = pc.max(pc.utf8_length(self.table.column("description"))).as_py()
+        return bool(longest)
+
+    def present_attributes(self) -> list[str]:
+        """Attribute types at least one item carries."""
+        return [kind for kind in self.attributes if self.table.column(ATTRIBUTE_PREFIX + kind).null_count < len(self)]
+
+    def members(self, attribute: str) -> dict[str, np.ndarray]:
+        """value -> the rows (0-based, ascending) of the items having it, values sorted."""
+        column = self.table.column(ATTRIBUTE_PREFIX + attribute).combine_chunks()
+        filled = pc.and_(pc.is_valid(column), pc.not_equal(column, ""))
+        rows = np.flatnonzero(filled.fill_null(False).to_numpy(zero_copy_only=False))
+        lists = pc.split_pattern(column.filter(filled), JOIN)
+        parents = rows[pc.list_parent_indices(lists).to_numpy()]
+        encoded = pc.list_flatten(lists).dictionary_encode()
+        values, codes = encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
+        order = np.argsort(codes, kind="stable")  # rows stay ascending within a value
+        groups = np.split(parents[order], np.cumsum(np.bincount(codes, minlength=len(values)))[:-1])
+        return {value: groups[code].astype(np.int64) for code, value in sorted(enumerate(values), key=lambda pair: pair[1])}
