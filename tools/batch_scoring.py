@@ -37,6 +37,10 @@ from tools.models.scoring import by_length, users_per_block
 TopK = Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray]]
 SCHEMA = pa.schema([("user_id", pa.string()), ("items", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))])
 
+# users a search through the index takes at once: at a million items the exact rule's 32 left
+# each search, forward pass and Parquet row group too small to run at speed
+ANN_BLOCK = 1024
+
 
 class ScoreSettings(BaseModel):
     k: int = Field(100, ge=1, le=10_000)
@@ -81,12 +85,13 @@ class Scorer:
 
     def blocks(self) -> list[np.ndarray]:
         """The users to score (all, or the seeded sample) by history length, in blocks whose
-        score matrix stays near BLOCK_SCORES floats (tools.models.scoring)."""
+        score matrix stays near BLOCK_SCORES floats (tools.models.scoring); through the index,
+        which scores no catalogue, in blocks of ANN_BLOCK."""
         rows = np.arange(len(self.histories))
         if self.settings.users is not None and self.settings.users < len(rows):
             rows = np.sort(np.random.default_rng(self.settings.seed).choice(len(rows), self.settings.users, replace=False))
         order = rows[by_length([self.histories[i] for i in rows])]
-        return list(_blocks(order, users_per_block(self.dataset.num_items)))
+        return list(_blocks(order, ANN_BLOCK if self.settings.ann else users_per_block(self.dataset.num_items)))
 
     def block(self, rows: np.ndarray) -> pa.Table:
         ids, scores = self.top_k([self.histories[i] for i in rows], self.settings.k)
