@@ -10,7 +10,9 @@ the metrics of `eval.metrics`, and the evaluation runs and their reports:
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,6 @@ from eval.backbone import evaluate_backbone
 from eval.batch import score_command
 from eval.config import load_config
 from eval.conversation_sim import chat_sim_command
-from eval.delayed_llm import delayed_llm_command
 from eval.distributed import RayTarget, RayUnavailable, WorkerFailed
 from eval.intents import intents_command
 from eval.metrics import KS
@@ -75,9 +76,38 @@ bench_app.command("serve")(bench_serve_command)
 bench_app.command("chat")(bench_chat_command)
 bench_app.command("steps")(bench_steps_command)
 bench_app.command("wishes")(bench_wishes_command)
-bench_app.command("delayed-llm")(delayed_llm_command)
 eval_app.command("chat-sim")(chat_sim_command)
 eval_app.command("intents")(intents_command)
+
+
+@bench_app.command("delayed-llm")
+def delayed_llm(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1")] = 8011,
+    delay_ms: Annotated[float, typer.Option(min=0, help="Every answer after this many milliseconds")] = 500.0,
+    fail_first: Annotated[int, typer.Option(min=0, help="Answer the first N requests with 429")] = 0,
+) -> None:
+    """Serve an OpenAI-compatible LLM on loopback that answers after a fixed delay (for `eval run` at width)."""
+    from eval.delayed_llm import serve  # FastAPI and uvicorn: a third of a second that only this command needs
+
+    serve(port, delay_ms, fail_first)
+
+
+def main() -> None:
+    """The `toolrec` command: the app, then an exit that skips freeing every object one by one
+    (a million-item run's took a second after its answer was printed). Exit handlers still run."""
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 _D = {name: field.default for name, field in TrainSpec.model_fields.items()}

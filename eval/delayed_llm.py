@@ -18,9 +18,8 @@ import hashlib
 import json
 import math
 import re
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -140,10 +139,5 @@ def create_app(delay_s: float, fail_first: int = 0) -> FastAPI:
     return app
 
 
-def delayed_llm_command(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1")] = 8011,
-    delay_ms: Annotated[float, typer.Option(min=0, help="Every answer after this many milliseconds")] = 500.0,
-    fail_first: Annotated[int, typer.Option(min=0, help="Answer the first N requests with 429")] = 0,
-) -> None:
-    """Serve an OpenAI-compatible LLM on loopback that answers after a fixed delay (for `eval run` at width)."""
+def serve(port: int, delay_ms: float, fail_first: int) -> None:
     uvicorn.run(create_app(delay_ms / 1000, fail_first), host="127.0.0.1", port=port, log_level="warning", access_log=False)

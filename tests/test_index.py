@@ -84,6 +84,19 @@ def test_search_pads_when_fewer_items_qualify(data: tuple[np.ndarray, np.ndarray
         assert index.search(queries[0], 5, allowed=np.array([], dtype=np.int64)).ids.tolist() == [-1] * 5
 
 
+def test_a_graph_search_that_rules_out_few_items_drops_them_after_an_unfiltered_search() -> None:
+    rng = np.random.default_rng(4)
+    vectors, queries = unit_rows(rng, 3000, 32), unit_rows(rng, 20, 32)
+    index = VectorIndex.build(vectors, config=IndexConfig(kind="hnsw", exact_below=0))
+    excluded = np.unique(np.concatenate([index.search(queries, 3).ids[:, :2].ravel(), [1, 2, 3]]))  # each query's best two among them
+    mask = np.ones(len(vectors) + 1, dtype=bool)
+    mask[[0, *excluded]] = False
+    hits = index.search(queries, 10, allowed=mask)
+    assert mask[hits.ids].all() and (hits.ids > 0).all()
+    expected = brute_top_k(vectors, queries, 10, np.flatnonzero(mask))
+    assert np.mean([len(np.intersect1d(h, e)) / 10 for h, e in zip(hits.ids, expected, strict=True)]) >= 0.95
+
+
 @pytest.mark.parametrize(
     "config",
     [

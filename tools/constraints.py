@@ -56,7 +56,7 @@ class CandidateMask:
 
     @property
     def count(self) -> int:
-        return int(self.steps[-1][1]) if self.steps else int(self.mask.sum())
+        return int(self.steps[-1][1]) if self.steps else int(np.count_nonzero(self.mask))
 
 
 def to_mask(toolbox: Toolbox, filters: Filters, exclude: np.ndarray | None = None, exclude_name: str = "history") -> CandidateMask:
@@ -69,7 +69,7 @@ def to_mask(toolbox: Toolbox, filters: Filters, exclude: np.ndarray | None = Non
     def step(name: str, keep: np.ndarray | None, value: Any, record: bool = True) -> None:
         if keep is not None:
             np.logical_and(mask, keep, out=mask)
-        left = int(mask.sum())
+        left = int(np.count_nonzero(mask))  # several times faster than sum() on a million booleans
         if record:
             result.applied[name] = value
         if left == 0:

@@ -152,7 +152,8 @@ class Toolbox:
         # tools then search indexes and score only the items they return
         self.large = n > FLAT_UP_TO
         self.popularity = dataset.popularity()
-        self.years = np.concatenate([[-1], dataset.items.years()])  # by dense id; -1: unknown
+        # by dense id, -1 unknown; 32-bit halves the cost of a year filter over a million items
+        self.years = np.concatenate([[-1], dataset.items.years()]).astype(np.int32)
         dated = np.flatnonzero(self.years >= 0)
         self.year_span: tuple[int, int] | None = (int(self.years[dated].min()), int(self.years[dated].max())) if dated.size else None
 
@@ -405,7 +406,7 @@ class Toolbox:
         model = self.model(variant)
         if not (self.large and isinstance(model, Embedded) and self.variant(variant) == self.default_variant and self.run_dir):
             return None
-        allowed = int(mask.sum())
+        allowed = int(np.count_nonzero(mask))
         if allowed <= EXACT_BELOW:
             ids = np.flatnonzero(mask)
         else:
@@ -542,7 +543,7 @@ class Toolbox:
         kept in RUN/index/space-VARIANT and reused while it holds these very vectors."""
         folder = None if self.index_dir is None or not self.large else self.index_dir / f"space-{variant}"
         if folder is not None and (folder / "meta.json").exists():
-            stored = VectorIndex.load(folder)
+            stored = VectorIndex.load(folder, search=self.index_config)
             sample = np.linspace(1, self.num_items, 64, dtype=np.int64)
             if stored.count == self.num_items and stored.holds(vectors[sample - 1], sample):
                 return stored

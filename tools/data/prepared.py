@@ -7,6 +7,8 @@ never reparses the raw files (minutes at 20M interactions):
     RUN/data/items.parquet   the catalogue: item_id, title, year, description, one list column per attribute
     RUN/data/users.parquet   user_id, in dense order
     RUN/data/meta.json       name, k-core, attribute order, user features
+    RUN/data/{items,users}_ordered.npy, _order.npy
+                             past 200,000 ids: the ids sorted, and their positions (IdLookup)
 
 The arrays are memory-mapped on load: processes opening the same run (server workers, Ray
 workers) share one copy in the page cache instead of each building its own.
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from tools.data.id_lookup import IdLookup
 from tools.data.item_table import ItemTable
 from tools.data.schema import DataError
 from tools.data.sequences import Ragged, SequenceDataset
@@ -47,6 +50,9 @@ def save_prepared(directory: Path, dataset: SequenceDataset) -> None:
             np.save(tmp / "ratings.npy", dataset.ratings.flat.astype(np.float32, copy=False))
         pq.write_table(dataset.items.table, tmp / "items.parquet")
         pq.write_table(pa.table({"user_id": pa.array(dataset.user_ids, pa.string())}), tmp / "users.parquet")
+        for name, index in (("items", dataset.item_index), ("users", dataset.user_index)):
+            if isinstance(index, IdLookup):  # a large catalogue's: opening the run then builds none
+                index.save(tmp, name)
         meta = PreparedMeta(
             name=dataset.name, min_core=dataset.min_core, attributes=dataset.items.attributes, user_features=dataset.user_features
         )
@@ -79,4 +85,5 @@ def load_prepared(directory: Path) -> SequenceDataset:
         user_features=meta.user_features,
         min_core=meta.min_core,
         ratings=Ragged(ratings, offsets) if ratings is not None else None,
+        lookups={name: found for name, start in (("items", 1), ("users", 0)) if (found := IdLookup.load(directory, name, start))},
     )

@@ -33,6 +33,9 @@ class IndexMismatchError(ValueError):
 # Up to this many vectors a flat scan is exact and fast (MiniLM's 384 dimensions at 200,000
 # items: about 10 ms); above, "auto" builds HNSW and measures its recall (docs/scale.md)
 FLAT_UP_TO = 200_000
+SEARCH_TIME = {"nprobe", "ef_search", "exact_below"}  # settings a saved index can be searched with anew
+# a masked search that rules out at most this many items searches unfiltered and drops them
+FEW_EXCLUDED = 1024
 RECALL_QUERIES, RECALL_K = 200, 20
 
 
@@ -44,7 +47,9 @@ class IndexConfig(BaseModel):
     nprobe: int = Field(default=16, ge=1, description="IVF cells visited per query")
     hnsw_m: int = Field(default=32, ge=4, description="HNSW links per node")
     ef_construction: int = Field(default=80, ge=1)
-    ef_search: int = Field(default=64, ge=1)
+    # on a million trained item vectors recall@20 was 0.79 at 64, 0.93 at 512, 0.96 at 1,024
+    # (2.1 and 4.3 ms a search): the width a similar-items call needs to be trusted (docs/size.md)
+    ef_search: int = Field(default=1024, ge=1)
     exact_below: int = Field(
         default=4096,
         ge=0,
@@ -140,6 +145,8 @@ class VectorIndex:
         self.max_id = int(ids.max())  # scores and masks are indexed 0..max_id
         self._row_of = np.full(self.max_id + 1, -1, dtype=np.int64)
         self._row_of[ids] = np.arange(len(ids))
+        # rows are ids 1..n (every item of a catalogue): a mask over ids is one over rows shifted
+        self._rows_are_ids = len(ids) == self.max_id and bool((self._row_of[1:] == np.arange(len(ids))).all())
 
     @classmethod
     def build(
@@ -214,12 +221,15 @@ class VectorIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         single = np.ndim(queries) == 1
         q = _normalized(queries, self.dimension)
-        mask = None if allowed is None else self.id_mask(allowed)[self._ids]
-        available = self.count if mask is None else int(mask.sum())
+        mask = None if allowed is None else self._row_mask(allowed)
+        available = self.count if mask is None else int(np.count_nonzero(mask))
         if mask is not None and self.config.kind != "flat" and available <= self.config.exact_below:
             scores, rows = self._exact(q, np.flatnonzero(mask), k)
         else:
-            scores, rows = self._index.search(q, k, params=self._params(mask))
+            if mask is not None and self.config.kind == "hnsw" and self.count - available <= FEW_EXCLUDED:
+                scores, rows = self._search_then_drop(q, k, mask, self.count - available)
+            else:
+                scores, rows = self._index.search(q, k, params=self._params(mask))
             short = (rows >= 0).sum(axis=1) < min(k, available)
             if short.any():
                 candidates = np.arange(self.count) if mask is None else np.flatnonzero(mask)
@@ -260,17 +270,40 @@ class VectorIndex:
         atomic_write(directory / META_FILE, lambda tmp: tmp.write_text(self.meta.model_dump_json(indent=2)))
 
     @classmethod
-    def load(cls, directory: Path) -> VectorIndex:
+    def load(cls, directory: Path, search: IndexConfig | None = None) -> VectorIndex:
+        """The index saved in `directory`; with `search`, searched with its search-time settings
+        rather than those recorded at build time (they change no stored part)."""
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"no vector index at {directory} ({META_FILE} missing)")
         meta = IndexMeta.model_validate(json.loads(meta_path.read_text()))
         if meta.format != FORMAT_VERSION:
             raise IndexMismatchError(f"{directory}: index format {meta.format}, this code reads {FORMAT_VERSION}")
+        if search is not None:
+            meta.config = meta.config.model_copy(update=search.model_dump(include=SEARCH_TIME))
         index = faiss.read_index(str(directory / INDEX_FILE))
         vectors = np.load(directory / VECTORS_FILE)
         ids = np.load(directory / IDS_FILE)
         return cls(index, vectors, ids, meta)
+
+    def _row_mask(self, allowed: np.ndarray) -> np.ndarray:
+        """`allowed` (a mask over ids or an id array) as a mask over the index's rows."""
+        allowed = np.asarray(allowed)
+        if self._rows_are_ids and allowed.dtype == np.bool_ and allowed.shape == (self.max_id + 1,):
+            return allowed[1:]  # a view: the million-item gather took milliseconds
+        return self.id_mask(allowed)[self._ids]
+
+    def _search_then_drop(self, q: np.ndarray, k: int, mask: np.ndarray, excluded: int) -> tuple[np.ndarray, np.ndarray]:
+        """A search with no selector, deep enough that k rows remain once the few excluded
+        ones are dropped: the selector's bitmap of a million items cost more than the search."""
+        depth = k + excluded
+        params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        params.efSearch = max(self.config.ef_search, depth)
+        scores, rows = self._index.search(q, depth, params=params)
+        keep = (rows >= 0) & mask[rows.clip(0)]
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept rows first, in rank order
+        rows = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(rows, order, 1), -1)
+        return np.take_along_axis(scores, order, 1), rows
 
     def id_mask(self, allowed: np.ndarray) -> np.ndarray:
         """A new boolean mask over ids 0..max_id from a mask of that length or an id array."""

@@ -14,12 +14,12 @@ from tools.models.layers import Encoder, ItemEmbedding, Layout, left_pad
 
 
 class BERT4Rec(Embedded):
-    def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None) -> None:
+    def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None, initialise: bool = True) -> None:
         super().__init__()
         self.config = config
         self.mask_token = config.num_items + 1
         values = len(config.attribute_values)
-        self.embedding = ItemEmbedding(config.num_items + 2, config.dim, attribute_table, values)
+        self.embedding = ItemEmbedding(config.num_items + 2, config.dim, attribute_table, values, initialise)
         self.encoder = Encoder(
             config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=False, position_std=config.position_std
         )

@@ -8,11 +8,9 @@ Loading against another dataset is refused: dense ids would silently mean other 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 
@@ -52,14 +50,16 @@ def new_config(kind: ModelKind, dataset: SequenceDataset, attribute: str | None 
     return ModelConfig(kind=kind, num_items=dataset.num_items, attribute=attribute, attribute_values=values, **overrides)
 
 
-def build_model(config: ModelConfig, dataset: SequenceDataset) -> Recommender:
+def build_model(config: ModelConfig, dataset: SequenceDataset, initialise: bool = True) -> Recommender:
+    """The network `config` describes; `initialise=False` skips the random draw of the item
+    table, for weights about to be loaded."""
     table = None
     if config.attribute:
         table = AttributeVocab(attribute=config.attribute, values=config.attribute_values).table(dataset.items)
     if config.kind in ("sasrec", "sasrec-attr"):
-        return SASRec(config, table)
+        return SASRec(config, table, initialise)
     if config.kind == "bert4rec":
-        return BERT4Rec(config, table)
+        return BERT4Rec(config, table, initialise)
     if config.kind == "transitions":
         return Transitions(config)
     return Popularity(config, dataset.popularity())
@@ -86,16 +86,8 @@ def load_model(run_dir: Path, dataset: SequenceDataset) -> Recommender:
         raise DataError(
             f"{run_dir} was trained on {meta.dataset} (items {meta.fingerprint}), not on {dataset.name} (items {fingerprint(dataset)})"
         )
-    # built on the meta device and given the saved tensors: initialising a million-row item
-    # table at random only to overwrite it took more than a second
-    with torch.device("meta"):
-        model = build_model(meta.model, dataset)
-    # copied out of the file's mapping: its tensors are not 64-byte aligned, and on unaligned
-    # rows the matmul kernels round differently (scores moved in the 5th digit)
-    model.load_state_dict({name: tensor.clone() for name, tensor in load_file(str(run_dir / WEIGHTS)).items()}, assign=True)
-    missing = [name for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]
-    if missing:
-        raise DataError(f"{run_dir / WEIGHTS} lacks {', '.join(missing)}")
+    model = build_model(meta.model, dataset, initialise=False)
+    model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
     return model.eval()
 
 

@@ -23,18 +23,20 @@ class ItemEmbedding(nn.Module):
 
     table: torch.Tensor  # buffer [num_tokens, k]: each token's attribute-value ids (0: none); with attributes only
 
-    def __init__(self, num_tokens: int, dim: int, attribute_table: np.ndarray | None, num_values: int) -> None:
+    def __init__(self, num_tokens: int, dim: int, attribute_table: np.ndarray | None, num_values: int, initialise: bool = True) -> None:
+        """`initialise=False` leaves the item table unset, for weights about to be loaded: at a
+        million items its random draw took more than a second."""
         super().__init__()
-        self.items = nn.Embedding(num_tokens, dim, padding_idx=0)
-        nn.init.normal_(self.items.weight, std=0.02)
+        self.items = nn.Embedding(num_tokens, dim, padding_idx=0, _weight=torch.empty(num_tokens, dim))
+        if initialise:
+            self.items.reset_parameters()  # nn.Embedding's own draw, kept so that seeded runs reproduce
+            nn.init.normal_(self.items.weight, std=0.02)
         self.values: nn.Embedding | None = None
         self._cached: tuple[tuple[int, int, int], torch.Tensor] | None = None
         if attribute_table is not None:
-            # made in numpy: a buffer that no checkpoint holds must be real even where the
-            # weights are built on the meta device (load_model)
-            table = np.zeros((num_tokens, attribute_table.shape[1]), dtype=np.int64)
-            table[: len(attribute_table)] = attribute_table
-            self.register_buffer("table", torch.from_numpy(table), persistent=False)
+            table = torch.zeros((num_tokens, attribute_table.shape[1]), dtype=torch.long)
+            table[: len(attribute_table)] = torch.from_numpy(attribute_table)
+            self.register_buffer("table", table, persistent=False)
             self.values = nn.Embedding(num_values + 1, dim, padding_idx=0)
             nn.init.normal_(self.values.weight, std=0.02)
 

@@ -12,13 +12,13 @@ from tools.models.layers import Encoder, ItemEmbedding, Layout, left_pad
 
 
 class SASRec(Embedded):
-    def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None) -> None:
+    def __init__(self, config: ModelConfig, attribute_table: np.ndarray | None = None, initialise: bool = True) -> None:
         super().__init__()
         if config.output_head != "tied":
             raise ValueError("output_head applies to BERT4Rec only; SASRec scores with its tied item vectors")
         self.config = config
         values = len(config.attribute_values)
-        self.embedding = ItemEmbedding(config.num_items + 1, config.dim, attribute_table, values)
+        self.embedding = ItemEmbedding(config.num_items + 1, config.dim, attribute_table, values, initialise)
         self.encoder = Encoder(
             config.max_len, config.dim, config.blocks, config.heads, config.dropout, causal=True, position_std=config.position_std
         )
