@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import overload
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tools.data.rows import Rows
 from tools.data.schema import Item
 
 # joins an item's values of one attribute: a million lists read back from Parquet took seconds,
@@ -26,7 +26,7 @@ JOIN = "\x1f"
 ATTRIBUTE_PREFIX = "attribute:"
 
 
-class ItemTable(Sequence[Item]):
+class ItemTable(Rows[Item]):
     """`table[i]` is the catalogue's i-th item (dense id i + 1); `attributes` the attribute
     types in column order."""
 
@@ -57,17 +57,7 @@ class ItemTable(Sequence[Item]):
     def __len__(self) -> int:
         return self.table.num_rows
 
-    @overload
-    def __getitem__(self, row: int) -> Item: ...
-    @overload
-    def __getitem__(self, row: slice) -> list[Item]: ...
-    def __getitem__(self, row: int | slice) -> Item | list[Item]:
-        if isinstance(row, slice):
-            return [self[i] for i in range(*row.indices(len(self)))]
-        if row < 0:
-            row += len(self)
-        if not 0 <= row < len(self):
-            raise IndexError(f"item row {row} out of range ({len(self)} items)")
+    def _at(self, row: int) -> Item:
         record = self._records[row]
         if record is None:
             record = self._records[row] = self._record(row)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal, overload
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from tools.data.id_lookup import IdLookup
 from tools.data.item_table import ItemTable
+from tools.data.rows import Rows
 from tools.data.schema import DataError, Item, RawDataset
 
 Split = Literal["valid", "test"]
@@ -36,7 +37,7 @@ def id_index(ids: Sequence[str], start: int) -> Mapping[str, int]:
     return IdLookup.of(ids, start)
 
 
-class Ragged(Sequence[np.ndarray]):
+class Ragged(Rows[np.ndarray]):
     """Rows of one flat array cut at `offsets` (one more than rows), each row a view made when
     asked for: a million views cost a second to make, and on a memory-mapped array most of a
     minute (np.split)."""
@@ -56,17 +57,7 @@ class Ragged(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    @overload
-    def __getitem__(self, row: int) -> np.ndarray: ...
-    @overload
-    def __getitem__(self, row: slice) -> list[np.ndarray]: ...
-    def __getitem__(self, row: int | slice) -> np.ndarray | list[np.ndarray]:
-        if isinstance(row, slice):
-            return [self[i] for i in range(*row.indices(len(self)))]
-        if row < 0:
-            row += len(self)
-        if not 0 <= row < len(self):
-            raise IndexError(f"row {row} out of range ({len(self)} rows)")
+    def _at(self, row: int) -> np.ndarray:
         view: np.ndarray = self.flat[self.offsets[row] : self.offsets[row + 1]]
         return view
 
