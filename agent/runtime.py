@@ -115,8 +115,10 @@ def make_llm(spec: str, settings: AgentSettings | None = None, paths: PathSettin
     return llm
 
 
-def open_toolbox(run: Path, variants: dict[str, Path] | list[Path] | None = None, split: HistorySplit = "full") -> Toolbox:
-    return Toolbox.open(run, variants=variants or {}, split=split)
+def open_toolbox(
+    run: Path, variants: dict[str, Path] | list[Path] | None = None, split: HistorySplit = "full", one_shot: bool = False
+) -> Toolbox:
+    return Toolbox.open(run, variants=variants or {}, split=split, one_shot=one_shot)
 
 
 def build_llm(spec: str, settings: AgentSettings | None = None) -> LLM:
@@ -187,9 +189,10 @@ class AgentSpec(BaseSettings):
     variants: list[str] = []
     probe_bonus: float = PROBE_BONUS
 
-    def build(self, split: HistorySplit = "full", **overrides: Any) -> tuple[Toolbox, Agent]:
-        """The toolbox and the agent (`overrides`: further AgentConfig settings)."""
-        toolbox = open_toolbox(self.run, parse_variants(self.variants), split=split)
+    def build(self, split: HistorySplit = "full", one_shot: bool = False, **overrides: Any) -> tuple[Toolbox, Agent]:
+        """The toolbox (`one_shot`: for a command that answers once, `Toolbox`) and the agent
+        (`overrides`: further AgentConfig settings)."""
+        toolbox = open_toolbox(self.run, parse_variants(self.variants), split=split, one_shot=one_shot)
         model = build_llm(self.llm)
         return toolbox, Agent(model, toolbox, agent_config(model, k=self.k, rounds=self.rounds, probe_bonus=self.probe_bonus, **overrides))
 

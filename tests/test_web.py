@@ -111,8 +111,8 @@ def test_chat_page_end_to_end(browser, toolbox: Toolbox) -> None:
     factory = shared_agent_factory(llm, toolbox, agent_config(llm, k=5, rounds=1))
     first_pick = Conversation(factory, toolbox).turn("predict", "I like Toy Story and Heat").items[0].id
     index = toolbox.dataset.item_index[first_pick] - 1
-    original = toolbox.dataset.items[index]
-    toolbox.dataset.items[index] = original.model_copy(update={"title": HOSTILE_TITLE})
+    original, records = toolbox.dataset.items[index], toolbox.dataset.items._records  # the records the tools show
+    records[index] = original.model_copy(update={"title": HOSTILE_TITLE})
     try:
         # the LLM weighs the menu (not the server's default), so that a turn lasts long enough
         # for its steps to be seen arriving
@@ -161,4 +161,4 @@ def test_chat_page_end_to_end(browser, toolbox: Toolbox) -> None:
             assert browser.find_elements(By.CSS_SELECTOR, "#log img") == []
             assert browser.execute_script("return document.body.dataset.pwned || null") is None
     finally:
-        toolbox.dataset.items[index] = original
+        records[index] = original

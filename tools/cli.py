@@ -127,12 +127,14 @@ def parse_variants(specs: list[str] | None) -> dict[str, Path] | list[Path]:
     return [Path(spec) for spec in specs]
 
 
-def _open_toolbox(run: Path, variants: list[str] | None, data_dir: Path | None, threads: int | None, split: str = "test") -> Toolbox:
+def _open_toolbox(
+    run: Path, variants: list[str] | None, data_dir: Path | None, threads: int | None, split: str = "test", one_shot: bool = False
+) -> Toolbox:
     if split not in ("test", "valid", "full"):
         raise typer.BadParameter("split is test, valid or full", param_hint="--split")
     try:
         # `split` was checked above
-        return Toolbox.open(run, data_dir, parse_variants(variants), split=cast(HistorySplit, split), threads=threads)
+        return Toolbox.open(run, data_dir, parse_variants(variants), split=cast(HistorySplit, split), threads=threads, one_shot=one_shot)
     except (DataError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
@@ -203,7 +205,7 @@ def tool_command(
         raise typer.Exit(1)
     if run is None:
         raise typer.BadParameter("a tool call needs --run", param_hint="--run")
-    toolbox = _open_toolbox(run, variant, data_dir, threads=1, split=split)
+    toolbox = _open_toolbox(run, variant, data_dir, threads=1, split=split, one_shot=True)
     result = call_tool(toolbox, name, args)
     typer.echo(json.dumps(result.model_dump(mode="json", exclude_none=True), indent=2, ensure_ascii=False))
     if not result.ok:

@@ -118,6 +118,7 @@ class Toolbox:
         indexes: ItemIndexes | None = None,
         index_config: IndexConfig | None = None,
         embedding_cache: Path | None = None,
+        one_shot: bool = False,
     ) -> None:
         """Prefer `Toolbox.open`. `variants` maps a name to a model trained on `dataset`; the
         first is the default. `split` decides what a user's history is: "test" (everything but
@@ -125,7 +126,9 @@ class Toolbox:
         "full" (the whole sequence, for live use).
         `indexes` are the item indexes if already loaded; otherwise they are loaded from
         `index_dir` (default RUN/index) or built there on first need, reusing text embeddings
-        stored in `embedding_cache` (keyed by encoder and texts) when given."""
+        stored in `embedding_cache` (keyed by encoder and texts) when given. `one_shot`: a
+        command that answers once and exits; a large catalogue's inner-product graph (hundreds
+        of MB) is then never read, `retrieve` scoring the catalogue exactly instead."""
         if not variants:
             raise ValueError("a toolbox needs at least one backbone variant")
         for name, model in variants.items():
@@ -145,6 +148,7 @@ class Toolbox:
         self._spaces: dict[str, VectorIndex] = {}
         self._audience: sp.csc_matrix | None = None
         self._mips: MipsIndex | None = None
+        self.one_shot = one_shot
 
         n = dataset.num_items
         self.num_items = n
@@ -199,6 +203,7 @@ class Toolbox:
         threads: int | None = 1,
         index_config: IndexConfig | None = None,
         embedding_cache: Path | None = None,
+        one_shot: bool = False,
     ) -> Toolbox:
         """Load a run's dataset (its prepared data, else rebuilt from `data_dir`, default
         TOOLREC_DATA_DIR) and model, plus further variants trained on the same dataset: a
@@ -220,7 +225,14 @@ class Toolbox:
                 raise ValueError(f"two variants named {name!r}: name them explicitly (name -> run folder)")
             models[name] = load_model(Path(path), dataset)  # refuses a model of another dataset
         return cls(
-            dataset, models, run_dir=run_dir, index_dir=index_dir, split=split, index_config=index_config, embedding_cache=embedding_cache
+            dataset,
+            models,
+            run_dir=run_dir,
+            index_dir=index_dir,
+            split=split,
+            index_config=index_config,
+            embedding_cache=embedding_cache,
+            one_shot=one_shot,
         )
 
     # --- users, items, variants -----------------------------------------------------------
@@ -402,7 +414,7 @@ class Toolbox:
     def approximate_top(self, variant: str | None, history: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(dense ids, scores) of the model's top k among `mask` from the run's inner-product
         index, or None where the exact full pass applies (a small catalogue, a model without
-        vectors, another variant than the run's own, an index not loaded). An allowed set of at most EXACT_BELOW
+        vectors, another variant than the run's own, a one-shot toolbox). An allowed set of at most EXACT_BELOW
         items is scored exactly; a larger one is searched deeper and deeper until k of the
         found items pass the mask (the index's recall is measured by `toolrec bench tools`)."""
         model = self.model(variant)
@@ -412,9 +424,9 @@ class Toolbox:
         if allowed <= EXACT_BELOW:
             ids = np.flatnonzero(mask)
         else:
-            index = self._mips
-            if index is None:  # not loaded (`load_mips`): one exact pass beats reading the graph
+            if self._mips is None and self.one_shot:  # one exact pass beats reading the graph
                 return None
+            index = self.load_mips()
             with torch.inference_mode():
                 user = model.user_vectors([history]).float().numpy()
             depth = int((k + len(history)) * 2 * self.num_items / allowed)
@@ -432,8 +444,7 @@ class Toolbox:
 
     def load_mips(self) -> MipsIndex:
         """The main variant's inner-product index (RUN/index), loaded or built (minutes at a
-        million items) and kept: until then `approximate_top` scores exactly, so a one-shot
-        command never reads the graph (hundreds of MB) for a single call."""
+        million items) on first need, and kept."""
         assert self.run_dir is not None
         model = self.variants[self.default_variant]
         assert isinstance(model, Embedded)

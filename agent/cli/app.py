@@ -66,13 +66,14 @@ def _agent(
     *,
     probe_bonus: float,
     split: HistorySplit = "full",
+    one_shot: bool = False,
     **overrides: Any,
 ) -> tuple[Toolbox, Agent]:
     """The toolbox and the agent of one entry point, from its options (`overrides`: further
     AgentConfig settings); a bad option exits 1."""
     with _exit_on_bad_option(out):
         spec = AgentSpec(run=run, llm=llm, k=k, rounds=rounds, variants=variant or [], probe_bonus=probe_bonus)
-        return spec.build(split, **overrides)
+        return spec.build(split, one_shot, **overrides)
 
 
 def _factory(spec: AgentSpec, out: Console) -> tuple[Toolbox, AgentFactory]:
@@ -229,7 +230,17 @@ def recommend_command(
     if menu_choice not in ("llm", "prior", "uniform"):
         raise typer.BadParameter("llm | prior | uniform", param_hint="--menu-choice")
     toolbox, agent = _agent(
-        run, llm, k, rounds, variant, console, probe_bonus=probe_bonus, assembly=assembly, planner=planner, menu_choice=menu_choice
+        run,
+        llm,
+        k,
+        rounds,
+        variant,
+        console,
+        probe_bonus=probe_bonus,
+        one_shot=True,
+        assembly=assembly,
+        planner=planner,
+        menu_choice=menu_choice,
     )
     try:
         result = agent.recommend(request, on_step=None if json_output else _show_update)

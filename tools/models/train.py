@@ -29,6 +29,7 @@ from tools.models.heap import keep_heap
 Validate = Callable[[Recommender], dict[str, float]]
 MONITOR = "ndcg@10"
 REFRESH_STEPS = 10
+LOG_LINES = 10  # progress lines an epoch where the output is not a terminal
 
 
 class TrainConfig(BaseModel):
@@ -109,6 +110,9 @@ def train(
                 total += fit_step(model, optimiser, [sequences[i] for i in rows], bf16, lengths[rows].sum() / mean_batch_positions)
                 schedule.step()
                 bars.update(batches, advance=1, info=f"loss {total / (step + 1):.4f}", refresh=step % REFRESH_STEPS == 0)
+                if not bars.console.is_terminal and (step + 1) % max(steps // LOG_LINES, 1) == 0:
+                    # a log file gets no bar: a line a tenth of an epoch (25 minutes at a million items)
+                    bars.console.print(f"epoch {progress.epoch + 1}: step {step + 1}/{steps}, loss {total / (step + 1):.4f}")
             bars.remove_task(batches)
 
             metrics = validate(model)
@@ -125,6 +129,8 @@ def train(
             )
             _save_state(state_dir, model, optimiser, progress, config)
             bars.update(epochs, completed=progress.epoch, info=_info(progress, total / steps, metrics), refresh=True)
+            if not bars.console.is_terminal:
+                bars.console.print(f"epoch {progress.epoch}: {_info(progress, total / steps, metrics)}")
     return progress
 
 
