@@ -51,6 +51,16 @@ def test_attribute_members_equal_a_loop_over_the_records(ml100k: SequenceDataset
             assert all(members[v].tolist() == rows for v, rows in loop_members(items, attribute).items())
 
 
+def test_members_kept_with_prepared_data_read_back_equal(tmp_path: Path, ml100k: SequenceDataset) -> None:
+    for items in (RECORDS, list(ml100k.items)[:400], [Item(id="x", title="X")]):
+        computed = ItemTable.from_items(items)
+        computed.save_members(tmp_path)
+        saved = ItemTable(computed.table, computed.attributes, saved=tmp_path)
+        for attribute in computed.attributes:
+            kept, fresh = saved.members(attribute), computed.members(attribute)
+            assert list(kept) == list(fresh) and all(kept[v].tolist() == fresh[v].tolist() for v in fresh)
+
+
 def test_ragged_rows_are_views_of_one_array() -> None:
     rows = Ragged.of([np.array([1, 2]), np.array([], dtype=np.int64), np.array([3])], np.int64)
     assert len(rows) == 3 and rows[0].tolist() == [1, 2] and rows[-1].tolist() == [3] and len(rows[1]) == 0

@@ -7,6 +7,7 @@ never reparses the raw files (minutes at 20M interactions):
     RUN/data/items.parquet   the catalogue: item_id, title, year, description, one list column per attribute
     RUN/data/users.parquet   user_id, in dense order
     RUN/data/meta.json       name, k-core, attribute order, user features
+    RUN/data/members-N.npz   the N-th attribute's values and the rows of the items having each
     RUN/data/{items,users}_ordered.npy, _order.npy
                              past 200,000 ids: the ids sorted, and their positions (IdLookup)
 
@@ -49,6 +50,7 @@ def save_prepared(directory: Path, dataset: SequenceDataset) -> None:
         if dataset.ratings is not None:
             np.save(tmp / "ratings.npy", dataset.ratings.flat.astype(np.float32, copy=False))
         pq.write_table(dataset.items.table, tmp / "items.parquet")
+        dataset.items.save_members(tmp)
         pq.write_table(pa.table({"user_id": pa.array(dataset.user_ids, pa.string())}), tmp / "users.parquet")
         for name, index in (("items", dataset.item_index), ("users", dataset.user_index)):
             if isinstance(index, IdLookup):  # a large catalogue's: opening the run then builds none
@@ -79,7 +81,7 @@ def load_prepared(directory: Path) -> SequenceDataset:
         raise DataError(f"{directory}: prepared data of another format or cut short; delete the folder to rebuild it")
     return SequenceDataset(
         name=meta.name,
-        items=ItemTable(items, meta.attributes),
+        items=ItemTable(items, meta.attributes, saved=directory),
         user_ids=users,
         sequences=Ragged(flat, offsets),
         user_features=meta.user_features,
