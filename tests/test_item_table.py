@@ -38,7 +38,7 @@ def test_records_made_on_demand_equal_the_originals(tmp_path: Path) -> None:
     with pytest.raises(IndexError):
         table[len(RECORDS)]
     assert table.ids == ["a", "b", "c", "d"] and table.years().tolist() == [1994, -1, 2003, 1999]
-    assert table.has_descriptions() and not ItemTable.from_items(RECORDS[:1]).has_descriptions()
+    assert table.has_descriptions and not ItemTable.from_items(RECORDS[:1]).has_descriptions
 
 
 def test_attribute_members_equal_a_loop_over_the_records(ml100k: SequenceDataset) -> None:

@@ -414,9 +414,10 @@ class Toolbox:
     def approximate_top(self, variant: str | None, history: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(dense ids, scores) of the model's top k among `mask` from the run's inner-product
         index, or None where the exact full pass applies (a small catalogue, a model without
-        vectors, another variant than the run's own, a one-shot toolbox). An allowed set of at most EXACT_BELOW
-        items is scored exactly; a larger one is searched deeper and deeper until k of the
-        found items pass the mask (the index's recall is measured by `toolrec bench tools`)."""
+        vectors, another variant than the run's own, a one-shot toolbox). An allowed set of at
+        most EXACT_BELOW items is scored exactly; a larger one is searched deeper and deeper
+        until k of the found items pass the mask (the index's recall is measured by `toolrec
+        bench tools`)."""
         model = self.model(variant)
         if not (self.large and isinstance(model, Embedded) and self.variant(variant) == self.default_variant and self.run_dir):
             return None

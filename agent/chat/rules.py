@@ -210,7 +210,7 @@ class RuleReader:
         self.vocabulary = Vocabulary.load(domain_of(toolbox.dataset.name), self.genres)
         self.year_span = toolbox.year_span
         # words become a text query only where the catalogue has text beyond titles and genres
-        self.describes_items = toolbox.dataset.items.has_descriptions()
+        self.describes_items = toolbox.dataset.items.has_descriptions
 
     # --- pieces ------------------------------------------------------------------------------
 

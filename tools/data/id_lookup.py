@@ -42,13 +42,6 @@ class IdLookup(Mapping[str, int]):
                 return int(self.order[at]) + self.start
         raise KeyError(key)
 
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
-
     def __len__(self) -> int:
         return len(self.ordered)
 

@@ -10,7 +10,7 @@ computed from the columns at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -67,9 +67,6 @@ class ItemTable(Rows[Item]):
             record = self._records[row] = self._record(row)
         return record
 
-    def __iter__(self) -> Iterator[Item]:
-        return (self[i] for i in range(len(self)))
-
     def _record(self, row: int) -> Item:
         attributes: dict[str, tuple[str, ...]] = {}
         for kind in self.attributes:
@@ -97,7 +94,9 @@ class ItemTable(Rows[Item]):
         years: np.ndarray = self.table.column("year").fill_null(-1).to_numpy().astype(np.int64)
         return years
 
+    @cached_property
     def has_descriptions(self) -> bool:
+        """Whether any item has a description (asked by each conversation's reader)."""
         longest = pc.max(pc.utf8_length(self.table.column("description"))).as_py()
         return bool(longest)
 

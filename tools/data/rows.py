@@ -3,7 +3,7 @@ indexed as a list is: negative positions count from the end, a slice gives a lis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar, overload
 
 T = TypeVar("T")
@@ -25,3 +25,6 @@ class Rows(Sequence[T]):
         if not 0 <= at < len(self):
             raise IndexError(f"row {row} out of range ({len(self)} rows)")
         return self._at(at)
+
+    def __iter__(self) -> Iterator[T]:
+        return (self._at(i) for i in range(len(self)))

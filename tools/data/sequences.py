@@ -94,12 +94,12 @@ class SequenceDataset:
     @cached_property
     def item_index(self) -> Mapping[str, int]:
         stored = self.lookups.get("items")
-        return stored if stored is not None and len(self.items) > DICT_UP_TO else id_index(self.items.ids, 1)
+        return stored if stored is not None else id_index(self.items.ids, 1)
 
     @cached_property
     def user_index(self) -> Mapping[str, int]:
         stored = self.lookups.get("users")
-        return stored if stored is not None and len(self.user_ids) > DICT_UP_TO else id_index(self.user_ids, 0)
+        return stored if stored is not None else id_index(self.user_ids, 0)
 
     def item(self, dense_id: int) -> Item:
         return self.items[dense_id - 1]

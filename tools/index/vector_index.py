@@ -48,7 +48,7 @@ class IndexConfig(BaseModel):
     hnsw_m: int = Field(default=32, ge=4, description="HNSW links per node")
     ef_construction: int = Field(default=80, ge=1)
     # on a million trained item vectors recall@20 was 0.79 at 64, 0.93 at 512, 0.96 at 1,024
-    # (2.1 and 4.3 ms a search): the width a similar-items call needs to be trusted (docs/size.md)
+    # (1.5, 2.8 and 4.3 ms a search): the width a similar-items call needs to be trusted (docs/size.md)
     ef_search: int = Field(default=1024, ge=1)
     exact_below: int = Field(
         default=4096,
