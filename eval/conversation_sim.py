@@ -233,6 +233,7 @@ def report(
             "messages": sum(c.messages for c in counts),
             "regenerated": sum(c.regenerated for c in counts),
             "echoed": sum(c.echoed for c in counts),
+            "contradicted": sum(c.contradicted for c in counts),
             "redacted": sum(c.redacted for c in counts),
             "fallbacks": sum(c.fallbacks for c in counts),
             "leaked_dialogues_left_out": len(leaked),

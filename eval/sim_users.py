@@ -40,6 +40,16 @@ WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # little about which item it is: only rarer words count towards a leak.
 COMMON_WORD_SHARE = 0.005
 MAX_MESSAGE_CHARS = 300
+# A decade or a year a message names: "1980s", "'80s", "eighties", "1994". The 0.5B writes
+# "an eighties comedy" for a film of 1992, or a decade before it was told one: a message that
+# contradicts its clues measures the simulator's errors, not the recommender.
+DECADE_WORDS = {w: 1920 + 10 * n for n, w in enumerate("twenties thirties forties fifties sixties seventies eighties nineties".split())}
+DECADE = re.compile(
+    r"(?:\b(?:from|in|of)\s+)?(?:\bthe\s+)?(?:\b(1[89]\d0|20\d0)'?s\b|'?\b(\d)0'?s\b|\b("
+    + "|".join(DECADE_WORDS)
+    + r")\b|\b((?:19|20)\d\d)\b)",
+    re.IGNORECASE,
+)
 ECHO_WORDS = 6  # words in a row copied from the instructions or an example: an echo, not a message
 SHOWN_IN_PROMPT = 5  # titles of the last list quoted back to the LLM (a short prompt is a fast one)
 
@@ -51,6 +61,7 @@ class SimUserCounts(BaseModel):
     regenerated: int = 0  # drafts written again: they named the target or wrote the prompt back
     echoed: int = 0  # drafts that wrote the prompt back, written again (or, the last, left out)
     redacted: int = 0  # messages that still named it after the retries: its words cut out
+    contradicted: int = 0  # drafts naming a decade they were not told, written again (the last: that decade cut out)
     fallbacks: int = 0  # failed or empty replies replaced by the rule user's message
     llm_seconds: float = 0.0
 
@@ -145,6 +156,23 @@ class RuleUser:
         return text
 
 
+def decades(text: str) -> set[int]:
+    """The decades a message names, as their first year."""
+    found = set()
+    for full, short, word, year in DECADE.findall(text):
+        if full or year:
+            found.add(int(full or year) // 10 * 10)
+        elif short:
+            found.add(1900 + 10 * int(short) if int(short) >= 2 else 2000 + 10 * int(short))
+        else:
+            found.add(DECADE_WORDS[word.lower()])
+    return found
+
+
+def cut_decades(text: str) -> str:
+    return " ".join(DECADE.sub("", text).split())
+
+
 def clean_reply(text: str) -> str:
     """The message as a person would send it: the first paragraph, no quotes or label."""
     text = text.strip().split("\n\n")[0].strip()
@@ -194,6 +222,8 @@ class LLMUser:
         self.counts.messages += 1
         guard = TitleGuard(self.toolbox, target)
         told = self.clues[: min(turn, len(self.clues))]
+        decade = target.year // 10 * 10 if target.year is not None else None
+        allowed = {decade} if decade is not None and self._say("decade", decade=f"{decade}s") in told else set()
         shown_text = self._say("shown", titles="; ".join(i.title for i in shown[:SHOWN_IN_PROMPT])) if shown else self._say("nothing_shown")
         # the worked examples as earlier turns: a small model then answers as the person, not as an assistant
         shots = [
@@ -222,6 +252,10 @@ class LLMUser:
             if echoes(draft, [task, *(text for _, text in examples(self.domain, "sim_user_examples"))]):
                 self.counts.echoed += 1
                 draft = ""
+            elif decades(draft) - allowed:
+                self.counts.contradicted += 1
+                if attempt == self.retries:
+                    draft = cut_decades(draft)
             elif not draft or not guard.leaks(draft):
                 break
             if attempt < self.retries:

@@ -225,6 +225,20 @@ def test_llm_reading_fills_what_the_rules_missed(toolbox: Toolbox) -> None:
     assert "keep the gore" not in asked.messages[0].content  # the system prompt is the same for every message
 
 
+def test_a_genre_the_llm_infers_from_a_mood_orders_and_a_named_one_filters(toolbox: Toolbox) -> None:
+    """Where the person named no genre, the model's guess leads the list but rules nothing out;
+    a genre the person named stays a filter, and the model's guess does not displace it."""
+    inferred = json.dumps({"query": "", "genres": ["Drama"]})
+    factory = PerTurn(toolbox, [[inferred, FINISH], [inferred, FINISH]])
+    conversation = Conversation(factory, toolbox)
+    mood = conversation.turn("mood", "something weighty and thoughtful tonight", user_id=USER)
+    assert mood.parsed_by == "rules+llm"
+    assert mood.constraints.genres == [] and mood.constraints.prefer_genres == ["Drama"]
+    assert all("Drama" in i.genres for i in mood.items)  # enough dramas: they lead the list
+    named = conversation.turn("named", "a thoughtful comedy", user_id=USER)
+    assert named.constraints.genres == ["Comedy"] and named.constraints.prefer_genres == []
+
+
 def test_an_unusable_llm_reading_falls_back_to_the_rules(toolbox: Toolbox) -> None:
     factory = PerTurn(toolbox, [["Sure! The user wants no horror, I think.", FINISH]])
     conversation = Conversation(factory, toolbox)

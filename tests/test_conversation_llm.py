@@ -69,7 +69,7 @@ def right(intent: TurnIntent, expected: Expected) -> bool:
     a plot, a place) named among the unread words, never a text query (its items have no text)."""
     named = " ".join(intent.unread_words).lower()
     return (
-        set(expected.genres) <= set(intent.genres)
+        set(expected.genres) <= set(intent.genres) | set(intent.prefer_genres)  # the model's inference is a preference
         and set(expected.exclude_genres) <= set(intent.exclude_genres)
         and (expected.query in named if expected.query else True)
         and intent.query is None

@@ -13,11 +13,11 @@ from agent.chat.vocabulary import Vocabulary
 from agent.llm.base import LLMTimeout, NoLLM
 from agent.llm.embedded import load_embedded
 from agent.llm.scripted import ScriptedLLM
-from agent.prompts import DOMAINS, moods, synonyms
+from agent.prompts import DOMAINS, moods, synonyms, template
 from agent.runtime import agent_config, shared_agent_factory
 from agent.settings import AgentSettings
 from eval.conversation_sim import SimConfig, SimDialogue, SimTurn, report, simulate, target_of
-from eval.sim_users import LLMUser, RuleUser, SimUserCounts, TitleGuard
+from eval.sim_users import LLMUser, RuleUser, SimUserCounts, TitleGuard, decades
 from tools.data.schema import Item
 from tools.toolbox import Toolbox, normalize
 
@@ -143,6 +143,20 @@ def test_an_echoed_prompt_or_a_failed_call_falls_back_counted(toolbox: Toolbox) 
     assert echo.message(1, target, []) == "Something sweet." and echo.counts.echoed == 2 and echo.counts.regenerated == 2
 
 
+def test_a_draft_naming_a_decade_it_was_not_told_is_written_again(toolbox: Toolbox) -> None:
+    assert decades("an eighties comedy, '70s, from the 1990s, set in 1994") == {1970, 1980, 1990}
+    assert decades("ten friends, Catch-22") == set()
+    user, target, _ = _user(toolbox, ["A daft comedy from the 1950s", "Something daft and light"])
+    assert user.message(1, target, []) == "Something daft and light"  # no decade is told on the first turn
+    assert user.counts.contradicted == 1 and user.counts.regenerated == 1
+    wrong = (target.year // 10 * 10) - 30
+    told = f"from the {target.year // 10 * 10}s"
+    stubborn, target, _ = _user(toolbox, [f"A comedy from the {wrong}s"] * 3 + [f"Still not it, a comedy {told}"])
+    first = stubborn.message(1, target, [])
+    assert first == "A comedy" and stubborn.counts.contradicted == 3  # the last try keeps its words, not its decade
+    assert stubborn.message(3, target, []) == f"Still not it, a comedy {told}"  # the decade once told may be said
+
+
 def test_the_guard_knows_a_title_from_a_description(toolbox: Toolbox) -> None:
     guard = TitleGuard(toolbox, _item(toolbox, "Toy Story"))
     assert guard.leaks("Can I see toy story again?") and guard.leaks("ToyStory please")
@@ -172,11 +186,14 @@ def test_the_real_model_describes_a_target_without_naming_it(toolbox: Toolbox) -
 
 def test_the_simulated_users_words_are_not_the_readers() -> None:
     """The simulated user's first clue (prompts/<domain>/moods.txt) shares no word or phrase with
-    what the rule reader looks up (the genre synonyms and the wish vocabulary): else the
-    simulation would measure the reader decoding its own word list."""
+    what the rule reader looks up (the genre synonyms and the wish vocabulary) nor with the LLM
+    reader's instructions and worked examples: else the simulation would measure the reader
+    decoding its own word list."""
     for domain in DOMAINS:
         genres = list(moods(domain))
         vocabulary = Vocabulary.load(domain, genres)
+        taught = " ".join(template(domain, name).template for name in ("intent_system", "intent_examples", "intent"))
+        taught_words = [normalize(w) for w in taught.replace("-", " ").split()]
         synonyms_of = {tuple(normalize(w) for w in word.replace("-", " ").split()) for words in synonyms().values() for word in words}
         for genre, words in moods(domain).items():
             for phrase in words:
@@ -184,6 +201,10 @@ def test_the_simulated_users_words_are_not_the_readers() -> None:
                 spans = {tuple(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
                 assert not vocabulary.find(tokens), f"{domain} {genre}: {phrase!r} is in the wish vocabulary"
                 assert not spans & synonyms_of, f"{domain} {genre}: {phrase!r} is a genre synonym"
+                n = len(tokens)
+                assert all(taught_words[i : i + n] != tokens for i in range(len(taught_words))), (
+                    f"{domain} {genre}: {phrase!r} is in the LLM reader's prompt"
+                )
 
 
 def test_a_dialogue_with_a_leaked_title_is_counted_and_left_out(toolbox: Toolbox) -> None:

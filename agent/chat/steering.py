@@ -89,6 +89,13 @@ class Steering:
             # comedy under 90 minutes" read by a model as "no Comedy" keeps the comedy
             intent.exclude_genres = [g for g in intent.exclude_genres if g not in rules.genres and g not in rules.prefer_genres]
             intent.genres = [g for g in intent.genres if g not in rules.exclude_genres]
+            # a genre the model infers where the person named none (a mood, a plot) orders the
+            # list instead of filtering it: a small model's wrong guess ("weighty" read as
+            # Action) then costs the order of one list, not every title of the right genre
+            if not rules.genres and intent.genres:
+                if not rules.prefer_genres:
+                    intent.prefer_genres = intent.genres
+                intent.genres = []
             # the rules' query is only the words they could not read, verbatim: the LLM's own
             # wording of the wish replaces it; a genre it found for them leaves them a query
             if read.query and self.rules.describes_items:
