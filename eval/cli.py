@@ -38,7 +38,7 @@ from agent.llm.base import LLMError
 from eval.backbone import evaluate_backbone
 from eval.batch import score_command
 from eval.config import load_config
-from eval.conversation_sim import chat_sim_command
+from eval.conversation_sim import chat_sim_command, chat_sim_compare_command
 from eval.distributed import RayTarget, RayUnavailable, WorkerFailed
 from eval.intents import intents_command
 from eval.metrics import KS
@@ -77,6 +77,7 @@ bench_app.command("chat")(bench_chat_command)
 bench_app.command("steps")(bench_steps_command)
 bench_app.command("wishes")(bench_wishes_command)
 eval_app.command("chat-sim")(chat_sim_command)
+eval_app.command("chat-sim-compare")(chat_sim_compare_command)
 eval_app.command("intents")(intents_command)
 
 

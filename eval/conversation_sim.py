@@ -35,7 +35,7 @@ from rich.table import Table
 from agent.chat import Conversation, ConversationConfig, ShownItem
 from agent.llm.base import LLM, LLMError
 from agent.runtime import PROBE_BONUS, agent_config, build_llm, open_toolbox, shared_agent_factory
-from eval.report import bootstrap_ci
+from eval.report import bootstrap_ci, paired_test
 from eval.sim_users import LLMUser, RuleUser, SimUserCounts
 from eval.store import append_lines, complete_lines
 from tools.cli import parse_variants
@@ -315,3 +315,50 @@ def chat_sim_command(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
+
+
+def compare(reports: dict[str, list[SimDialogue]], depth: int, n_boot: int = 5000) -> dict[str, Any]:
+    """Arms of one simulation compared user by user, on the users every arm holds and none left
+    out for a leaked title: each arm's hit rate, the history's own top-`depth` on the same users,
+    and each later arm against the first and against that history (paired bootstrap)."""
+    by_arm = {label: {d.user_id: d for d in dialogues} for label, dialogues in reports.items()}
+    leaked = {d.user_id for dialogues in reports.values() for d in dialogues if d.simulator is not None and d.simulator.redacted}
+    shared = sorted(set.intersection(*(set(arm) for arm in by_arm.values())) - leaked)
+    if not shared:
+        raise ValueError("the reports share no user")
+    hits = {label: np.array([arm[u].hit_turn is not None for u in shared], dtype=float) for label, arm in by_arm.items()}
+    first = next(iter(by_arm.values()))
+    history = np.array([first[u].backbone_rank is not None and first[u].backbone_rank <= depth for u in shared], dtype=float)
+    rng = np.random.default_rng(0)
+    resamples = rng.integers(0, len(shared), size=(n_boot, len(shared)))
+    base = next(iter(hits))
+    return {
+        "users": len(shared),
+        "left_out_leaked": len(leaked),
+        "hit": {
+            label: {"mean": round(float(v.mean()), 4), "ci95": [round(x, 4) for x in bootstrap_ci(v, resamples)]}
+            for label, v in hits.items()
+        },
+        f"history_top{depth}": round(float(history.mean()), 4),
+        "paired": {
+            **{f"{label} - {base}": paired_test(v, hits[base], rng, n_boot) for label, v in hits.items() if label != base},
+            **{f"{label} - history": paired_test(v, history, rng, n_boot) for label, v in hits.items()},
+        },
+    }
+
+
+def chat_sim_compare_command(
+    reports: Annotated[list[str], typer.Argument(help="LABEL=REPORT.json (a chat-sim --out), the first the baseline")],
+) -> None:
+    """Arms of `eval chat-sim` compared user by user: hit rates on the users they share, and the
+    paired difference of each arm from the first and from the history's own list (JSON)."""
+    arms: dict[str, list[SimDialogue]] = {}
+    depth = 0
+    for spec in reports:
+        label, _, path = spec.partition("=")
+        if not path:
+            raise typer.BadParameter(f"{spec!r}: give LABEL=REPORT.json")
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        arms[label] = [SimDialogue.model_validate(d) for d in report["dialogues"]]
+        depth = report["turns"] * report["k"]
+    print(json.dumps(compare(arms, depth), indent=2))

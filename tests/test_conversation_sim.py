@@ -16,7 +16,7 @@ from agent.llm.scripted import ScriptedLLM
 from agent.prompts import DOMAINS, moods, synonyms, template
 from agent.runtime import agent_config, shared_agent_factory
 from agent.settings import AgentSettings
-from eval.conversation_sim import SimConfig, SimDialogue, SimTurn, report, simulate, target_of
+from eval.conversation_sim import SimConfig, SimDialogue, SimTurn, compare, report, simulate, target_of
 from eval.sim_users import LLMUser, RuleUser, SimUserCounts, TitleGuard, decades
 from tools.data.schema import Item
 from tools.toolbox import Toolbox, normalize
@@ -216,3 +216,21 @@ def test_a_dialogue_with_a_leaked_title_is_counted_and_left_out(toolbox: Toolbox
     dialogues = [dialogue("a", True, 1), dialogue("b", False, 0), dialogue("c", True, 0)]
     figures = report(dialogues, SimConfig(users=3, turns=1, user_sim="llm"), 1.0, toolbox)
     assert figures["users"] == 2 and figures["hit@1"] == 0.5 and figures["simulator"]["leaked_dialogues_left_out"] == 1
+
+
+def test_arms_are_compared_user_by_user_on_the_users_they_share() -> None:
+    def dialogue(user: str, hit: bool, rank: int | None = None, redacted: int = 0) -> SimDialogue:
+        turn = SimTurn(message="x", shown=["1"], hit=hit, seconds=0.1)
+        counts = SimUserCounts(messages=1, redacted=redacted)
+        return SimDialogue(
+            user_id=user, target="1", target_title="t", hit_turn=1 if hit else None, backbone_rank=rank, turns=[turn], simulator=counts
+        )
+
+    rules = [dialogue("a", True, 3), dialogue("b", False), dialogue("c", False, 60), dialogue("d", True, redacted=1)]
+    llm = [dialogue("a", True), dialogue("b", True), dialogue("c", True), dialogue("d", True), dialogue("e", True)]
+    figures = compare({"rules": rules, "llm": llm}, depth=50)
+    assert figures["users"] == 3 and figures["left_out_leaked"] == 1  # "e" is in one arm only, "d" leaked
+    assert figures["hit"]["rules"]["mean"] == round(1 / 3, 4) and figures["hit"]["llm"]["mean"] == 1.0
+    assert figures["history_top50"] == round(1 / 3, 4)  # rank 60 is past the 50 items shown
+    gain = figures["paired"]["llm - rules"]
+    assert gain["better"] == 2 and gain["worse"] == 0 and gain["delta"] == 2 / 3
