@@ -274,6 +274,19 @@ class Pool(BaseModel):
         total = match + taste_weight * liked
         return [ids[n] for n in np.argsort(-total, kind="stable")]
 
+    @staticmethod
+    def keep_own(led: list[str], own: list[str], share: float, k: int) -> list[str]:
+        """The first k - m of what the asks found, then the person's own top m not among them
+        (m = `share` of k), then the rest of what the asks found."""
+        m = round(share * k)
+        if m <= 0:
+            return led
+        head = led[: k - m]
+        taken = set(head)
+        mine = [i for i in own if i not in taken][:m]
+        taken |= set(mine)
+        return [*head, *mine, *(i for i in led if i not in taken)]
+
     def explain(
         self,
         item_id: str,

@@ -54,6 +54,14 @@ class RecommendRequest(BaseModel):
         description="Tool calls made up front for what the person asked by name; what they find leads the list (AgentConfig.lead_taste)",
     )
 
+    own_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="Share of the list kept for the person's own top picks under the constraints, after the first of what their asks "
+        "found (a wish that admits most of the catalogue: talking never does worse than not talking)",
+    )
+
     menu_choice: MenuChoice | None = Field(
         None, description="How this request's intent menu is weighed (AgentConfig.menu_choice); None: as the agent is configured"
     )

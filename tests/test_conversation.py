@@ -232,9 +232,12 @@ def test_a_genre_the_llm_infers_from_a_mood_orders_and_a_named_one_filters(toolb
     factory = PerTurn(toolbox, [[inferred, FINISH], [inferred, FINISH]])
     conversation = Conversation(factory, toolbox)
     mood = conversation.turn("mood", "something weighty and thoughtful tonight", user_id=USER)
-    assert mood.parsed_by == "rules+llm"
+    assert mood.parsed_by == "rules+llm" and "a guess" in mood.reply  # said as what it is
     assert mood.constraints.genres == [] and mood.constraints.prefer_genres == ["Drama"]
-    assert all("Drama" in i.genres for i in mood.items)  # enough dramas: they lead the list
+    assert all("Drama" in i.genres for i in mood.items[:4])  # enough dramas: they lead the list
+    own = call_tool(toolbox, "retrieve", {"user_id": USER, "k": 20}).output
+    # a wish that only orders keeps one place in five for the person's own top pick (the backbone's)
+    assert mood.items[4].id == next(i.id for i in own.items if i.id not in {m.id for m in mood.items[:4]})
     named = conversation.turn("named", "a thoughtful comedy", user_id=USER)
     assert named.constraints.genres == ["Comedy"] and named.constraints.prefer_genres == []
 

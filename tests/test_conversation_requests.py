@@ -109,6 +109,13 @@ def test_what_the_asks_found_leads_and_taste_orders_within_it() -> None:
     assert Pool().add([item(1, "retrieve")], "seed").lead(taste, 0.1) == []
 
 
+def test_a_share_of_the_list_is_kept_for_the_persons_own_picks() -> None:
+    led, own = ["a", "b", "c", "d", "e", "f"], ["b", "x", "y", "z"]
+    assert Pool.keep_own(led, own, share=0.2, k=5) == ["a", "b", "c", "d", "x", "e", "f"]  # "b" is already there
+    assert Pool.keep_own(led, own, share=0.0, k=5) == led
+    assert Pool.keep_own(led, own, share=0.4, k=5) == ["a", "b", "c", "x", "y", "d", "e", "f"]
+
+
 # --- who reads, and at what cost --------------------------------------------------------------
 
 
@@ -131,9 +138,11 @@ def test_one_short_constrained_call_reads_what_the_rules_left(toolbox: Toolbox) 
     factory = Scripted(toolbox, [json.dumps({"query": "sad films", "genres": ["Drama", "Cyberpunk"]}), json.dumps({"query": "twists"})])
     conversation = Conversation(factory, toolbox)
     first = conversation.turn("cry", "something that makes me cry", user_id=USER)
-    # a genre the catalogue lacks is dropped; with no item descriptions the LLM's words are no query either
-    assert first.parsed_by == "rules+llm" and first.constraints.genres == ["Drama"] and first.constraints.query is None
-    assert "(read with the language model)" in first.reply and all("Drama" in i.genres for i in first.items)
+    # a genre the catalogue lacks is dropped; one the model infers orders the list (the person's
+    # own top pick keeps one place in five); with no item descriptions its words are no query
+    assert first.parsed_by == "rules+llm" and first.constraints.prefer_genres == ["Drama"] and first.constraints.genres == []
+    assert first.constraints.query is None
+    assert "(read with the language model)" in first.reply and sum("Drama" in i.genres for i in first.items) >= 4
     second = conversation.turn("cry", "a story that keeps me guessing")
     assert second.parsed_by == "rules" and second.constraints.query is None and "keeps guessing" in second.reply
     third = conversation.turn("cry", "anything with Tom Hanks")  # a name the rules read: no LLM call, and said plainly

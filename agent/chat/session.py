@@ -344,7 +344,8 @@ class Conversation:
         if turn.intent.unread_words and not turn.intent.query:  # what the catalogue cannot say, named
             words = '", "'.join(turn.intent.unread_words)
             what = " or ".join(self.say(f"unread_{k}") for k in kinds)
-            lines.append(self.say("unreadable", what=what, words=words) if kinds else self.say("unusable", words=words))
+            plain = self.say("guessed" if turn.parsed_by != "rules" else "unusable", words=words)
+            lines.append(self.say("unreadable", what=what, words=words) if kinds else plain)
         if turn.set_aside:
             lines.append(self.say("set_aside"))
         return lines

@@ -234,6 +234,7 @@ class Planner:
             events += llm_trace
         led = pool.lead(fused, self.config.lead_taste)
         if led:
+            led = pool.keep_own(led, state["backbone"], state["request"].own_share, self.config.k)
             first = set(led)
             order = [*led, *(i for i in order if i not in first)]
         note = TraceEvent(
