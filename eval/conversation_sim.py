@@ -326,9 +326,9 @@ def compare(reports: dict[str, list[SimDialogue]], depth: int, n_boot: int = 500
     shared = sorted(set.intersection(*(set(arm) for arm in by_arm.values())) - leaked)
     if not shared:
         raise ValueError("the reports share no user")
-    hits = {label: np.array([arm[u].hit_turn is not None for u in shared], dtype=float) for label, arm in by_arm.items()}
+    hits = {label: np.array([arm[u].hit_turn is not None for u in shared], dtype=np.float64) for label, arm in by_arm.items()}
     first = next(iter(by_arm.values()))
-    history = np.array([first[u].backbone_rank is not None and first[u].backbone_rank <= depth for u in shared], dtype=float)
+    history = np.array([(first[u].backbone_rank or depth + 1) <= depth for u in shared], dtype=np.float64)
     rng = np.random.default_rng(0)
     resamples = rng.integers(0, len(shared), size=(n_boot, len(shared)))
     base = next(iter(hits))
