@@ -82,6 +82,8 @@ def constraint_text(constraints: Mapping[str, Any]) -> str:
     parts = []
     if constraints.get("genres"):
         parts.append(" or ".join(constraints["genres"]))
+    for values in (constraints.get("attributes") or {}).values():  # each kind a further narrowing
+        parts.append(" or ".join(values))
     if constraints.get("exclude_genres"):
         parts.append("no " + ", no ".join(constraints["exclude_genres"]))
     low, high = constraints.get("year_from"), constraints.get("year_to")

@@ -242,6 +242,14 @@ def test_a_genre_the_llm_infers_from_a_mood_orders_and_a_named_one_filters(toolb
     assert named.constraints.genres == ["Comedy"] and named.constraints.prefer_genres == []
 
 
+def test_a_preference_orders_inside_the_genres_already_asked_for(toolbox: Toolbox, plain: Callable[[], Agent]) -> None:
+    conversation = Conversation(plain, toolbox)
+    conversation.turn("inside", "a comedy", user_id=USER)
+    sad = conversation.turn("inside", "something sad")  # the vocabulary's "sad": Drama first
+    assert sad.constraints.genres == ["Comedy"] and sad.constraints.prefer_genres == ["Drama"]
+    assert all({"Comedy", "Drama"} <= set(i.genres) for i in sad.items[:4])
+
+
 def test_an_unusable_llm_reading_falls_back_to_the_rules(toolbox: Toolbox) -> None:
     factory = PerTurn(toolbox, [["Sure! The user wants no horror, I think.", FINISH]])
     conversation = Conversation(factory, toolbox)

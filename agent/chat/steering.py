@@ -365,7 +365,7 @@ class Steering:
         person's taste orders within them): more like the titles named, with the preferred
         genres; else the best-rated under the wish ("the best"); else the preferred genres in
         the person's own order; and the words, where the items have text to match."""
-        prefer = {"genres": c.prefer_genres} if c.prefer_genres else {}
+        prefer = self.preferred(c)
         probes = [PlannedCall(name="rank", arguments={"candidates": c.named, "by": "popularity"})] if c.named else []
         if c.like:
             probes.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space, **prefer}))
@@ -377,12 +377,19 @@ class Steering:
             probes.append(PlannedCall(name="semantic_search", arguments={"query": c.query}))
         return probes
 
+    def preferred(self, c: SessionConstraints) -> dict[str, Any]:
+        """The preferred genres as a probe's filter on the genre attribute, which the wish's own
+        genres narrow further ("a comedy" then "something weightier": Comedy and Drama), where a
+        `genres` argument would be replaced by them."""
+        primary = self.toolbox.primary_attribute
+        return {"attributes": {primary: c.prefer_genres}} if c.prefer_genres and primary else {}
+
     def cold_probes(self, c: SessionConstraints) -> list[PlannedCall]:
         """With no history yet: more like the titles named, then the catalogue's own best under
         the wish (the preferred genres first), then its best under the hard constraints alone,
         so the list is full."""
         by = "quality" if c.quality else "both"
-        prefer = {"genres": c.prefer_genres} if c.prefer_genres else {}
+        prefer = self.preferred(c)
         calls = [PlannedCall(name="rank", arguments={"candidates": c.named, "by": "popularity"})] if c.named else []
         if c.like:
             calls.append(PlannedCall(name="similar_items", arguments={"items": c.like, "space": self.config.similar_space, **prefer}))
