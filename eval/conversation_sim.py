@@ -335,10 +335,7 @@ def compare(reports: dict[str, list[SimDialogue]], depth: int, n_boot: int = 500
     return {
         "users": len(shared),
         "left_out_leaked": len(leaked),
-        "hit": {
-            label: {"mean": round(float(v.mean()), 4), "ci95": [round(x, 4) for x in bootstrap_ci(v, resamples)]}
-            for label, v in hits.items()
-        },
+        "hit": {label: _estimate(v, resamples) for label, v in hits.items()},
         f"history_top{depth}": round(float(history.mean()), 4),
         "paired": {
             **{f"{label} - {base}": paired_test(v, hits[base], rng, n_boot) for label, v in hits.items() if label != base},
